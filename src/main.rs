@@ -1,0 +1,28 @@
+//! `replicator`: parse flags, start logging, run the command, report the final error.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = replicator::cli::parse();
+    let log_file = match cli.global.log_config().init() {
+        Ok(file) => file,
+        Err(err) => return fail(&err.into(), false),
+    };
+    match replicator::cli::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err, log_file.is_some()),
+    }
+}
+
+/// Prints the error and its causes to stderr (and to the log file when logs go to one) and
+/// returns the failure exit code.
+fn fail(err: &anyhow::Error, to_log_file: bool) -> ExitCode {
+    if to_log_file {
+        tracing::error!(error = format!("{err:#}"), "replicator stopped");
+    }
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,8 @@
+//! Value types shared across the pipeline: connection strings that keep their password
+//! secret, the Go-style durations MOLT's flags use, and dotted names (`db.schema`).
+
+pub mod duration;
+pub mod name;
+pub mod secret;
+
+pub use secret::ConnString;

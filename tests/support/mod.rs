@@ -1,0 +1,229 @@
+//! Helpers the integration tests share: the binary, temporary folders, and a fresh, uniquely
+//! named database per test on the real PostgreSQL and MariaDB servers.
+//!
+//! Connection URLs come from `REPLICATOR_TEST_PG` and `REPLICATOR_TEST_MYSQL`, defaulting to
+//! the servers `tests/databases.sh` provisions. Every database a test creates is dropped when
+//! its guard drops, even when the test fails, so tests run in parallel and leave nothing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Default PostgreSQL server for tests (trust auth on loopback).
+pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Default MariaDB/MySQL server for tests (root, empty password).
+pub const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306";
+
+/// The PostgreSQL server URL (a maintenance database on it).
+pub fn pg_url() -> String {
+    std::env::var("REPLICATOR_TEST_PG").unwrap_or_else(|_| DEFAULT_PG.to_owned())
+}
+
+/// The MariaDB/MySQL server URL, without a database.
+pub fn mysql_url() -> String {
+    std::env::var("REPLICATOR_TEST_MYSQL").unwrap_or_else(|_| DEFAULT_MYSQL.to_owned())
+}
+
+/// A name no other test (in this or another process) uses: `prefix_<pid>_<n>_<micros>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() % 1_000_000_000)
+        .unwrap_or(0);
+    format!("{prefix}_{}_{n}_{micros}", std::process::id())
+}
+
+/// The `replicator` binary under test.
+pub fn replicator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_replicator"))
+}
+
+/// Runs `replicator` with `args`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    replicator().args(args).output().expect("run replicator")
+}
+
+/// stdout and stderr as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A folder removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates an empty folder under the system's temp dir.
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique_name("replicator_test"));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// `name` inside the folder.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replaces the database (path) of a URL.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..].find('/').map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Runs `f` on a fresh thread with its own runtime: lets `Drop` do async cleanup even when
+/// the test's runtime is gone or busy.
+fn block_on_thread<F>(f: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(f);
+    });
+    let _ = handle.join();
+}
+
+/// Connects to PostgreSQL, driving the connection on the current runtime.
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL at {url}: {e} (run tests/databases.sh)"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A database of its own on the PostgreSQL server, dropped on drop.
+pub struct PgDatabase {
+    /// Its name.
+    pub name: String,
+    /// A URL that connects to it.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates `test_<unique>` on the server.
+    pub async fn create() -> Self {
+        let name = unique_name("test");
+        let admin = pg_connect(&pg_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        let url = with_database(&pg_url(), &name);
+        Self { name, url }
+    }
+
+    /// A client connected to this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg_connect(&self.url).await
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_thread(async move {
+            if let Ok((client, conn)) =
+                tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await
+            {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                if let Err(e) = client.batch_execute(&sql).await {
+                    eprintln!("warning: could not drop test database {name}: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// A database of its own on the MariaDB/MySQL server, dropped on drop.
+pub struct MyDatabase {
+    /// Its name.
+    pub name: String,
+    /// A URL that connects to it.
+    pub url: String,
+}
+
+impl MyDatabase {
+    /// Creates `test_<unique>` on the server.
+    pub async fn create() -> Self {
+        use mysql_async::prelude::Queryable as _;
+        let name = unique_name("test");
+        let mut admin = mysql_async::Conn::from_url(mysql_url()).await.unwrap_or_else(|e| {
+            panic!("connect to MariaDB at {}: {e} (run tests/databases.sh)", mysql_url())
+        });
+        admin.query_drop(format!("CREATE DATABASE `{name}`")).await.expect("create test database");
+        let _ = admin.disconnect().await;
+        let url = with_database(&mysql_url(), &name);
+        Self { name, url }
+    }
+
+    /// A connection to this database.
+    pub async fn conn(&self) -> mysql_async::Conn {
+        mysql_async::Conn::from_url(self.url.as_str()).await.expect("connect to test database")
+    }
+}
+
+impl Drop for MyDatabase {
+    fn drop(&mut self) {
+        use mysql_async::prelude::Queryable as _;
+        let name = self.name.clone();
+        block_on_thread(async move {
+            if let Ok(mut admin) = mysql_async::Conn::from_url(mysql_url()).await {
+                if let Err(e) = admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await
+                {
+                    eprintln!("warning: could not drop test database {name}: {e}");
+                }
+                let _ = admin.disconnect().await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "t1"), "postgres://u@h:5432/t1");
+        assert_eq!(with_database("mysql://root@h:3306", "t1"), "mysql://root@h:3306/t1");
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "t1"),
+            "postgres://u@h/t1?sslmode=disable"
+        );
+    }
+}
