@@ -28,5 +28,6 @@
 pub mod auth;
 pub mod cli;
 pub mod logging;
+pub mod script;
 pub mod target;
 pub mod types;
