@@ -4,5 +4,7 @@
 pub mod duration;
 pub mod name;
 pub mod secret;
+pub mod value;
 
 pub use secret::ConnString;
+pub use value::{Row, Value};

@@ -1,0 +1,2 @@
+// replicator@v2: the current userscript API.
+export { configureTargetSchema, configureTargetTables, getTX, write } from "replicator:core";

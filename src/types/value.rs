@@ -1,0 +1,98 @@
+//! Row values as they travel between databases, scripts and the applier.
+//!
+//! Numbers are kept as their exact decimal text, never as floats: a NUMERIC(38,10) or a
+//! BIGINT beyond 2^53 arrives at the target exactly as the source wrote it (DESIGN
+//! invariant 7). JSON columns keep their document; SQL arrays keep their elements.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+
+/// One column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number of any SQL type, as its exact decimal text (`"42"`, `"-0.50"`, `"1e+21"`).
+    Number(String),
+    /// Text, and every type whose canonical form is text (dates, times, UUIDs, `\x` hex bytes).
+    String(String),
+    /// A JSON document (JSON/JSONB columns); numbers inside it are JSON numbers.
+    Json(serde_json::Value),
+    /// A SQL array.
+    Array(Vec<Value>),
+}
+
+/// A row: column name → value, in column order.
+pub type Row = IndexMap<String, Value>;
+
+impl Value {
+    /// The value as text the way scripts see key values (`onRowDelete`'s `string[]`): numbers
+    /// and strings as themselves, booleans as `true`/`false`, JSON as JSON text; `None` for
+    /// NULL.
+    pub fn as_key_text(&self) -> Option<String> {
+        match self {
+            Value::Null => None,
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Number(s) | Value::String(s) => Some(s.clone()),
+            Value::Json(j) => Some(j.to_string()),
+            Value::Array(_) => Some(self.to_string()),
+        }
+    }
+
+    /// A JSON rendering that keeps numbers exact where JSON can: column numbers become JSON
+    /// numbers when their text is a valid JSON number, strings otherwise.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(s) => serde_json::from_str::<serde_json::Number>(s)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|_| serde_json::Value::String(s.clone())),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::Json(j) => j.clone(),
+            Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(Value::to_json).collect())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Number(s) | Value::String(s) => f.write_str(s),
+            Value::Json(j) => write!(f, "{j}"),
+            Value::Array(items) => {
+                f.write_str("{")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_text_and_json_keep_numbers_exact() {
+        let big = Value::Number("9000000000000000001".into());
+        assert_eq!(big.as_key_text().as_deref(), Some("9000000000000000001"));
+        assert_eq!(Value::Null.as_key_text(), None);
+        assert_eq!(Value::Bool(true).as_key_text().as_deref(), Some("true"));
+        let json = Value::Array(vec![Value::Number("12".into()), Value::String("x".into())]);
+        assert_eq!(json.to_json(), serde_json::json!([12, "x"]));
+        assert_eq!(Value::Number("NaN".into()).to_json(), serde_json::json!("NaN"));
+    }
+}
