@@ -210,10 +210,12 @@ impl<'js> FromJsConverter<'js> {
             Type::Bool => serde_json::Value::Bool(value.as_bool().unwrap_or(false)),
             Type::Int => serde_json::Value::from(value.as_int().unwrap_or(0)),
             Type::Float => {
-                let f = value.as_float().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f)
+                // JavaScript's own rendering (12345678901234567000, not 1.2345678901234567e19),
+                // kept as the number's text.
+                let text = self.number_text(&value)?;
+                text.parse::<serde_json::Number>()
                     .map(serde_json::Value::Number)
-                    .ok_or_else(|| format!("{} holds {f}, which JSON cannot represent", what()))?
+                    .map_err(|_| format!("{} holds {text}, which JSON cannot represent", what()))?
             }
             Type::BigInt => serde_json::Value::String(self.number_text(&value)?),
             Type::String => serde_json::Value::String(js_string(&value)?),
@@ -407,9 +409,8 @@ impl<'js> FromJsConverter<'js> {
     }
 }
 
-/// A routing object: at least one property, every property an array of plain objects.
+/// A routing object: every property an array of plain objects. `{}` routes to no table.
 fn is_routing(object: &Object<'_>) -> bool {
-    let mut any = false;
     for prop in object.props::<String, JsValue>() {
         let Ok((_, value)) = prop else { return false };
         let Some(array) = value.as_array() else { return false };
@@ -419,9 +420,8 @@ fn is_routing(object: &Object<'_>) -> bool {
                 _ => return false,
             }
         }
-        any = true;
     }
-    any
+    true
 }
 
 fn js_string(value: &JsValue<'_>) -> Result<String, String> {

@@ -42,6 +42,20 @@ impl Value {
         }
     }
 
+    /// A column value from JSON as users write rows in files (`script test` input, golden
+    /// tests): a number becomes [`Value::Number`] with its text exactly as written
+    /// (`9000000000000000001` stays exact), strings, booleans and null stay as they are, and
+    /// objects and arrays are JSON documents whose numbers stay JSON numbers.
+    pub fn from_json(json: serde_json::Value) -> Value {
+        match json {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => Value::Number(n.to_string()),
+            serde_json::Value::String(s) => Value::String(s),
+            other => Value::Json(other),
+        }
+    }
+
     /// A JSON rendering that keeps numbers exact where JSON can: column numbers become JSON
     /// numbers when their text is a valid JSON number, strings otherwise.
     pub fn to_json(&self) -> serde_json::Value {
@@ -94,5 +108,20 @@ mod tests {
         let json = Value::Array(vec![Value::Number("12".into()), Value::String("x".into())]);
         assert_eq!(json.to_json(), serde_json::json!([12, "x"]));
         assert_eq!(Value::Number("NaN".into()).to_json(), serde_json::json!("NaN"));
+        assert_eq!(Value::Number("19.90".into()).to_json().to_string(), "19.90");
+    }
+
+    #[test]
+    fn json_input_keeps_number_text() {
+        let row: serde_json::Value = serde_json::from_str(
+            r#"{"id": 9000000000000000001, "price": 19.90, "doc": {"n": 1.50}, "tags": [1, 2]}"#,
+        )
+        .expect("json");
+        let serde_json::Value::Object(map) = row else { panic!("object") };
+        let values: Vec<Value> = map.into_iter().map(|(_, v)| Value::from_json(v)).collect();
+        assert_eq!(values[0], Value::Number("9000000000000000001".into()));
+        assert_eq!(values[1], Value::Number("19.90".into()));
+        assert_eq!(values[2].to_json().to_string(), r#"{"n":1.50}"#);
+        assert!(matches!(values[3], Value::Json(_)));
     }
 }

@@ -1,0 +1,3 @@
+import * as api from "replicator@v2";
+
+export const unused = api;
