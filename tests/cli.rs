@@ -35,7 +35,14 @@ fn assert_every_flag_explained(help: &str) {
 
 #[test]
 fn help_explains_every_flag_of_every_command() {
-    for args in [&["--help"][..], &["version", "--help"], &["make-jwt", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["version", "--help"],
+        &["make-jwt", "--help"],
+        &["script", "api", "--help"],
+        &["script", "bench", "--help"],
+        &["userscript", "--help"],
+    ] {
         let out = run(args);
         let (stdout, stderr) = texts(&out);
         assert!(out.status.success(), "{args:?}: {stderr}");
@@ -485,4 +492,85 @@ fn an_unwritable_log_destination_is_a_clear_error() {
         "{stderr}"
     );
     assert!(stderr.contains("caused by:"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// userscript tools
+
+#[test]
+fn script_api_prints_the_shipped_typings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (args, file) in [
+        (&["script", "api"][..], "typings/replicator@v2.d.ts"),
+        (&["script", "api", "--apiVersion", "v1"][..], "typings/replicator@v1.d.ts"),
+        (&["userscript", "--api"][..], "typings/replicator@v1.d.ts"),
+    ] {
+        let out = run(args);
+        let (stdout, stderr) = texts(&out);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stdout, std::fs::read_to_string(root.join(file)).expect("typings"), "{args:?}");
+    }
+    let (guide, _) = texts(&run(&["userscript"]));
+    assert!(guide.contains("replicator script api") && guide.contains("--userscript"), "{guide}");
+    let out = run(&["script", "api", "--apiVersion", "v3"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn script_bench_reports_throughput_and_refuses_bad_limits() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scripts/simple_map.ts");
+    let script = script.to_str().expect("utf-8");
+    let out = run(&[
+        "script",
+        "bench",
+        "--userscript",
+        script,
+        "--rows",
+        "3000",
+        "--batchSize",
+        "500",
+        "--workers",
+        "2",
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("rows out: 3000, dropped: 0"), "{stdout}");
+    let rate: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rows_per_second="))
+        .and_then(|r| r.parse().ok())
+        .expect("a rate");
+    assert!(rate > 0.0);
+
+    let out =
+        run(&["script", "bench", "--userscript", script, "--table", "audit_logs", "--rows", "10"]);
+    let (stdout, _) = texts(&out);
+    assert!(stdout.contains("rows out: 0, dropped: 10"), "the script drops audit_logs: {stdout}");
+
+    for (flags, message) in [
+        (&["--userscriptMaxMemory", "1MiB"][..], "too small to load the API"),
+        (&["--userscriptTimeout", "0s"][..], "--userscriptTimeout must be more than zero"),
+    ] {
+        let out = run(&[&["script", "bench", "--userscript", script][..], flags].concat());
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
+    let out = run(&["script", "bench", "--userscript", script, "--userscriptMaxMemory", "lots"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("is not a size"), "{stderr}");
+}
+
+#[test]
+fn a_broken_userscript_fails_with_its_location() {
+    let dir = TempDir::new();
+    let script = dir.join("broken.ts");
+    std::fs::write(&script, "import * as api from \"replicator@v2\";\nconst x: number = ;\n")
+        .expect("write");
+    let out =
+        run(&["script", "bench", "--userscript", script.to_str().expect("utf-8"), "--rows", "1"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("broken.ts:2:19: syntax error"), "{stderr}");
 }

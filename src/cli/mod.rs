@@ -1,6 +1,7 @@
 //! The command line: MOLT Replicator's commands and flag spellings.
 //!
-//! Commands are registered only when they work. Today: `version` and `make-jwt`. The flag
+//! Commands are registered only when they work. Today: `version`, `make-jwt`, `script api`,
+//! `script bench` and MOLT's legacy `userscript`. The flag
 //! groups in [`groups`] are what the replication commands will flatten in. Long flags are
 //! camelCase as in MOLT; boolean flags take `--flag` or `--flag=false`; durations take Go's
 //! syntax (`250ms`, `1m30s`).
@@ -8,6 +9,7 @@
 pub mod groups;
 pub mod make_jwt;
 pub mod molt;
+pub mod script;
 pub mod values;
 pub mod version;
 
@@ -75,6 +77,11 @@ pub enum Command {
     /// Sign a JWT that lets a changefeed write into the given schemas
     #[command(name = "make-jwt")]
     MakeJwt(make_jwt::MakeJwtArgs),
+    /// Userscript tools: print the API typings, benchmark a script
+    #[command(subcommand)]
+    Script(script::ScriptCommand),
+    /// Legacy (MOLT) userscript help; --api prints the replicator@v1 typings
+    Userscript(script::UserscriptArgs),
 }
 
 /// Parses the process's arguments. On a usage error, prints clap's message (plus a note
@@ -114,6 +121,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Version(args) => version::run(args),
         Command::MakeJwt(args) => make_jwt::run(args),
+        Command::Script(command) => script::run(command),
+        Command::Userscript(args) => script::run_legacy(args),
     }
 }
 

@@ -26,6 +26,31 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text).map_err(|e| e.to_string())
 }
 
+/// A size in bytes: `256MiB`, `1GiB`, `512KiB`, `64MB`, or a plain number of bytes.
+pub fn byte_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: write e.g. 256MiB, 1GiB, 512KiB or a number of bytes"
+            ));
+        }
+    };
+    let n: usize = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size: write e.g. 256MiB, 1GiB, 512KiB or a number of bytes")
+    })?;
+    n.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// A period where zero or a negative value turns the feature off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period(pub Option<Duration>);
@@ -74,6 +99,18 @@ mod tests {
             assert_eq!(go_bool(f), Ok(false));
         }
         assert!(go_bool("yes").is_err());
+    }
+
+    #[test]
+    fn sizes_in_binary_and_decimal_units() {
+        assert_eq!(byte_size("256MiB"), Ok(256 << 20));
+        assert_eq!(byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(byte_size("512KiB"), Ok(512 << 10));
+        assert_eq!(byte_size("64MB"), Ok(64_000_000));
+        assert_eq!(byte_size("1048576"), Ok(1 << 20));
+        for bad in ["", "MiB", "12 parsecs", "-1MiB", "1.5GiB"] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! SQL array. Functions, symbols and `undefined` where a value is needed are errors.
 
 use rquickjs::convert::Coerced;
-use rquickjs::{Array, Ctx, FromJs, Function, Object, Type, Value as JsValue};
+use rquickjs::{Array, Atom, Ctx, FromJs, Function, Object, Type, Value as JsValue};
 
 use super::host::{RowOp, TargetColumn};
 use super::{Meta, Routed};
@@ -67,6 +67,79 @@ pub(crate) fn row_to_js<'js>(ctx: &Ctx<'js>, row: &Row) -> rquickjs::Result<Obje
         object.set(column.as_str(), value_to_js(ctx, value)?)?;
     }
     Ok(object)
+}
+
+/// Builds the JavaScript rows and metas of one batch. Rows of a batch mostly share their
+/// columns and meta, so property-name atoms and meta strings are made once and reused.
+pub(crate) struct BatchEncoder<'js> {
+    ctx: Ctx<'js>,
+    atoms: Vec<(String, Atom<'js>)>,
+    last_meta: Option<(Meta, [JsValue<'js>; 4])>,
+}
+
+impl<'js> BatchEncoder<'js> {
+    pub(crate) fn new(ctx: &Ctx<'js>) -> Self {
+        Self { ctx: ctx.clone(), atoms: Vec::new(), last_meta: None }
+    }
+
+    /// The atom for a column name: row `i`'s column `n` usually sits at the same position.
+    fn atom(&mut self, position: usize, name: &str) -> rquickjs::Result<Atom<'js>> {
+        if let Some((cached, atom)) = self.atoms.get(position)
+            && cached == name
+        {
+            return Ok(atom.clone());
+        }
+        if let Some((_, atom)) = self.atoms.iter().find(|(cached, _)| cached == name) {
+            return Ok(atom.clone());
+        }
+        let atom = Atom::from_str(self.ctx.clone(), name)?;
+        self.atoms.push((name.to_owned(), atom.clone()));
+        Ok(atom)
+    }
+
+    pub(crate) fn row(&mut self, row: &Row) -> rquickjs::Result<Object<'js>> {
+        let object = Object::new(self.ctx.clone())?;
+        for (position, (column, value)) in row.iter().enumerate() {
+            let atom = self.atom(position, column)?;
+            object.set(atom, value_to_js(&self.ctx, value)?)?;
+        }
+        Ok(object)
+    }
+
+    pub(crate) fn meta(&mut self, meta: &Meta, with_before: bool) -> rquickjs::Result<Object<'js>> {
+        let reuse = matches!(&self.last_meta, Some((last, _)) if last.schema == meta.schema
+            && last.table == meta.table && last.source == meta.source && last.time == meta.time);
+        if !reuse {
+            let text =
+                |s: &str| rquickjs::String::from_str(self.ctx.clone(), s).map(|v| v.into_value());
+            let (nanos, logical) = meta
+                .time
+                .map_or((String::new(), String::new()), |(n, l)| (n.to_string(), l.to_string()));
+            let values = [text(&meta.schema)?, text(&meta.table)?, text(&nanos)?, text(&logical)?];
+            let key = Meta { before: None, ..meta.clone() };
+            self.last_meta = Some((key, values));
+        }
+        let Some((_, [schema, table, nanos, logical])) = &self.last_meta else {
+            unreachable!("set above");
+        };
+        let object = Object::new(self.ctx.clone())?;
+        object.set(META_SCHEMA, schema.clone())?;
+        object.set(META_TABLE, table.clone())?;
+        if let Some(tag) = meta.source {
+            object.set(tag.name(), true)?;
+        }
+        if meta.time.is_some() {
+            object.set("nanos", nanos.clone())?;
+            object.set("logical", logical.clone())?;
+        }
+        if with_before {
+            match &meta.before {
+                Some(before) => object.set("before", row_to_js(&self.ctx, before)?)?,
+                None => object.set("before", JsValue::new_null(self.ctx.clone()))?,
+            }
+        }
+        Ok(object)
+    }
 }
 
 pub(crate) fn strings_to_js<'js>(ctx: &Ctx<'js>, items: &[String]) -> rquickjs::Result<Array<'js>> {
@@ -262,9 +335,13 @@ impl<'js> FromJsConverter<'js> {
                 return Err(format!("{what} returned a {other} where a row object was expected"));
             }
         };
-        let mut row = Row::new();
-        for prop in object.props::<String, JsValue>() {
-            let (column, item) = prop.map_err(|e| e.to_string())?;
+        let props = collect_props(&object)?;
+        self.row_from_props(props)
+    }
+
+    fn row_from_props(&self, props: Vec<(String, JsValue<'js>)>) -> Result<Row, String> {
+        let mut row = Row::with_capacity(props.len());
+        for (column, item) in props {
             if item.is_undefined() {
                 continue;
             }
@@ -275,7 +352,7 @@ impl<'js> FromJsConverter<'js> {
     }
 
     /// What a schema-level handler returned: a row (default table), a routing object
-    /// `{table: rows[]}`, or null.
+    /// `{table: rows[]}` (every property an array of objects; `{}` routes nowhere), or null.
     pub(crate) fn routed(
         &self,
         value: JsValue<'js>,
@@ -285,23 +362,31 @@ impl<'js> FromJsConverter<'js> {
         if value.is_null() {
             return Ok(Routed::Dropped);
         }
-        if let Some(object) = value.as_object().filter(|_| value.type_of() == Type::Object)
-            && is_routing(object)
-        {
-            let mut rows = Vec::new();
-            for prop in object.props::<String, Array>() {
-                let (table, array) = prop.map_err(|e| e.to_string())?;
-                for item in array.iter::<JsValue>() {
-                    let row = self.row(
-                        item.map_err(|e| e.to_string())?,
-                        &format!("{what} for table {table:?}"),
-                    )?;
-                    rows.push((table.clone(), row));
-                }
-            }
-            return Ok(Routed::Rows(rows));
+        if value.type_of() != Type::Object {
+            return Ok(Routed::Rows(vec![(default_table.to_owned(), self.row(value, what)?)]));
         }
-        Ok(Routed::Rows(vec![(default_table.to_owned(), self.row(value, what)?)]))
+        let object = value.into_object().ok_or("not an object")?;
+        let props = collect_props(&object)?;
+        let routing = props.iter().all(|(_, v)| {
+            v.as_array().is_some_and(|a| {
+                a.iter::<JsValue>().all(|item| item.is_ok_and(|i| i.type_of() == Type::Object))
+            })
+        });
+        if !routing {
+            return Ok(Routed::Rows(vec![(default_table.to_owned(), self.row_from_props(props)?)]));
+        }
+        let mut rows = Vec::new();
+        for (table, array) in props {
+            let array = array.into_array().ok_or("not an array")?;
+            for item in array.iter::<JsValue>() {
+                let row = self.row(
+                    item.map_err(|e| e.to_string())?,
+                    &format!("{what} for table {table:?}"),
+                )?;
+                rows.push((table.clone(), row));
+            }
+        }
+        Ok(Routed::Rows(rows))
     }
 
     /// What a table-level delete handler returned: key values, or null.
@@ -409,19 +494,13 @@ impl<'js> FromJsConverter<'js> {
     }
 }
 
-/// A routing object: every property an array of plain objects. `{}` routes to no table.
-fn is_routing(object: &Object<'_>) -> bool {
+/// An object's own enumerable properties, in JavaScript's order.
+fn collect_props<'js>(object: &Object<'js>) -> Result<Vec<(String, JsValue<'js>)>, String> {
+    let mut props = Vec::with_capacity(object.len());
     for prop in object.props::<String, JsValue>() {
-        let Ok((_, value)) = prop else { return false };
-        let Some(array) = value.as_array() else { return false };
-        for item in array.iter::<JsValue>() {
-            match item {
-                Ok(v) if v.type_of() == Type::Object => {}
-                _ => return false,
-            }
-        }
+        props.push(prop.map_err(|e| e.to_string())?);
     }
-    true
+    Ok(props)
 }
 
 fn js_string(value: &JsValue<'_>) -> Result<String, String> {

@@ -26,7 +26,7 @@ use rquickjs::{
 
 use super::compile::{BUILTIN_MODULES, CompileError, CompiledScript, Location, compile_script};
 use super::convert::{
-    FromJsConverter, columns_to_js, meta_to_js, ops_to_js, row_to_js, strings_to_js, value_to_js,
+    BatchEncoder, FromJsConverter, columns_to_js, ops_to_js, strings_to_js, value_to_js,
 };
 use super::host::{RowOp, WriteHost};
 use super::{Api, Limits, Meta, Op, Routed};
@@ -421,9 +421,10 @@ impl Engine {
         let entry = self.entry.run_schema.clone();
         self.call(&handler, |ctx, _| {
             let (js_rows, metas) = (Array::new(ctx.clone())?, Array::new(ctx.clone())?);
+            let mut encoder = BatchEncoder::new(ctx);
             for (i, (row, meta)) in rows.iter().enumerate() {
-                js_rows.set(i, row_to_js(ctx, row)?)?;
-                metas.set(i, meta_to_js(ctx, meta, with_before)?)?;
+                js_rows.set(i, encoder.row(row)?)?;
+                metas.set(i, encoder.meta(meta, with_before)?)?;
             }
             let out: Array =
                 entry.restore(ctx)?.call((schema, op == Op::Delete, js_rows, metas))?;
@@ -457,9 +458,10 @@ impl Engine {
         let entry = self.entry.run_table.clone();
         self.call(&handler, |ctx, _| {
             let (values, metas) = (Array::new(ctx.clone())?, Array::new(ctx.clone())?);
+            let mut encoder = BatchEncoder::new(ctx);
             for (i, (row, meta)) in rows.iter().enumerate() {
-                values.set(i, row_to_js(ctx, row)?)?;
-                metas.set(i, meta_to_js(ctx, meta, false)?)?;
+                values.set(i, encoder.row(row)?)?;
+                metas.set(i, encoder.meta(meta, false)?)?;
             }
             let out: Array = entry.restore(ctx)?.call((table, false, values, metas))?;
             let convert = FromJsConverter::new(ctx)?;
@@ -495,9 +497,10 @@ impl Engine {
         let entry = self.entry.run_table.clone();
         self.call(&handler, |ctx, _| {
             let (values, metas) = (Array::new(ctx.clone())?, Array::new(ctx.clone())?);
+            let mut encoder = BatchEncoder::new(ctx);
             for (i, (key, meta)) in keys.iter().enumerate() {
                 values.set(i, strings_to_js(ctx, key)?)?;
-                metas.set(i, meta_to_js(ctx, meta, false)?)?;
+                metas.set(i, encoder.meta(meta, false)?)?;
             }
             let out: Array = entry.restore(ctx)?.call((table, true, values, metas))?;
             let convert = FromJsConverter::new(ctx)?;

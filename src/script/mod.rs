@@ -21,6 +21,7 @@ pub mod compile;
 mod convert;
 pub mod engine;
 pub mod host;
+pub mod pool;
 
 use std::fmt;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::types::Row;
 pub use compile::{CompileError, CompiledScript, Location, compile_script};
 pub use engine::{Configured, Engine, EngineOptions, ScriptError, TableConfig};
 pub use host::{HostError, RowOp, TargetColumn, WriteHost};
+pub use pool::ScriptPool;
 
 /// Default `--userscriptTimeout`: JavaScript time allowed per handler call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

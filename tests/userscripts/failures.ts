@@ -16,7 +16,7 @@ api.configureTargetSchema("db.public", {
         for (;;) {}
       case "hogs": {
         const hog: string[] = [];
-        for (let i = 0; ; i++) hog.push("x".repeat(1024) + i);
+        for (let i = 0; ; i++) hog.push("x".repeat(1 << 20) + i);
       }
       case "undefined":
         return undefined as unknown as api.Row;

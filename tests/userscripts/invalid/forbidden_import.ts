@@ -1,3 +1,4 @@
+// not type-checked: this script is broken on purpose (see forbidden_import.json)
 import * as api from "replicator@v2";
 import { readFileSync } from "fs";
 
