@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub mod postgres;
+
 /// The wire protocol a connection string names with its scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
