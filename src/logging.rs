@@ -1,6 +1,7 @@
 //! Operational logging with `tracing`.
 //!
-//! Logs go to stdout, or to the file `--logDestination` names (appended to). `--logFormat`
+//! Logs go to stdout (stderr for commands whose stdout is their output, like `script test`),
+//! or to the file `--logDestination` names (appended to). `--logFormat`
 //! picks plain text or JSON lines (MOLT's `fluent` is read as JSON). `-v` turns on debug and
 //! `-vv` trace for replicator's own modules; other crates stay at warn unless `RUST_LOG` says
 //! otherwise. The final error of a failed run is printed to stderr by `main`, and also
@@ -39,6 +40,9 @@ pub struct LogConfig {
     pub destination: Option<PathBuf>,
     /// Text or JSON.
     pub format: LogFormat,
+    /// Without a destination, write to stderr instead of stdout: for commands whose stdout
+    /// is their output (`script test`, `version`, …).
+    pub stderr: bool,
 }
 
 /// Why logging could not start.
@@ -80,6 +84,10 @@ impl LogConfig {
     /// the final error to it.
     pub fn init(&self) -> Result<Option<LogFile>, LogError> {
         match &self.destination {
+            None if self.stderr => {
+                self.install(io::stderr)?;
+                Ok(None)
+            }
             None => {
                 self.install(io::stdout)?;
                 Ok(None)

@@ -4,13 +4,20 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = replicator::cli::parse();
-    let log_file = match cli.global.log_config().init() {
+    let log_file = match cli.log_config().init() {
         Ok(file) => file,
         Err(err) => return fail(&err.into(), false),
     };
     match replicator::cli::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err, log_file.is_some()),
+        Err(err) => {
+            let code = fail(&err, log_file.is_some());
+            // Commands with documented exit codes (script test, script check) say which one.
+            match err.downcast_ref::<replicator::cli::CodedError>() {
+                Some(failure) => ExitCode::from(failure.code),
+                None => code,
+            }
+        }
     }
 }
 

@@ -7,25 +7,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::TempDir;
+use support::{TempDir, tsc};
 
 const SKIP_MARKER: &str = "// not type-checked:";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tsc() -> PathBuf {
-    if let Ok(path) = std::env::var("REPLICATOR_TSC") {
-        return PathBuf::from(path);
-    }
-    let path = root().join("target/tsc/node_modules/.bin/tsc");
-    assert!(
-        path.exists(),
-        "TypeScript is not installed at {}: run tests/run.sh, or npm install --prefix target/tsc typescript@5",
-        path.display()
-    );
-    path
 }
 
 /// Every `.ts` file under `dir`, except those marked as broken on purpose.

@@ -189,7 +189,7 @@ fn time_waiting_on_the_database_is_not_script_time() {
     let f = Fixture::new();
     let limits = Limits { timeout: Duration::from_millis(500), ..Limits::default() };
     let mut engine =
-        Engine::from_file(&script(), EngineOptions { limits, known_flags: Vec::new() })
+        Engine::from_file(&script(), EngineOptions { limits, ..EngineOptions::default() })
             .expect("load");
     f.sql("BEGIN");
     let (_, result) = engine.write("slow", &[], f.host("slow"));

@@ -167,7 +167,10 @@ fn run_golden(file: &Path) {
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        let loaded = Engine::from_file(&script, EngineOptions { limits, known_flags });
+        let loaded = Engine::from_file(
+            &script,
+            EngineOptions { limits, known_flags, ..EngineOptions::default() },
+        );
         if let Some(want) = spec["loadError"].as_str() {
             let err = loaded.expect_err(&format!("{label}: load should fail")).to_string();
             assert!(err.contains(want), "{label}: load error {err:?} lacks {want:?}");

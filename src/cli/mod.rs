@@ -10,6 +10,8 @@ pub mod groups;
 pub mod make_jwt;
 pub mod molt;
 pub mod script;
+pub mod script_check;
+pub mod script_test;
 pub mod values;
 pub mod version;
 
@@ -58,13 +60,19 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 }
 
-impl GlobalArgs {
-    /// The logging configuration these flags ask for.
+impl Cli {
+    /// The logging configuration the flags ask for. Commands whose stdout is their output
+    /// (every command so far; the replication commands will log to stdout) log to stderr.
     pub fn log_config(&self) -> LogConfig {
+        let stderr = matches!(
+            self.command,
+            Command::Version(_) | Command::MakeJwt(_) | Command::Script(_) | Command::Userscript(_)
+        );
         LogConfig {
-            verbosity: self.verbose,
-            destination: self.log_destination.clone(),
-            format: self.log_format,
+            verbosity: self.global.verbose,
+            destination: self.global.log_destination.clone(),
+            format: self.global.log_format,
+            stderr,
         }
     }
 }
@@ -79,9 +87,25 @@ pub enum Command {
     MakeJwt(make_jwt::MakeJwtArgs),
     /// Userscript tools: print the API typings, benchmark a script
     #[command(subcommand)]
-    Script(script::ScriptCommand),
+    Script(Box<script::ScriptCommand>),
     /// Legacy (MOLT) userscript help; --api prints the replicator@v1 typings
     Userscript(script::UserscriptArgs),
+}
+
+/// An error that ends the process with a specific exit code (commands that document
+/// theirs, like `script test` and `script check`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CodedError {
+    /// The process exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A [`CodedError`].
+pub fn coded(code: u8, message: impl Into<String>) -> CodedError {
+    CodedError { code, message: message.into() }
 }
 
 /// Parses the process's arguments. On a usage error, prints clap's message (plus a note

@@ -21,6 +21,8 @@ use crate::types::{Row, Value};
 pub const TYPINGS_V2: &str = include_str!("../../typings/replicator@v2.d.ts");
 /// The legacy typings (`--apiVersion v1`, `replicator userscript --api`).
 pub const TYPINGS_V1: &str = include_str!("../../typings/replicator@v1.d.ts");
+/// The `tsconfig.json` that goes next to a script.
+pub const TSCONFIG: &str = include_str!("../../typings/tsconfig.json");
 
 /// `--userscript`, `--userscriptTimeout`, `--userscriptMaxMemory`.
 #[derive(Debug, Clone, Args)]
@@ -77,8 +79,54 @@ pub enum ApiVersion {
 pub enum ScriptCommand {
     /// Print the TypeScript typings of the userscript API (save as replicator@v2.d.ts)
     Api(ApiArgs),
+    /// Run a userscript over rows from a file and print (or check) what would be written
+    Test(super::script_test::TestArgs),
+    /// Write a userscript from a template, with its typings and test fixtures
+    New(NewArgs),
+    /// Load a userscript and show what it configures (and, with --targetConn, whether it exists)
+    Check(CheckArgs),
     /// Push synthetic rows through a userscript and print its throughput
     Bench(BenchArgs),
+}
+
+/// Flags of `replicator script new`.
+#[derive(Debug, Clone, Args)]
+pub struct NewArgs {
+    /// List the templates, one per line: name and description
+    #[arg(long = "list", conflicts_with = "template")]
+    pub list: bool,
+
+    /// The template to write (see --list)
+    #[arg(long = "template", value_name = "NAME", required_unless_present = "list")]
+    pub template: Option<String>,
+
+    /// Folder to write into (created if missing)
+    #[arg(long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Target schema the script and its fixtures name, replacing defaultdb.public
+    #[arg(long = "targetSchema", value_name = "SCHEMA")]
+    pub target_schema: Option<String>,
+
+    /// Overwrite files that already exist
+    #[arg(long = "force")]
+    pub force: bool,
+}
+
+/// Flags of `replicator script check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Target database: also check that the configured schemas and tables exist there
+    #[arg(long = "targetConn", value_name = "URL", value_parser = super::values::ConnStringParser)]
+    pub target_conn: Option<crate::types::ConnString>,
+
+    /// Schema where bare table names of configureTargetTables live [default: the script's only schema]
+    #[arg(long = "targetSchema", value_name = "SCHEMA")]
+    pub target_schema: Option<String>,
+
+    /// The userscript and its limits (--userscript is required here)
+    #[command(flatten)]
+    pub script: ScriptArgs,
 }
 
 /// Flags of `replicator script api`.
@@ -132,6 +180,9 @@ pub fn run(command: &ScriptCommand) -> anyhow::Result<()> {
             ApiVersion::V2 => TYPINGS_V2,
             ApiVersion::V1 => TYPINGS_V1,
         }),
+        ScriptCommand::Test(args) => super::script_test::run(args),
+        ScriptCommand::New(args) => scaffold(args),
+        ScriptCommand::Check(args) => super::script_check::run(args),
         ScriptCommand::Bench(args) => bench(args),
     }
 }
@@ -146,6 +197,10 @@ pub fn run_legacy(args: &UserscriptArgs) -> anyhow::Result<()> {
          Pass one to a replication command with --userscript FILE.ts.\n\
          \n\
          Tools:\n\
+         \x20 replicator script new --list                 list the templates; --template NAME writes one\n\
+         \x20 replicator script test --userscript F.ts --input rows.ndjson [--expect out.ndjson]\n\
+         \x20                                              run a script over rows and show what it writes\n\
+         \x20 replicator script check --userscript F.ts    show what a script configures\n\
          \x20 replicator script api [--apiVersion v1|v2]   print the API typings (save next to your script)\n\
          \x20 replicator script bench --userscript FILE    measure a script's throughput\n\
          \x20 replicator userscript --api                  print the legacy replicator@v1 typings\n",
@@ -156,6 +211,71 @@ fn print(text: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
+    Ok(())
+}
+
+/// `replicator script new`.
+fn scaffold(args: &NewArgs) -> anyhow::Result<()> {
+    use crate::script::templates::{TEMPLATE_SCHEMA, TEMPLATES, Template};
+    if args.list {
+        let width = TEMPLATES.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for t in TEMPLATES {
+            out.push_str(&format!("{:width$}  {}\n", t.name, t.description()));
+        }
+        return print(&out);
+    }
+    let name = args.template.as_deref().unwrap_or_default();
+    let template = Template::find(name).with_context(|| {
+        let names: Vec<&str> = TEMPLATES.iter().map(|t| t.name).collect();
+        format!(
+            "no template {name:?}; templates: {} (replicator script new --list)",
+            names.join(", ")
+        )
+    })?;
+    let schema = args.target_schema.as_deref().unwrap_or(TEMPLATE_SCHEMA);
+    let schema_ok = schema
+        .split('.')
+        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$'));
+    anyhow::ensure!(
+        schema_ok,
+        "--targetSchema {schema:?}: write db.schema (or db), e.g. defaultdb.public"
+    );
+    let fill = |text: &str| text.replace(TEMPLATE_SCHEMA, schema);
+    let typings = if template.api_module() == "replicator@v1" {
+        ("replicator@v1.d.ts", TYPINGS_V1)
+    } else {
+        ("replicator@v2.d.ts", TYPINGS_V2)
+    };
+    let files: Vec<(String, String)> = vec![
+        (format!("{name}.ts"), fill(template.script)),
+        (typings.0.to_owned(), typings.1.to_owned()),
+        ("tsconfig.json".to_owned(), TSCONFIG.to_owned()),
+        (format!("{name}.input.ndjson"), fill(template.input)),
+        (format!("{name}.expected.ndjson"), fill(template.expected)),
+    ];
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|(file, _)| args.dir.join(file).exists())
+        .map(|(file, _)| args.dir.join(file).display().to_string())
+        .collect();
+    anyhow::ensure!(
+        args.force || existing.is_empty(),
+        "{} already exist{}: pass --force to overwrite, or --dir to write elsewhere",
+        existing.join(", "),
+        if existing.len() == 1 { "s" } else { "" }
+    );
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    for (file, text) in &files {
+        let path = args.dir.join(file);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let dir = args.dir.display();
+    eprintln!(
+        "wrote {dir}/{name}.ts with its typings, tsconfig.json and fixtures; try:\n  \
+         replicator script test --userscript {dir}/{name}.ts --input {dir}/{name}.input.ndjson --expect {dir}/{name}.expected.ndjson"
+    );
     Ok(())
 }
 
@@ -194,7 +314,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let script = Arc::new(compile_script(path)?);
     let pool = Arc::new(ScriptPool::new(
         script.clone(),
-        EngineOptions { limits, known_flags: Vec::new() },
+        EngineOptions { limits, ..EngineOptions::default() },
         args.workers,
     )?);
     let schema = match &args.target_schema {

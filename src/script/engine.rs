@@ -38,6 +38,12 @@ const V2_JS: &str = include_str!("../../runtime/v2.js");
 const V1_JS: &str = include_str!("../../runtime/v1.js");
 const FREEZE_JS: &str = include_str!("../../runtime/freeze.js");
 const CORE_MODULE: &str = "replicator:core";
+/// Replaces `Date` with a subclass whose "now" is fixed (before builtins are frozen).
+const FIXED_CLOCK_JS: &str = "(() => { const fixed = FIXED_MS; \
+    class Date extends globalThis.Date { \
+      constructor(...args) { if (args.length === 0) super(fixed); else super(...args); } \
+      static now() { return fixed; } } \
+    globalThis.Date = Date; })();";
 const NATIVE_GLOBAL: &str = "__replicator_native";
 const FAILURE: &str = "__replicator_failure";
 
@@ -155,6 +161,11 @@ pub struct EngineOptions {
     pub limits: Limits,
     /// Flag names `setOptions` may set (without dashes); anything else is an error.
     pub known_flags: Vec<String>,
+    /// A fixed clock (milliseconds since the Unix epoch): `Date.now()` and `new Date()`
+    /// return it. For reproducible test runs; `None` is the real clock.
+    pub fixed_clock_ms: Option<i64>,
+    /// Seeds `randomUUID()` so it repeats from run to run; `None` is truly random.
+    pub uuid_seed: Option<u64>,
 }
 
 /// A table-level configuration the script registered.
@@ -316,12 +327,24 @@ impl Engine {
         let loaded = context.with(|ctx| -> Result<(Entry, Configured), ScriptError> {
             let fail =
                 |ctx: &Ctx<'_>, e: rquickjs::Error| load_error(ctx, e, &script, &deadline, limits);
-            install_natives(&ctx, &name, &host, &deadline, &set_options, &known_flags)
-                .map_err(|e| fail(&ctx, e))?;
+            install_natives(
+                &ctx,
+                &name,
+                &host,
+                &deadline,
+                &set_options,
+                &known_flags,
+                options.uuid_seed,
+            )
+            .map_err(|e| fail(&ctx, e))?;
             let (core, promise) = Module::declare(ctx.clone(), CORE_MODULE, CORE_JS)
                 .and_then(|m| m.eval())
                 .map_err(|e| fail(&ctx, e))?;
             promise.finish::<()>().map_err(|e| fail(&ctx, e))?;
+            if let Some(ms) = options.fixed_clock_ms {
+                ctx.eval::<(), _>(FIXED_CLOCK_JS.replace("FIXED_MS", &ms.to_string()))
+                    .map_err(|e| fail(&ctx, e))?;
+            }
             ctx.eval::<(), _>(FREEZE_JS).map_err(|e| fail(&ctx, e))?;
             let get = |name: &str| -> rquickjs::Result<Persistent<Function<'static>>> {
                 Ok(Persistent::save(&ctx, core.get::<_, Function>(name)?))
@@ -755,6 +778,7 @@ fn install_natives<'js>(
     deadline: &Arc<Deadline>,
     set_options: &Rc<RefCell<Vec<(String, String)>>>,
     known_flags: &Rc<Vec<String>>,
+    uuid_seed: Option<u64>,
 ) -> rquickjs::Result<()> {
     let native = Object::new(ctx.clone())?;
     let min_level = if tracing::enabled!(target: "replicator::userscript", tracing::Level::TRACE) {
@@ -809,7 +833,20 @@ fn install_natives<'js>(
         )?,
     )?;
 
-    native.set("randomUUID", Function::new(ctx.clone(), || uuid::Uuid::new_v4().to_string())?)?;
+    let seeded = uuid_seed.map(|seed| Rc::new(std::cell::Cell::new(seed)));
+    native.set(
+        "randomUUID",
+        Function::new(ctx.clone(), move || match &seeded {
+            None => uuid::Uuid::new_v4().to_string(),
+            Some(state) => {
+                let mut bytes = [0u8; 16];
+                for half in bytes.chunks_mut(8) {
+                    half.copy_from_slice(&splitmix64(state).to_le_bytes());
+                }
+                uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+            }
+        })?,
+    )?;
 
     // Host ops: only inside onWrite; the deadline pauses while the database works.
     let host_op = |ctx: &Ctx<'js>,
@@ -925,6 +962,16 @@ fn install_natives<'js>(
     )?;
 
     ctx.globals().set(NATIVE_GLOBAL, native)
+}
+
+/// The next value of a SplitMix64 sequence (small, fast, good enough for repeatable ids).
+fn splitmix64(state: &std::cell::Cell<u64>) -> u64 {
+    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    state.set(next);
+    let mut z = next;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Query parameters: JavaScript values as row values.

@@ -22,6 +22,7 @@ mod convert;
 pub mod engine;
 pub mod host;
 pub mod pool;
+pub mod templates;
 
 use std::fmt;
 use std::time::Duration;

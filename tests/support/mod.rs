@@ -55,6 +55,20 @@ pub fn texts(out: &Output) -> (String, String) {
     )
 }
 
+/// The TypeScript compiler `tests/run.sh` installs into `target/tsc` (or `REPLICATOR_TSC`).
+pub fn tsc() -> PathBuf {
+    if let Ok(path) = std::env::var("REPLICATOR_TSC") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tsc/node_modules/.bin/tsc");
+    assert!(
+        path.exists(),
+        "TypeScript is not installed at {}: run tests/run.sh, or npm install --prefix target/tsc typescript@5",
+        path.display()
+    );
+    path
+}
+
 /// A folder removed on drop.
 pub struct TempDir(PathBuf);
 

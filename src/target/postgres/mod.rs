@@ -4,7 +4,7 @@
 pub mod codec;
 mod script_host;
 
-pub use script_host::{PgScriptHost, Writer};
+pub use script_host::{PgScriptHost, Writer, row_writer};
 
 /// `"name"`, with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {

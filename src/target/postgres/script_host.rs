@@ -146,3 +146,73 @@ impl WriteHost for PgScriptHost {
         (self.writer)(ops)
     }
 }
+
+/// A [`Writer`] that applies operations one row at a time: `INSERT … ON CONFLICT (pk) DO
+/// UPDATE` for upserts, `DELETE … WHERE pk = …` for deletes, in the caller's transaction.
+/// `script test` uses it for `write()` inside `onWrite`; replication uses the batched applier.
+pub fn row_writer(
+    client: Arc<Client>,
+    runtime: Handle,
+    schema: &str,
+    table: &str,
+    pk: Vec<String>,
+) -> Writer {
+    let target = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    Box::new(move |ops: Vec<RowOp>| {
+        for op in ops {
+            let (sql, values): (String, Vec<Value>) = match op.data {
+                Some(data) => {
+                    let columns: Vec<String> = data.keys().map(|c| quote_ident(c)).collect();
+                    let placeholders: Vec<String> =
+                        (1..=columns.len()).map(|i| format!("${i}")).collect();
+                    let updates: Vec<String> = data
+                        .keys()
+                        .filter(|c| !pk.contains(c))
+                        .map(|c| format!("{0} = excluded.{0}", quote_ident(c)))
+                        .collect();
+                    let conflict = if updates.is_empty() {
+                        "DO NOTHING".to_owned()
+                    } else {
+                        format!("DO UPDATE SET {}", updates.join(", "))
+                    };
+                    let keys: Vec<String> = pk.iter().map(|c| quote_ident(c)).collect();
+                    (
+                        format!(
+                            "INSERT INTO {target} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
+                            columns.join(", "),
+                            placeholders.join(", "),
+                            keys.join(", ")
+                        ),
+                        data.into_values().collect(),
+                    )
+                }
+                None => {
+                    if op.pk.len() != pk.len() {
+                        return Err(HostError {
+                            message: format!(
+                                "a delete from {target} has {} key values, the key has {}",
+                                op.pk.len(),
+                                pk.len()
+                            ),
+                            sqlstate: None,
+                        });
+                    }
+                    let conditions: Vec<String> = pk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| format!("{} = ${}", quote_ident(c), i + 1))
+                        .collect();
+                    (
+                        format!("DELETE FROM {target} WHERE {}", conditions.join(" AND ")),
+                        op.pk.into_iter().map(Value::String).collect(),
+                    )
+                }
+            };
+            let params: Vec<TextParam> = values.iter().map(TextParam).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            runtime.block_on(client.execute(&sql, &refs)).map_err(|e| host_error(&e))?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,176 @@
+//! `replicator script check`: load a userscript and say what it configures; with
+//! `--targetConn`, also whether those schemas and tables exist on the target.
+//!
+//! Exit 0 when the script loads (and everything it names exists); 2 otherwise.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::script::CheckArgs;
+use super::{CodedError, coded};
+use crate::script::{Api, Configured, Engine, EngineOptions, compile_script};
+use crate::target::Protocol;
+use crate::types::ConnString;
+
+/// Runs `script check`.
+pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
+    let path = args
+        .script
+        .userscript
+        .clone()
+        .ok_or_else(|| coded(2, "script check needs --userscript FILE.ts"))?;
+    let limits = args.script.limits().map_err(|e| coded(2, e.to_string()))?;
+    let script = Arc::new(compile_script(&path).map_err(|e| coded(2, e.to_string()))?);
+    let engine = Engine::new(script.clone(), EngineOptions { limits, ..EngineOptions::default() })
+        .map_err(|e| coded(2, e.to_string()))?;
+    let configured = engine.configured();
+    print!("{}", describe(&script.entry, configured));
+    let Some(conn) = &args.target_conn else {
+        return Ok(());
+    };
+    let missing = check_target(conn, configured, args.target_schema.as_deref())?;
+    if missing.is_empty() {
+        println!("target {conn}: every schema and table the script names exists");
+        return Ok(());
+    }
+    for m in &missing {
+        println!("missing on the target: {m}");
+    }
+    Err(coded(
+        2,
+        format!("{} of the names the script configures do not exist on the target", missing.len()),
+    )
+    .into())
+}
+
+/// What the script configures, one line per schema or table with its handlers.
+pub fn describe(entry: &str, configured: &Configured) -> String {
+    let mut out = format!("userscript {entry}\n");
+    for (schema, api) in &configured.schemas {
+        let handlers = match api {
+            Api::V2 => "onRowUpsert, onRowDelete",
+            Api::V1 => "dispatch, deletesTo",
+        };
+        let _ = writeln!(out, "  schema {schema} ({api}): {handlers}");
+    }
+    for table in &configured.tables {
+        let names: [(&str, &str, bool); 3] = match table.api {
+            Api::V2 => [
+                ("onRowUpsert", "", table.upsert),
+                ("onRowDelete", "", table.delete),
+                ("onWrite", "", table.write),
+            ],
+            Api::V1 => [
+                ("map", "", table.upsert),
+                ("deleteKey", "", table.delete),
+                ("apply", "", table.write),
+            ],
+        };
+        let handlers: Vec<&str> =
+            names.iter().filter(|(_, _, set)| *set).map(|(n, _, _)| *n).collect();
+        let handlers = if handlers.is_empty() {
+            "no handlers (pass-through)".to_owned()
+        } else {
+            handlers.join(", ")
+        };
+        let _ = writeln!(out, "  table {} ({}): {handlers}", table.name, table.api);
+    }
+    for (flag, value) in &configured.options {
+        let _ = writeln!(out, "  setOptions: --{flag}={value}");
+    }
+    out
+}
+
+/// Names the script configures that the target lacks.
+fn check_target(
+    conn: &ConnString,
+    configured: &Configured,
+    target_schema: Option<&str>,
+) -> Result<Vec<String>, CodedError> {
+    if conn.protocol() != Some(Protocol::Postgres) {
+        return Err(coded(
+            2,
+            format!(
+                "--targetConn {conn}: script check reads PostgreSQL/CockroachDB targets (postgres://) so far"
+            ),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| coded(2, e.to_string()))?;
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(conn.expose_secret(), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| coded(2, format!("cannot reach --targetConn {conn}: {e}")))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let database: String = client
+            .query_one("SELECT current_database()", &[])
+            .await
+            .map_err(|e| coded(2, e.to_string()))?
+            .get(0);
+        let schema_exists = |schema: String| {
+            let client = &client;
+            async move {
+                client
+                    .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+                    .await
+                    .map(|r| r.is_some())
+                    .map_err(|e| coded(2, e.to_string()))
+            }
+        };
+        let mut missing = Vec::new();
+        // `db.schema`: the database must be the connection's (PostgreSQL cannot write across databases).
+        let split = |name: &str| -> (Option<String>, String) {
+            match name.rsplit_once('.') {
+                Some((db, schema)) => (Some(db.to_owned()), schema.to_owned()),
+                None => (None, name.to_owned()),
+            }
+        };
+        for (name, _) in &configured.schemas {
+            let (db, schema) = split(name);
+            if db.as_deref().is_some_and(|d| d != database) {
+                missing
+                    .push(format!("schema {name}: --targetConn connects to database {database:?}"));
+            } else if !schema_exists(schema).await? {
+                missing.push(format!("schema {name}"));
+            }
+        }
+        let default_schema = target_schema
+            .map(str::to_owned)
+            .or_else(|| (configured.schemas.len() == 1).then(|| configured.schemas[0].0.clone()));
+        for table in &configured.tables {
+            let parts: Vec<&str> = table.name.split('.').collect();
+            let (schema, name) = match parts.as_slice() {
+                [t] => match &default_schema {
+                    Some(s) => (split(s).1, (*t).to_owned()),
+                    None => {
+                        missing.push(format!(
+                            "table {}: which schema? pass --targetSchema",
+                            table.name
+                        ));
+                        continue;
+                    }
+                },
+                [.., s, t] => ((*s).to_owned(), (*t).to_owned()),
+                [] => continue,
+            };
+            let exists = client
+                .query_opt(
+                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v')",
+                    &[&schema, &name],
+                )
+                .await
+                .map_err(|e| coded(2, e.to_string()))?
+                .is_some();
+            if !exists {
+                missing.push(format!("table {} ({schema}.{name})", table.name));
+            }
+        }
+        Ok(missing)
+    })
+}
