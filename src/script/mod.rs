@@ -48,14 +48,7 @@ pub enum Api {
     V1,
 }
 
-/// Insert/update or delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// An insert or update: the row holds every column the source sent.
-    Upsert,
-    /// A delete: the row holds at least the key columns.
-    Delete,
-}
+pub use crate::types::mutation::Op;
 
 /// Where a mutation came from; scripts see it as `meta.<tag> = true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+pub mod order;
 pub mod postgres;
 
 /// The wire protocol a connection string names with its scheme.

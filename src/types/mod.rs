@@ -2,7 +2,9 @@
 //! secret, the Go-style durations MOLT's flags use, and dotted names (`db.schema`).
 
 pub mod duration;
+pub mod mutation;
 pub mod name;
+pub mod position;
 pub mod secret;
 pub mod value;
 

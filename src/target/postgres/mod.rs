@@ -1,7 +1,9 @@
 //! PostgreSQL and CockroachDB targets: value codec and the userscript's view of the target
 //! transaction. (The applier and introspection arrive with the replication core.)
 
+pub mod apply;
 pub mod codec;
+pub mod introspect;
 mod script_host;
 
 pub use script_host::{PgScriptHost, Writer, row_writer};

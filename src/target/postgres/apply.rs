@@ -1,0 +1,550 @@
+//! The batched applier for PostgreSQL and CockroachDB targets.
+//!
+//! A batch of mutations becomes a handful of statements, one shape per table and column set,
+//! whatever the row count: every column travels as one text array parameter, cast to the
+//! column's type in SQL.
+//!
+//! ```sql
+//! INSERT INTO "s"."t" ("id", "v") SELECT u.c1::bigint, u.c2::text FROM unnest($1::text[], $2::text[]) AS u(c1, c2)
+//!   ON CONFLICT ("id") DO UPDATE SET "v" = excluded."v"          -- CockroachDB: UPSERT INTO …
+//! DELETE FROM "s"."t" WHERE ("id") IN (SELECT u.c1::bigint FROM unnest($1::text[]) AS u(c1))
+//! ```
+//!
+//! Before that, each mutation is mapped onto its target table (names matched exactly, else
+//! case-insensitively), generated columns are left out, and mutations to one key collapse to
+//! the last one (`--collapseMutations`); a later upsert that lacks a column (PostgreSQL's
+//! unchanged TOAST value) keeps the earlier upsert's value, and when no mutation of the batch
+//! carried the column the statement leaves it out, so the target keeps its current value.
+//! Upserts run parents first, deletes children first (foreign keys, [`crate::target::order`]).
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+
+use super::codec::{TextParam, array_literal};
+use super::introspect::{Schema, Table};
+use super::quote_ident;
+use crate::target::order::parent_first_groups;
+use crate::types::Value;
+use crate::types::mutation::{Mutation, Op};
+
+/// Which SQL the applier writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL: `INSERT … ON CONFLICT (pk) DO UPDATE`.
+    Postgres,
+    /// CockroachDB: `UPSERT INTO`.
+    Cockroach,
+}
+
+/// Why a batch cannot be applied. Data errors name the table (and the key when known).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The target schema has no such table.
+    #[error(
+        "table {table:?} does not exist in target schema {schema:?} (create it, or drop or route its rows in a userscript)"
+    )]
+    UnknownTable {
+        /// The target schema.
+        schema: String,
+        /// The table the mutation names.
+        table: String,
+    },
+    /// A column the target table does not have.
+    #[error(
+        "table {table:?} has no column {column:?} (add it to the target, or drop or rename it in a userscript)"
+    )]
+    UnknownColumn {
+        /// The target table.
+        table: String,
+        /// The source column.
+        column: String,
+    },
+    /// The target table has no primary key to upsert or delete by.
+    #[error(
+        "table {table:?} has no primary key; replication writes and deletes rows by primary key"
+    )]
+    NoPrimaryKey {
+        /// The target table.
+        table: String,
+    },
+    /// A mutation lacks a primary key column (or has it NULL).
+    #[error("a {op} for table {table:?} has no value for primary key column {column:?}")]
+    MissingKey {
+        /// The target table.
+        table: String,
+        /// The key column.
+        column: String,
+        /// upsert or delete.
+        op: &'static str,
+    },
+    /// The database refused a statement.
+    #[error("writing table {table:?} failed: {message}{}", sqlstate.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
+    Database {
+        /// The target table.
+        table: String,
+        /// The database's message.
+        message: String,
+        /// The SQLSTATE, when the database sent one.
+        sqlstate: Option<String>,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl ApplyError {
+    /// Worth retrying: serialization failures, deadlocks, lost connections, shutdowns.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Database { sqlstate: Some(code), .. } => {
+                matches!(code.as_str(), "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
+                    || code.starts_with("08")
+            }
+            ApplyError::Database { sqlstate: None, source, .. } => source.is_closed(),
+            _ => false,
+        }
+    }
+}
+
+/// One statement of a plan: SQL and its text-array parameters (one per column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The target table.
+    pub table: String,
+    /// Upsert or delete.
+    pub op: Op,
+    /// The SQL.
+    pub sql: String,
+    /// One array literal per parameter.
+    pub params: Vec<Value>,
+    /// Rows it writes.
+    pub rows: usize,
+}
+
+/// A column value ready for the text array: `None` is SQL NULL.
+type Cell = Option<String>;
+
+/// The last state of one key within a batch.
+enum Pending {
+    /// Cells by column index; `None` where no mutation carried the column.
+    Upsert(Vec<Option<Cell>>),
+    Delete(Vec<String>),
+}
+
+/// Plans the statements for `mutations` (already named by target table) on `schema`.
+pub fn plan(
+    schema: &Schema,
+    mutations: &[Mutation],
+    collapse: bool,
+    dialect: Dialect,
+) -> Result<Vec<Statement>, ApplyError> {
+    // Without collapsing, a repeated key starts a new round, applied after the previous one.
+    let mut rounds: Vec<BTreeMap<String, IndexMap<Vec<String>, Pending>>> = vec![BTreeMap::new()];
+    for m in mutations {
+        let table = schema.table(&m.table).ok_or_else(|| ApplyError::UnknownTable {
+            schema: schema.name.clone(),
+            table: m.table.clone(),
+        })?;
+        if table.key.is_empty() {
+            return Err(ApplyError::NoPrimaryKey { table: table.name.clone() });
+        }
+        let mut cells: Vec<Option<Cell>> = vec![None; table.columns.len()];
+        for (name, value) in &m.row {
+            let (i, column) = table.column(name).ok_or_else(|| ApplyError::UnknownColumn {
+                table: table.name.clone(),
+                column: name.clone(),
+            })?;
+            if !column.generated {
+                cells[i] = Some(cell(value, column.json));
+            }
+        }
+        let op = match m.op {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        };
+        let key: Vec<String> = table
+            .key
+            .iter()
+            .map(|&i| {
+                cells[i].clone().flatten().ok_or_else(|| ApplyError::MissingKey {
+                    table: table.name.clone(),
+                    column: table.columns[i].name.clone(),
+                    op,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let round = rounds.last_mut().expect("one round at least");
+        let pending = round.entry(table.name.clone()).or_default();
+        if !collapse && pending.contains_key(&key) {
+            rounds.push(BTreeMap::new());
+        }
+        let pending =
+            rounds.last_mut().expect("one round at least").entry(table.name.clone()).or_default();
+        let next = match (m.op, pending.shift_remove(&key)) {
+            (Op::Delete, _) => Pending::Delete(key.clone()),
+            (Op::Upsert, Some(Pending::Upsert(earlier))) => Pending::Upsert(
+                earlier.into_iter().zip(cells).map(|(old, new)| new.or(old)).collect(),
+            ),
+            (Op::Upsert, _) => Pending::Upsert(cells),
+        };
+        pending.insert(key, next);
+    }
+    let groups = parent_first_groups(&schema.names(), &schema.foreign_keys);
+    let order: Vec<&String> = groups.iter().flatten().collect();
+    let mut statements = Vec::new();
+    for round in rounds {
+        for name in &order {
+            if let Some(pending) = round.get(*name) {
+                upserts(&schema.name, &schema.tables[*name], pending, dialect, &mut statements);
+            }
+        }
+        for name in order.iter().rev() {
+            if let Some(pending) = round.get(*name) {
+                deletes(&schema.name, &schema.tables[*name], pending, &mut statements);
+            }
+        }
+    }
+    Ok(statements)
+}
+
+/// A value as text in the column's input syntax.
+fn cell(value: &Value, json: bool) -> Cell {
+    match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(if *b { "t".into() } else { "f".into() }),
+        Value::Number(s) | Value::String(s) => Some(s.clone()),
+        Value::Json(j) => Some(j.to_string()),
+        Value::Array(items) if json => Some(Value::Array(items.clone()).to_json().to_string()),
+        Value::Array(items) => Some(array_literal(items)),
+    }
+}
+
+fn text_array(cells: impl Iterator<Item = Cell>) -> Value {
+    Value::Array(cells.map(|c| c.map_or(Value::Null, Value::String)).collect())
+}
+
+fn source(table: &Table, columns: &[usize]) -> (String, String) {
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}::text[]")).collect();
+    let aliases: Vec<String> = (1..=columns.len()).map(|i| format!("c{i}")).collect();
+    let casts: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| format!("u.c{}::{}", n + 1, table.columns[i].sql_type))
+        .collect();
+    (casts.join(", "), format!("unnest({}) AS u({})", params.join(", "), aliases.join(", ")))
+}
+
+fn upserts(
+    schema: &str,
+    table: &Table,
+    pending: &IndexMap<Vec<String>, Pending>,
+    dialect: Dialect,
+    out: &mut Vec<Statement>,
+) {
+    // One statement per set of present columns, in first-seen order.
+    let mut by_columns: IndexMap<Vec<usize>, Vec<&Vec<Option<Cell>>>> = IndexMap::new();
+    for p in pending.values() {
+        if let Pending::Upsert(cells) = p {
+            let present: Vec<usize> =
+                cells.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i).collect();
+            by_columns.entry(present).or_default().push(cells);
+        }
+    }
+    let target = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
+    for (columns, rows) in by_columns {
+        let names: Vec<String> =
+            columns.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
+        let (casts, from) = source(table, &columns);
+        let sql = match dialect {
+            Dialect::Cockroach => {
+                format!("UPSERT INTO {target} ({}) SELECT {casts} FROM {from}", names.join(", "))
+            }
+            Dialect::Postgres => {
+                let keys: Vec<String> =
+                    table.key.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
+                let sets: Vec<String> = columns
+                    .iter()
+                    .filter(|i| !table.key.contains(i))
+                    .map(|&i| format!("{0} = excluded.{0}", quote_ident(&table.columns[i].name)))
+                    .collect();
+                let action = if sets.is_empty() {
+                    "DO NOTHING".to_owned()
+                } else {
+                    format!("DO UPDATE SET {}", sets.join(", "))
+                };
+                format!(
+                    "INSERT INTO {target} ({}) SELECT {casts} FROM {from} ON CONFLICT ({}) {action}",
+                    names.join(", "),
+                    keys.join(", ")
+                )
+            }
+        };
+        let params = columns
+            .iter()
+            .map(|&i| text_array(rows.iter().map(|r| r[i].clone().flatten())))
+            .collect();
+        out.push(Statement {
+            table: table.name.clone(),
+            op: Op::Upsert,
+            sql,
+            params,
+            rows: rows.len(),
+        });
+    }
+}
+
+fn deletes(
+    schema: &str,
+    table: &Table,
+    pending: &IndexMap<Vec<String>, Pending>,
+    out: &mut Vec<Statement>,
+) {
+    let keys: Vec<&Vec<String>> = pending
+        .values()
+        .filter_map(|p| if let Pending::Delete(k) = p { Some(k) } else { None })
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    let target = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
+    let names: Vec<String> =
+        table.key.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
+    let (casts, from) = source(table, &table.key);
+    let sql = format!(
+        "DELETE FROM {target} WHERE ({}) IN (SELECT {casts} FROM {from})",
+        names.join(", ")
+    );
+    let params =
+        (0..table.key.len()).map(|n| text_array(keys.iter().map(|k| Some(k[n].clone())))).collect();
+    out.push(Statement {
+        table: table.name.clone(),
+        op: Op::Delete,
+        sql,
+        params,
+        rows: keys.len(),
+    });
+}
+
+/// What a batch wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows upserted.
+    pub upserts: usize,
+    /// Rows deleted (requested; rows already gone count too).
+    pub deletes: usize,
+}
+
+/// Runs a plan's statements on `client` (the caller's transaction), in order.
+pub async fn execute(
+    client: &impl GenericClient,
+    statements: &[Statement],
+) -> Result<Applied, ApplyError> {
+    let mut applied = Applied::default();
+    for s in statements {
+        let params: Vec<TextParam> = s.params.iter().map(TextParam).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        client.execute(s.sql.as_str(), &refs).await.map_err(|source| ApplyError::Database {
+            table: s.table.clone(),
+            message: source
+                .as_db_error()
+                .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
+            sqlstate: source.code().map(|c| c.code().to_owned()),
+            source,
+        })?;
+        match s.op {
+            Op::Upsert => applied.upserts += s.rows,
+            Op::Delete => applied.deletes += s.rows,
+        }
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::postgres::introspect::Column;
+    use crate::types::mutation::row;
+
+    fn column(name: &str, sql_type: &str, key: Option<usize>) -> Column {
+        Column {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            key_position: key,
+            generated: false,
+            default: None,
+            nullable: key.is_none(),
+            json: sql_type == "jsonb",
+        }
+    }
+
+    fn schema() -> Schema {
+        let mut tables = BTreeMap::new();
+        let mut orders = Table {
+            name: "orders".into(),
+            columns: vec![
+                column("id", "bigint", Some(0)),
+                column("Note", "text", None),
+                column("doc", "jsonb", None),
+                column("total", "numeric(12,2)", None),
+            ],
+            key: vec![0],
+        };
+        orders.columns.push(Column { generated: true, ..column("code", "text", None) });
+        tables.insert("orders".into(), orders);
+        tables.insert(
+            "customers".into(),
+            Table {
+                name: "customers".into(),
+                columns: vec![column("id", "bigint", Some(0))],
+                key: vec![0],
+            },
+        );
+        tables.insert(
+            "lines".into(),
+            Table {
+                name: "lines".into(),
+                columns: vec![
+                    column("order_id", "bigint", Some(0)),
+                    column("n", "integer", Some(1)),
+                ],
+                key: vec![0, 1],
+            },
+        );
+        Schema {
+            name: "public".into(),
+            tables,
+            foreign_keys: vec![
+                ("orders".into(), "customers".into()),
+                ("lines".into(), "orders".into()),
+            ],
+        }
+    }
+
+    fn n(s: &str) -> Value {
+        Value::Number(s.into())
+    }
+
+    #[test]
+    fn golden_sql_postgres_and_cockroach() {
+        let batch = vec![
+            Mutation::upsert("lines", row([("order_id", n("1")), ("n", n("1"))])),
+            Mutation::upsert(
+                "orders",
+                row([
+                    ("id", n("1")),
+                    ("note", Value::String("a".into())),
+                    ("code", Value::String("x".into())),
+                ]),
+            ),
+            Mutation::upsert("customers", row([("id", n("7"))])),
+            Mutation::delete("lines", row([("order_id", n("2")), ("n", n("5"))])),
+            Mutation::delete("customers", row([("id", n("8"))])),
+        ];
+        let pg = plan(&schema(), &batch, true, Dialect::Postgres).expect("plan");
+        let sql: Vec<&str> = pg.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            [
+                r#"INSERT INTO "public"."customers" ("id") SELECT u.c1::bigint FROM unnest($1::text[]) AS u(c1) ON CONFLICT ("id") DO NOTHING"#,
+                r#"INSERT INTO "public"."orders" ("id", "Note") SELECT u.c1::bigint, u.c2::text FROM unnest($1::text[], $2::text[]) AS u(c1, c2) ON CONFLICT ("id") DO UPDATE SET "Note" = excluded."Note""#,
+                r#"INSERT INTO "public"."lines" ("order_id", "n") SELECT u.c1::bigint, u.c2::integer FROM unnest($1::text[], $2::text[]) AS u(c1, c2) ON CONFLICT ("order_id", "n") DO NOTHING"#,
+                r#"DELETE FROM "public"."lines" WHERE ("order_id", "n") IN (SELECT u.c1::bigint, u.c2::integer FROM unnest($1::text[], $2::text[]) AS u(c1, c2))"#,
+                r#"DELETE FROM "public"."customers" WHERE ("id") IN (SELECT u.c1::bigint FROM unnest($1::text[]) AS u(c1))"#,
+            ]
+        );
+        let crdb = plan(&schema(), &batch, true, Dialect::Cockroach).expect("plan");
+        assert_eq!(
+            crdb[1].sql,
+            r#"UPSERT INTO "public"."orders" ("id", "Note") SELECT u.c1::bigint, u.c2::text FROM unnest($1::text[], $2::text[]) AS u(c1, c2)"#
+        );
+        assert_eq!(crdb[3].sql, pg[3].sql, "deletes are the same in both dialects");
+        assert_eq!(
+            pg[1].params,
+            [
+                Value::Array(vec![Value::String("1".into())]),
+                Value::Array(vec![Value::String("a".into())])
+            ]
+        );
+    }
+
+    #[test]
+    fn collapse_keeps_the_last_state_and_carried_columns() {
+        let batch = vec![
+            Mutation::upsert(
+                "orders",
+                row([
+                    ("id", n("1")),
+                    ("Note", Value::String("first".into())),
+                    ("total", n("1.00")),
+                ]),
+            ),
+            Mutation::upsert("orders", row([("id", n("1")), ("total", n("2.00"))])),
+            Mutation::upsert("orders", row([("id", n("2")), ("Note", Value::String("x".into()))])),
+            Mutation::delete("orders", row([("id", n("2"))])),
+            Mutation::upsert(
+                "orders",
+                row([("id", n("3")), ("doc", Value::Array(vec![n("1"), Value::Null]))]),
+            ),
+        ];
+        let statements = plan(&schema(), &batch, true, Dialect::Postgres).expect("plan");
+        assert_eq!(statements.len(), 3, "{statements:#?}");
+        assert_eq!(statements[0].rows, 1);
+        assert_eq!(
+            statements[0].params,
+            [
+                Value::Array(vec![Value::String("1".into())]),
+                Value::Array(vec![Value::String("first".into())]),
+                Value::Array(vec![Value::String("2.00".into())]),
+            ],
+            "the later upsert's total, the earlier upsert's note"
+        );
+        assert_eq!(
+            statements[1].params[1],
+            Value::Array(vec![Value::String("[1,null]".into())]),
+            "arrays into JSON columns become JSON"
+        );
+        assert_eq!(statements[2].op, Op::Delete);
+
+        let uncollapsed = plan(&schema(), &batch, false, Dialect::Postgres).expect("plan");
+        assert!(uncollapsed.len() > statements.len());
+        assert_eq!(
+            uncollapsed.iter().filter(|s| s.op == Op::Upsert).map(|s| s.rows).sum::<usize>(),
+            4
+        );
+    }
+
+    #[test]
+    fn errors_name_the_table_and_column() {
+        let err = |m: Mutation| {
+            plan(&schema(), &[m], true, Dialect::Postgres).expect_err("refused").to_string()
+        };
+        assert!(
+            err(Mutation::upsert("nope", row([("id", n("1"))])))
+                .contains("table \"nope\" does not exist in target schema \"public\"")
+        );
+        assert!(
+            err(Mutation::upsert("orders", row([("id", n("1")), ("color", n("2"))])))
+                .contains("table \"orders\" has no column \"color\"")
+        );
+        assert!(
+            err(Mutation::delete("orders", row([("Note", n("2"))]))).contains(
+                "a delete for table \"orders\" has no value for primary key column \"id\""
+            )
+        );
+        assert!(
+            err(Mutation::upsert("orders", row([("id", Value::Null)])))
+                .contains("primary key column \"id\"")
+        );
+        plan(
+            &schema(),
+            &[Mutation::upsert("ORDERS", row([("ID", n("1")), ("note", n("2"))]))],
+            true,
+            Dialect::Postgres,
+        )
+        .expect("names match case-insensitively");
+    }
+}

@@ -1,0 +1,146 @@
+//! What the target schema looks like: tables, columns in order, primary keys in key order,
+//! types, defaults, generated columns, and foreign-key edges between tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::GenericClient;
+
+/// One target column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The name as the target spells it.
+    pub name: String,
+    /// The SQL type as `format_type` writes it (`bigint`, `numeric(12,2)`, `integer[]`).
+    pub sql_type: String,
+    /// Position in the primary key (0-based), if part of it.
+    pub key_position: Option<usize>,
+    /// Computed by the database: never written.
+    pub generated: bool,
+    /// The default expression, if any.
+    pub default: Option<String>,
+    /// NULL allowed.
+    pub nullable: bool,
+    /// A JSON or JSONB column: arrays and objects are stored as JSON text.
+    pub json: bool,
+}
+
+/// One target table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Its name as the target spells it.
+    pub name: String,
+    /// Columns in table order.
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pub key: Vec<usize>,
+}
+
+impl Table {
+    /// The column a source column name maps to: the exact name, else the one whose name
+    /// matches case-insensitively (when only one does).
+    pub fn column(&self, name: &str) -> Option<(usize, &Column)> {
+        if let Some(found) = self.columns.iter().enumerate().find(|(_, c)| c.name == name) {
+            return Some(found);
+        }
+        let mut matches =
+            self.columns.iter().enumerate().filter(|(_, c)| c.name.eq_ignore_ascii_case(name));
+        match (matches.next(), matches.next()) {
+            (Some(found), None) => Some(found),
+            _ => None,
+        }
+    }
+}
+
+/// Every table of one target schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// The schema (namespace) name.
+    pub name: String,
+    /// Tables by name.
+    pub tables: BTreeMap<String, Table>,
+    /// Foreign keys within the schema, `(child, parent)`.
+    pub foreign_keys: Vec<(String, String)>,
+}
+
+impl Schema {
+    /// The table a source table name maps to: exact, else the one unique case-insensitive match.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        if let Some(t) = self.tables.get(name) {
+            return Some(t);
+        }
+        let mut matches = self.tables.values().filter(|t| t.name.eq_ignore_ascii_case(name));
+        match (matches.next(), matches.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Table names.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.tables.keys().cloned().collect()
+    }
+}
+
+/// Reads schema `schema` of the connected database.
+pub async fn introspect(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Schema, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                    a.attgenerated <> '', pg_get_expr(d.adbin, d.adrelid), NOT a.attnotnull, \
+                    (array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1))::int4, \
+                    t.typname::text IN ('json', 'jsonb') \
+             FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') \
+             ORDER BY c.relname, a.attnum",
+            &[&schema],
+        )
+        .await?;
+    let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+    for row in rows {
+        let table: String = row.get(0);
+        let key_position: Option<i32> = row.get(6);
+        let entry = tables.entry(table.clone()).or_insert_with(|| Table {
+            name: table,
+            columns: Vec::new(),
+            key: Vec::new(),
+        });
+        entry.columns.push(Column {
+            name: row.get(1),
+            sql_type: row.get(2),
+            generated: row.get(3),
+            default: row.get(4),
+            nullable: row.get(5),
+            key_position: key_position.and_then(|p| usize::try_from(p).ok()),
+            json: row.get(7),
+        });
+    }
+    for table in tables.values_mut() {
+        let mut key: Vec<(usize, usize)> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.key_position.map(|p| (p, i)))
+            .collect();
+        key.sort_unstable();
+        table.key = key.into_iter().map(|(_, i)| i).collect();
+    }
+    let fks = client
+        .query(
+            "SELECT cl.relname::text, pl.relname::text FROM pg_constraint co \
+             JOIN pg_class cl ON cl.oid = co.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace \
+             JOIN pg_class pl ON pl.oid = co.confrelid JOIN pg_namespace pn ON pn.oid = pl.relnamespace \
+             WHERE co.contype = 'f' AND n.nspname = $1 AND pn.nspname = $1",
+            &[&schema],
+        )
+        .await?;
+    let foreign_keys = fks.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(Schema { name: schema.to_owned(), tables, foreign_keys })
+}
