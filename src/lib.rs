@@ -29,5 +29,6 @@ pub mod auth;
 pub mod cli;
 pub mod logging;
 pub mod script;
+pub mod staging;
 pub mod target;
 pub mod types;

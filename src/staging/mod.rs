@@ -1,0 +1,308 @@
+//! The staging database: where replication keeps its own state.
+//!
+//! Tables keep the column layouts of MOLT's staging tables, so an operator's SQL (inserting a
+//! JWT public key, reading a position) works unchanged: `memo` (source positions),
+//! `checkpoints`, `leases`, `jwt_public_keys`, `jwt_revoked_ids`. PostgreSQL's DDL is run in
+//! the tests; CockroachDB's is pinned by golden SQL (no CockroachDB server runs here).
+//!
+//! Positions are written only after the target transaction that covers them has committed:
+//! [`CheckpointStore::save`] takes a [`Committed`] position, which only code that saw the
+//! commit can make, and it refuses to move a position backwards (DESIGN invariants 1 and 4).
+
+use tokio_postgres::GenericClient;
+
+use crate::target::postgres::quote_ident;
+use crate::types::mutation::Position;
+use crate::types::position::{GtidSet, PgLsn};
+
+/// Which database staging lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagingDialect {
+    /// PostgreSQL: the schema lives in the staging connection's database.
+    Postgres,
+    /// CockroachDB: `db.schema`, the database created if missing.
+    Cockroach,
+}
+
+/// A resolved staging location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagingSchema {
+    /// The database, when named (`db.schema`).
+    pub database: Option<String>,
+    /// The schema.
+    pub schema: String,
+}
+
+impl StagingSchema {
+    /// The quoted prefix for table names: `"db"."schema"` or `"schema"`.
+    pub fn qualified(&self) -> String {
+        match &self.database {
+            Some(db) => format!("{}.{}", quote_ident(db), quote_ident(&self.schema)),
+            None => quote_ident(&self.schema),
+        }
+    }
+
+    /// A staging table's quoted name.
+    pub fn table(&self, name: &str) -> String {
+        format!("{}.{}", self.qualified(), quote_ident(name))
+    }
+}
+
+/// The DDL that creates staging's tables (idempotent: `IF NOT EXISTS` throughout).
+pub fn ddl(dialect: StagingDialect, staging: &StagingSchema, create_schema: bool) -> Vec<String> {
+    let t = |name: &str| staging.table(name);
+    let (text, bytes, decimal, uuid_default) = match dialect {
+        StagingDialect::Postgres => ("TEXT", "BYTEA", "NUMERIC", "gen_random_uuid()"),
+        StagingDialect::Cockroach => ("STRING", "BYTES", "DECIMAL", "gen_random_uuid()"),
+    };
+    let mut out = Vec::new();
+    if create_schema {
+        if let (StagingDialect::Cockroach, Some(db)) = (dialect, &staging.database) {
+            out.push(format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(db)));
+        }
+        out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", staging.qualified()));
+    }
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {} (key {text} PRIMARY KEY, value {bytes} NOT NULL)",
+        t("memo")
+    ));
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {} (group_name {text} NOT NULL, source_hlc {decimal} NOT NULL, \
+         partition {text} NOT NULL, first_seen TIMESTAMPTZ NOT NULL DEFAULT now(), \
+         target_applied_at TIMESTAMPTZ NULL, PRIMARY KEY (group_name, source_hlc, partition))",
+        t("checkpoints")
+    ));
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {} (name {text} PRIMARY KEY, expires TIMESTAMP NOT NULL, nonce UUID NOT NULL, hostname {text} NOT NULL)",
+        t("leases")
+    ));
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {} (id UUID PRIMARY KEY DEFAULT {uuid_default}, public_key {text} NOT NULL, active BOOL NOT NULL DEFAULT true)",
+        t("jwt_public_keys")
+    ));
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {} (id {text} PRIMARY KEY)",
+        t("jwt_revoked_ids")
+    ));
+    out
+}
+
+/// Why staging could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    /// The schema does not exist and may not be created.
+    #[error(
+        "staging schema {0} does not exist: create it, or pass --stagingCreateSchema to let replicator create it"
+    )]
+    MissingSchema(String),
+    /// A stored position that does not parse.
+    #[error("staging memo {key:?} holds {value:?}, which is not a valid position: {reason}")]
+    BadPosition {
+        /// The memo key.
+        key: String,
+        /// What it holds.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A position that would move backwards.
+    #[error("refusing to move the checkpoint {key:?} backwards from {stored} to {proposed}")]
+    Backwards {
+        /// The memo key.
+        key: String,
+        /// What is stored.
+        stored: String,
+        /// What was proposed.
+        proposed: String,
+    },
+    /// The database failed.
+    #[error("staging database error")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Creates staging's tables (and the schema, when allowed); fails clearly when the schema is
+/// missing and may not be created.
+pub async fn prepare(
+    client: &impl GenericClient,
+    dialect: StagingDialect,
+    staging: &StagingSchema,
+    create_schema: bool,
+) -> Result<(), StagingError> {
+    if !create_schema {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&staging.schema])
+            .await?
+            .is_some();
+        if !exists {
+            return Err(StagingError::MissingSchema(staging.qualified()));
+        }
+    }
+    for statement in ddl(dialect, staging, create_schema) {
+        client.batch_execute(&statement).await?;
+    }
+    Ok(())
+}
+
+/// A position whose target transaction has committed. Only [`Committed::after_commit`] makes
+/// one; the sequencer calls it with the position of a transaction it has seen commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed(Position);
+
+impl Committed {
+    /// Wraps the position of a transaction the caller has just seen commit on the target.
+    pub fn after_commit(position: Position) -> Self {
+        Self(position)
+    }
+
+    /// The position.
+    pub fn position(&self) -> &Position {
+        &self.0
+    }
+}
+
+/// Positions in staging's `memo`, one key per source and target schema (MOLT's keys:
+/// `pglogical-wal-offset-<targetSchema>`, `mysql-wal-offset-<targetSchema>`).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    staging: StagingSchema,
+    key: String,
+}
+
+impl CheckpointStore {
+    /// The store for `key` in `staging`.
+    pub fn new(staging: StagingSchema, key: impl Into<String>) -> Self {
+        Self { staging, key: key.into() }
+    }
+
+    /// The memo key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The stored position text, if any.
+    pub async fn load_text(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<Option<String>, StagingError> {
+        let sql = format!("SELECT value FROM {} WHERE key = $1", self.staging.table("memo"));
+        let row = client.query_opt(&sql, &[&self.key]).await?;
+        Ok(row.map(|r| String::from_utf8_lossy(r.get::<_, &[u8]>(0)).into_owned()))
+    }
+
+    /// The stored LSN (PostgreSQL sources).
+    pub async fn load_lsn(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<Option<PgLsn>, StagingError> {
+        self.load_text(client)
+            .await?
+            .map(|v| self.parse(&v, |s| s.parse().map(Position::Lsn)))
+            .transpose()
+            .map(|p| {
+                p.and_then(|p| match p {
+                    Position::Lsn(l) => Some(l),
+                    _ => None,
+                })
+            })
+    }
+
+    /// The stored GTID set (MySQL/MariaDB sources).
+    pub async fn load_gtid(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<Option<GtidSet>, StagingError> {
+        self.load_text(client)
+            .await?
+            .map(|v| self.parse(&v, |s| s.parse().map(Position::Gtid)))
+            .transpose()
+            .map(|p| {
+                p.and_then(|p| match p {
+                    Position::Gtid(g) => Some(g),
+                    _ => None,
+                })
+            })
+    }
+
+    fn parse(
+        &self,
+        value: &str,
+        f: impl Fn(&str) -> Result<Position, crate::types::position::PositionError>,
+    ) -> Result<Position, StagingError> {
+        f(value).map_err(|e| StagingError::BadPosition {
+            key: self.key.clone(),
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Stores a committed position. Equal positions are a no-op; a position behind (or, for
+    /// GTID sets, not containing) the stored one is refused.
+    pub async fn save(
+        &self,
+        client: &impl GenericClient,
+        committed: &Committed,
+    ) -> Result<(), StagingError> {
+        let proposed = committed.position();
+        if let Some(stored_text) = self.load_text(client).await? {
+            let stored = match proposed {
+                Position::Lsn(_) => self.parse(&stored_text, |s| s.parse().map(Position::Lsn))?,
+                Position::Gtid(_) => self.parse(&stored_text, |s| s.parse().map(Position::Gtid))?,
+                Position::Scn(_) => self.parse(&stored_text, |s| s.parse().map(Position::Scn))?,
+                Position::Hlc(_) => self.parse(&stored_text, |s| s.parse().map(Position::Hlc))?,
+            };
+            let backwards = match (&stored, proposed) {
+                (Position::Lsn(a), Position::Lsn(b)) => b < a,
+                (Position::Scn(a), Position::Scn(b)) => b < a,
+                (Position::Hlc(a), Position::Hlc(b)) => b < a,
+                (Position::Gtid(a), Position::Gtid(b)) => !b.contains(a),
+                _ => true,
+            };
+            if backwards {
+                return Err(StagingError::Backwards {
+                    key: self.key.clone(),
+                    stored: stored_text,
+                    proposed: proposed.to_string(),
+                });
+            }
+        }
+        let sql = format!(
+            "INSERT INTO {} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            self.staging.table("memo")
+        );
+        client.execute(&sql, &[&self.key, &proposed.to_string().into_bytes()]).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_ddl_for_cockroach_and_postgres() {
+        let crdb = StagingSchema { database: Some("_replicator".into()), schema: "public".into() };
+        let sql = ddl(StagingDialect::Cockroach, &crdb, true);
+        assert_eq!(sql[0], r#"CREATE DATABASE IF NOT EXISTS "_replicator""#);
+        assert_eq!(sql[1], r#"CREATE SCHEMA IF NOT EXISTS "_replicator"."public""#);
+        assert_eq!(
+            sql[2],
+            r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."memo" (key STRING PRIMARY KEY, value BYTES NOT NULL)"#
+        );
+        assert_eq!(
+            sql[3],
+            r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."checkpoints" (group_name STRING NOT NULL, source_hlc DECIMAL NOT NULL, partition STRING NOT NULL, first_seen TIMESTAMPTZ NOT NULL DEFAULT now(), target_applied_at TIMESTAMPTZ NULL, PRIMARY KEY (group_name, source_hlc, partition))"#
+        );
+        assert_eq!(sql.len(), 7);
+        let pg = ddl(
+            StagingDialect::Postgres,
+            &StagingSchema { database: None, schema: "_replicator".into() },
+            false,
+        );
+        assert_eq!(pg.len(), 5, "no schema creation without --stagingCreateSchema");
+        assert_eq!(
+            pg[0],
+            r#"CREATE TABLE IF NOT EXISTS "_replicator"."memo" (key TEXT PRIMARY KEY, value BYTEA NOT NULL)"#
+        );
+        assert!(pg[3].contains(r#""_replicator"."jwt_public_keys" (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), public_key TEXT NOT NULL, active BOOL NOT NULL DEFAULT true)"#));
+    }
+}

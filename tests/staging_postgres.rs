@@ -1,0 +1,80 @@
+//! Staging on a real PostgreSQL: the DDL on an empty database and again on a second start,
+//! the missing-schema error, an operator's MOLT-style SQL, and checkpoints that only move
+//! forward.
+
+mod support;
+
+use replicator::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema, prepare};
+use replicator::types::mutation::Position;
+use support::PgDatabase;
+
+fn staging() -> StagingSchema {
+    StagingSchema { database: None, schema: "_replicator".into() }
+}
+
+#[tokio::test]
+async fn ddl_runs_on_an_empty_database_and_again_on_restart() {
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    let err = prepare(&client, StagingDialect::Postgres, &staging(), false)
+        .await
+        .expect_err("no schema yet");
+    assert!(err.to_string().contains("pass --stagingCreateSchema"), "{err}");
+    prepare(&client, StagingDialect::Postgres, &staging(), true).await.expect("create");
+    prepare(&client, StagingDialect::Postgres, &staging(), false)
+        .await
+        .expect("second start, schema exists");
+    // An operator's SQL from MOLT's docs works against these tables.
+    client
+        .batch_execute(
+            "INSERT INTO _replicator.jwt_public_keys (public_key) VALUES ('-----BEGIN PUBLIC KEY-----');
+             INSERT INTO _replicator.jwt_revoked_ids (id) VALUES ('d1f5…');
+             INSERT INTO _replicator.checkpoints (group_name, source_hlc, partition) VALUES ('g', 1700000000000000000.0000000001, 'p');",
+        )
+        .await
+        .expect("operator SQL");
+    let active: bool = client
+        .query_one("SELECT active FROM _replicator.jwt_public_keys", &[])
+        .await
+        .expect("row")
+        .get(0);
+    assert!(active);
+}
+
+#[tokio::test]
+async fn checkpoints_move_forward_only() {
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    prepare(&client, StagingDialect::Postgres, &staging(), true).await.expect("create");
+    let lsn = CheckpointStore::new(staging(), "pglogical-wal-offset-db.public");
+    assert_eq!(lsn.load_lsn(&client).await.expect("load"), None);
+    let at = |s: &str| Committed::after_commit(Position::Lsn(s.parse().expect("lsn")));
+    lsn.save(&client, &at("0/16B3748")).await.expect("first");
+    lsn.save(&client, &at("0/16B3748")).await.expect("same again");
+    lsn.save(&client, &at("1/0")).await.expect("forward");
+    let err = lsn.save(&client, &at("0/FFFFFFFF")).await.expect_err("backwards");
+    assert!(err.to_string().contains("refusing to move the checkpoint \"pglogical-wal-offset-db.public\" backwards from 1/0 to 0/FFFFFFFF"), "{err}");
+    assert_eq!(
+        lsn.load_lsn(&client).await.expect("load").map(|l| l.to_string()).as_deref(),
+        Some("1/0")
+    );
+
+    let gtid = CheckpointStore::new(staging(), "mysql-wal-offset-db");
+    let set = |s: &str| Committed::after_commit(Position::Gtid(s.parse().expect("gtid")));
+    gtid.save(&client, &set("0-1-10")).await.expect("first");
+    gtid.save(&client, &set("0-1-12,1-1-1")).await.expect("forward");
+    assert!(gtid.save(&client, &set("0-1-11")).await.is_err(), "does not contain the stored set");
+    assert_eq!(
+        gtid.load_gtid(&client).await.expect("load").map(|g| g.to_string()).as_deref(),
+        Some("0-1-12,1-1-1")
+    );
+
+    client
+        .batch_execute(
+            "UPDATE _replicator.memo SET value = 'garbage' WHERE key = 'mysql-wal-offset-db'",
+        )
+        .await
+        .expect("corrupt");
+    let err = gtid.load_gtid(&client).await.expect_err("bad");
+    assert!(err.to_string().contains("is not a valid position"), "{err}");
+}
