@@ -29,6 +29,7 @@ pub mod auth;
 pub mod cli;
 pub mod logging;
 pub mod script;
+pub mod sequencer;
 pub mod staging;
 pub mod target;
 pub mod types;

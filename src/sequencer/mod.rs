@@ -1,0 +1,166 @@
+//! The sequencer, immediate mode: source transactions are applied in source order as they
+//! arrive.
+//!
+//! Consecutive source transactions coalesce into one target transaction up to `--flushSize`
+//! rows (a larger source transaction goes alone: it is never split) or until `--flushPeriod`
+//! has passed since the first was received. Target transactions commit in source order, so
+//! the target only shows states the source had at a commit boundary (DESIGN §2). After each
+//! commit the position of the last source transaction it covers becomes the checkpoint
+//! (invariant 1); a transient failure is retried with exponential backoff, and after
+//! `--maxRetries`, or on any other failure, the sequencer stops with the error and the
+//! checkpoint where the last commit left it, so a restart resumes from there.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cli::groups::{RetryConfig, SequencerConfig};
+use crate::staging::Committed;
+use crate::types::mutation::{Mutation, SourceTransaction};
+
+/// Where batches are written: one call is one target transaction, committed when it returns
+/// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
+/// be idempotent (upserts and deletes by key).
+#[allow(async_fn_in_trait)]
+pub trait Target {
+    /// Writes `mutations` (in source order) in one transaction and commits it.
+    async fn apply(&mut self, mutations: &[Mutation]) -> Result<(), TargetError>;
+}
+
+/// Where committed positions go.
+#[allow(async_fn_in_trait)]
+pub trait Checkpoints {
+    /// Records a committed position; never called with a position before an earlier one.
+    async fn save(&mut self, committed: Committed) -> Result<(), String>;
+}
+
+/// A failed target transaction, classified once.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    /// What failed (names the table, and the key when known).
+    pub message: String,
+    /// Retrying may succeed (lost connection, serialization failure, deadlock).
+    pub transient: bool,
+}
+
+/// Why the sequencer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    /// A batch failed and was not retried, or still failed after `--maxRetries`.
+    #[error(
+        "applying source transactions up to {position} failed after {attempts} attempt(s): {source}"
+    )]
+    Apply {
+        /// The last position in the failed batch.
+        position: String,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        source: TargetError,
+    },
+    /// The checkpoint could not be written after a commit.
+    #[error("saving checkpoint {position} failed: {message}")]
+    Checkpoint {
+        /// The committed position.
+        position: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Target transactions committed.
+    pub commits: u64,
+    /// Source transactions applied.
+    pub transactions: u64,
+    /// Mutations applied.
+    pub mutations: u64,
+}
+
+/// Applies source transactions from `input` until it closes (then returns the progress) or a
+/// batch fails.
+pub async fn run_immediate<T: Target, C: Checkpoints>(
+    config: &SequencerConfig,
+    mut input: mpsc::Receiver<SourceTransaction>,
+    target: &mut T,
+    checkpoints: &mut C,
+) -> Result<Progress, SequencerError> {
+    let mut progress = Progress::default();
+    let mut pending: Option<SourceTransaction> = None;
+    loop {
+        let first = match pending.take() {
+            Some(tx) => tx,
+            None => match input.recv().await {
+                Some(tx) => tx,
+                None => return Ok(progress),
+            },
+        };
+        let deadline = Instant::now() + config.flush_period;
+        let mut batch = vec![first];
+        let mut rows = batch[0].mutations.len();
+        // Coalesce what arrives before the flush period ends, up to the flush size.
+        while rows < config.flush_size {
+            let next = match input.try_recv() {
+                Ok(tx) => Some(tx),
+                // Waiting past the deadline (an elapsed timeout) ends the batch.
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, input.recv()).await.unwrap_or_default()
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            let Some(next) = next else { break };
+            if rows + next.mutations.len() > config.flush_size {
+                pending = Some(next);
+                break;
+            }
+            rows += next.mutations.len();
+            batch.push(next);
+        }
+        let mutations: Vec<Mutation> =
+            batch.iter().flat_map(|tx| tx.mutations.iter().cloned()).collect();
+        let last = batch.last().expect("a batch has one transaction at least").position.clone();
+        apply_with_retries(&config.retry, target, &mutations, &last.to_string()).await?;
+        progress.commits += 1;
+        progress.transactions += batch.len() as u64;
+        progress.mutations += mutations.len() as u64;
+        tracing::debug!(position = %last, transactions = batch.len(), rows = mutations.len(), "committed");
+        checkpoints.save(Committed::after_commit(last.clone())).await.map_err(|message| {
+            SequencerError::Checkpoint { position: last.to_string(), message }
+        })?;
+    }
+}
+
+async fn apply_with_retries<T: Target>(
+    retry: &RetryConfig,
+    target: &mut T,
+    mutations: &[Mutation],
+    position: &str,
+) -> Result<(), SequencerError> {
+    let mut attempt: u32 = 0;
+    loop {
+        match target.apply(mutations).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.transient && attempt < retry.max_retries => {
+                let delay: Duration = retry.backoff(attempt);
+                tracing::warn!(attempt = attempt + 1, delay = ?delay, error = %e, "transient failure; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(source) => {
+                return Err(SequencerError::Apply {
+                    position: position.to_owned(),
+                    attempts: attempt + 1,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+pub mod postgres;
+pub mod testing;

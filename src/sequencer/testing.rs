@@ -1,0 +1,65 @@
+//! Test doubles for the sequencer's boundaries: a target that fails on cue and an in-memory
+//! checkpoint store. Used by the crate's tests and by integration tests.
+
+use super::{Checkpoints, Target, TargetError};
+use crate::staging::Committed;
+use crate::types::mutation::{Mutation, Position};
+
+/// Records committed batches; fails the way it is told to.
+#[derive(Debug, Default)]
+pub struct FaultyTarget {
+    /// Every committed batch, in order.
+    pub committed: Vec<Vec<Mutation>>,
+    /// Fail (without committing) once this many rows have been committed.
+    pub fail_after_rows: Option<usize>,
+    /// Whether that failure is transient.
+    pub transient: bool,
+    /// Transient failures to return before succeeding (each attempt consumes one).
+    pub transient_failures: u32,
+    /// Attempts seen.
+    pub attempts: u32,
+}
+
+impl FaultyTarget {
+    /// Rows committed so far.
+    pub fn rows(&self) -> usize {
+        self.committed.iter().map(Vec::len).sum()
+    }
+}
+
+impl Target for FaultyTarget {
+    async fn apply(&mut self, mutations: &[Mutation]) -> Result<(), TargetError> {
+        self.attempts += 1;
+        if self.transient_failures > 0 {
+            self.transient_failures -= 1;
+            return Err(TargetError {
+                message: "serialization failure (SQLSTATE 40001)".into(),
+                transient: true,
+            });
+        }
+        if let Some(limit) = self.fail_after_rows
+            && self.rows() + mutations.len() > limit
+        {
+            return Err(TargetError {
+                message: format!("injected failure after {limit} rows"),
+                transient: self.transient,
+            });
+        }
+        self.committed.push(mutations.to_vec());
+        Ok(())
+    }
+}
+
+/// Keeps checkpoints in memory.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpoints {
+    /// Every saved position, in order.
+    pub saved: Vec<Position>,
+}
+
+impl Checkpoints for MemoryCheckpoints {
+    async fn save(&mut self, committed: Committed) -> Result<(), String> {
+        self.saved.push(committed.position().clone());
+        Ok(())
+    }
+}

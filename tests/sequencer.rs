@@ -1,0 +1,204 @@
+//! The immediate sequencer: coalescing without splitting, the flush period, retries with
+//! backoff, the checkpoint never ahead of the last commit (a target that fails on cue), and
+//! a run against a real PostgreSQL target with staging checkpoints.
+
+mod support;
+
+use std::time::Duration;
+
+use replicator::cli::groups::{RetryConfig, SequencerConfig};
+use replicator::sequencer::postgres::{PgTarget, StagingCheckpoints};
+use replicator::sequencer::testing::{FaultyTarget, MemoryCheckpoints};
+use replicator::sequencer::{SequencerError, run_immediate};
+use replicator::staging::{CheckpointStore, StagingDialect, StagingSchema, prepare};
+use replicator::target::postgres::apply::Dialect;
+use replicator::types::Value;
+use replicator::types::mutation::{Mutation, Position, SourceTransaction, row};
+use replicator::types::position::PgLsn;
+use support::PgDatabase;
+use tokio::sync::mpsc;
+
+fn config(flush_size: usize, flush_period_ms: u64, max_retries: u32) -> SequencerConfig {
+    SequencerConfig {
+        flush_size,
+        flush_period: Duration::from_millis(flush_period_ms),
+        parallel_applies: false,
+        parallelism: 1,
+        apply_queue_size: 100,
+        collapse_mutations: true,
+        retry: RetryConfig {
+            max_retries,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+            multiplier: 2,
+        },
+        grace_period: Duration::from_secs(1),
+    }
+}
+
+/// Source transaction `n` (LSN 0/n) with `rows` upserts into `t`.
+fn tx(n: u64, rows: usize) -> SourceTransaction {
+    SourceTransaction {
+        mutations: (0..rows)
+            .map(|i| {
+                Mutation::upsert(
+                    "t",
+                    row([
+                        ("id", Value::Number(format!("{}", n * 1000 + i as u64))),
+                        ("v", Value::String(format!("tx{n}"))),
+                    ]),
+                )
+            })
+            .collect(),
+        position: Position::Lsn(PgLsn(n)),
+        commit_nanos: 0,
+    }
+}
+
+async fn feed(txs: Vec<SourceTransaction>) -> mpsc::Receiver<SourceTransaction> {
+    let (sender, receiver) = mpsc::channel(64);
+    for t in txs {
+        sender.send(t).await.expect("send");
+    }
+    receiver
+}
+
+fn lsns(saved: &[Position]) -> Vec<u64> {
+    saved
+        .iter()
+        .map(|p| match p {
+            Position::Lsn(l) => l.0,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn transactions_coalesce_up_to_the_flush_size_and_are_never_split() {
+    let input = feed(vec![tx(1, 2), tx(2, 2), tx(3, 2), tx(4, 7), tx(5, 1)]).await;
+    let (mut target, mut checkpoints) = (FaultyTarget::default(), MemoryCheckpoints::default());
+    let progress =
+        run_immediate(&config(5, 50, 0), input, &mut target, &mut checkpoints).await.expect("run");
+    let sizes: Vec<usize> = target.committed.iter().map(Vec::len).collect();
+    assert_eq!(
+        sizes,
+        [4, 2, 7, 1],
+        "tx1+tx2, tx3 (tx4 would overflow), tx4 alone though larger, tx5"
+    );
+    assert_eq!(
+        lsns(&checkpoints.saved),
+        [2, 3, 4, 5],
+        "a checkpoint per commit, at its last transaction"
+    );
+    assert_eq!((progress.commits, progress.transactions, progress.mutations), (4, 5, 14));
+}
+
+#[tokio::test]
+async fn the_flush_period_bounds_how_long_a_transaction_waits() {
+    let (sender, receiver) = mpsc::channel(8);
+    let run = tokio::spawn(async move {
+        let (mut target, mut checkpoints) = (FaultyTarget::default(), MemoryCheckpoints::default());
+        run_immediate(&config(1000, 30, 0), receiver, &mut target, &mut checkpoints)
+            .await
+            .expect("run");
+        target
+    });
+    sender.send(tx(1, 1)).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender.send(tx(2, 1)).await.expect("send");
+    drop(sender);
+    let target = run.await.expect("join");
+    assert_eq!(
+        target.committed.len(),
+        2,
+        "tx1 was flushed when its period ended, before tx2 arrived"
+    );
+}
+
+#[tokio::test]
+async fn the_checkpoint_stays_at_the_last_commit_when_the_target_fails() {
+    let input = feed(vec![tx(1, 2), tx(2, 2), tx(3, 2), tx(4, 2)]).await;
+    let mut target = FaultyTarget { fail_after_rows: Some(4), ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    let err = run_immediate(&config(4, 50, 3), input, &mut target, &mut checkpoints)
+        .await
+        .expect_err("fails");
+    assert_eq!(target.rows(), 4);
+    assert_eq!(lsns(&checkpoints.saved), [2], "nothing past the last committed transaction");
+    assert!(
+        matches!(err, SequencerError::Apply { attempts: 1, .. }),
+        "a data error is not retried: {err}"
+    );
+    assert!(
+        err.to_string().contains("up to 0/4") && err.to_string().contains("injected failure"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_then_escalate() {
+    let mut target = FaultyTarget { transient_failures: 2, ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(10, 10, 3), feed(vec![tx(1, 1)]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("retried");
+    assert_eq!((target.attempts, target.rows()), (3, 1));
+
+    let mut target = FaultyTarget { transient_failures: 5, ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    let err = run_immediate(
+        &config(10, 10, 2),
+        feed(vec![tx(1, 1)]).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect_err("gives up");
+    assert!(matches!(err, SequencerError::Apply { attempts: 3, .. }), "{err}");
+    assert!(checkpoints.saved.is_empty());
+}
+
+#[tokio::test]
+async fn a_postgres_target_with_staging_checkpoints() {
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin.batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v text)").await.expect("schema");
+    let staging = StagingSchema { database: None, schema: "_replicator".into() };
+    prepare(&admin, StagingDialect::Postgres, &staging, true).await.expect("staging");
+    let store = CheckpointStore::new(staging.clone(), "pglogical-wal-offset-test.public");
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    let mut checkpoints = StagingCheckpoints::new(db.client().await, store.clone());
+
+    // A column added after start-up: the target re-reads the schema when a write names it.
+    admin.batch_execute("ALTER TABLE t ADD COLUMN extra int4").await.expect("alter");
+    let mut late = tx(3, 1);
+    late.mutations[0].row.insert("extra".into(), Value::Number("5".into()));
+    let input = feed(vec![tx(1, 3), tx(2, 3), late]).await;
+    let progress = run_immediate(&config(1000, 20, 3), input, &mut target, &mut checkpoints)
+        .await
+        .expect("run");
+    assert_eq!(progress.mutations, 7);
+    let rows: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    assert_eq!(rows, 7);
+    let extra: Option<i32> =
+        admin.query_one("SELECT extra FROM t WHERE id = 3000", &[]).await.expect("row").get(0);
+    assert_eq!(extra, Some(5));
+    assert_eq!(store.load_lsn(&admin).await.expect("load"), Some(PgLsn(3)));
+
+    // A data error stops the run; the checkpoint stays at the last commit.
+    let bad = SourceTransaction {
+        mutations: vec![Mutation::upsert(
+            "t",
+            row([("id", Value::Number("9".into())), ("nope", Value::Null)]),
+        )],
+        position: Position::Lsn(PgLsn(4)),
+        commit_nanos: 0,
+    };
+    let err =
+        run_immediate(&config(1000, 20, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
+            .await
+            .expect_err("unknown column");
+    assert!(err.to_string().contains("table \"t\" has no column \"nope\""), "{err}");
+    assert_eq!(store.load_lsn(&admin).await.expect("load"), Some(PgLsn(3)));
+}
