@@ -202,3 +202,117 @@ async fn a_postgres_target_with_staging_checkpoints() {
     assert!(err.to_string().contains("table \"t\" has no column \"nope\""), "{err}");
     assert_eq!(store.load_lsn(&admin).await.expect("load"), Some(PgLsn(3)));
 }
+
+#[tokio::test]
+async fn the_userscript_runs_in_the_pipeline() {
+    use replicator::script::{EngineOptions, ScriptPool, SourceTag, compile_script};
+    use replicator::sequencer::script_stage::schema_level;
+    use std::sync::Arc;
+
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute("CREATE TABLE customers (id int8 PRIMARY KEY, full_name text, tier text); CREATE TABLE orders (id int8 PRIMARY KEY, total numeric(12,2), doubled numeric(12,2));")
+        .await
+        .expect("schema");
+    let dir = support::TempDir::new();
+    let script = dir.join("pipeline.ts");
+    std::fs::write(
+        &script,
+        r#"import * as api from "replicator@v2";
+api.configureTargetSchema("db.public", {
+  onRowUpsert: (row, meta) => {
+    if (meta.table === "audit_logs") return null;
+    if (meta.table === "people") {
+      const { name, ...rest } = row;
+      return { customers: [{ ...rest, full_name: name }] };
+    }
+    if (row.id === "666") throw new Error("cursed row");
+    return row;
+  },
+  onRowDelete: (row, meta) => (meta.table === "people" ? { customers: [row] } : row),
+});
+api.configureTargetTables(["orders"], {
+  onRowUpsert: (row) => ({ ...row, doubled: (Number(row.total) * 2).toFixed(2) }),
+  onRowDelete: (key) => (key[0] === "2" ? null : key),
+});
+api.configureTargetTables(["customers"], {
+  onRowUpsert: (row, meta) => ({ ...row, tier: meta.pglogical ? "replicated" : "unknown" }),
+  onRowDelete: (key) => key,
+});
+"#,
+    )
+    .expect("write script");
+    let compiled = Arc::new(compile_script(&script).expect("compile"));
+    let pool = Arc::new(ScriptPool::new(compiled, EngineOptions::default(), 2).expect("pool"));
+    let n = |s: &str| Value::Number(s.into());
+    let t = |v: &str| Value::String(v.into());
+    let txs = vec![
+        SourceTransaction {
+            mutations: vec![
+                Mutation::upsert("people", row([("id", n("1")), ("name", t("Ada"))])),
+                Mutation::upsert("audit_logs", row([("id", n("9"))])),
+                Mutation::upsert("orders", row([("id", n("1")), ("total", n("10.25"))])),
+                Mutation::upsert("orders", row([("id", n("2")), ("total", n("1.00"))])),
+            ],
+            position: Position::Lsn(PgLsn(1)),
+            commit_nanos: 1_700_000_000_000_000_000,
+        },
+        SourceTransaction {
+            mutations: vec![
+                Mutation::delete("orders", row([("id", n("2"))])),
+                Mutation::delete("orders", row([("id", n("1"))])),
+            ],
+            position: Position::Lsn(PgLsn(2)),
+            commit_nanos: 1_700_000_000_000_000_001,
+        },
+    ];
+    let mut staged = Vec::new();
+    for tx in txs {
+        staged.push(
+            schema_level(&pool, "db.public", SourceTag::PgLogical, tx).await.expect("schema level"),
+        );
+    }
+    assert_eq!(staged[0].mutations.len(), 3, "audit_logs dropped, people routed to customers");
+    let mut target = PgTarget::new(db.client().await, "public", Dialect::Postgres, true)
+        .await
+        .expect("target")
+        .with_script(pool.clone(), "db.public", SourceTag::PgLogical);
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(1000, 20, 0), feed(staged).await, &mut target, &mut checkpoints)
+        .await
+        .expect("run");
+    let customers = admin
+        .query_one("SELECT full_name, tier FROM customers WHERE id = 1", &[])
+        .await
+        .expect("row");
+    assert_eq!(
+        (customers.get::<_, String>(0), customers.get::<_, String>(1)),
+        ("Ada".to_owned(), "replicated".to_owned())
+    );
+    let orders: Vec<(i64, String)> = admin
+        .query("SELECT id, doubled::text FROM orders ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        orders,
+        [(2, "2.00".to_owned())],
+        "order 1 deleted; the delete of order 2 suppressed by the script"
+    );
+
+    // A script that throws stops the batch with the script's location; nothing is applied.
+    let cursed = SourceTransaction {
+        mutations: vec![Mutation::upsert("orders", row([("id", n("666")), ("total", n("1"))]))],
+        position: Position::Lsn(PgLsn(3)),
+        commit_nanos: 0,
+    };
+    let err = schema_level(&pool, "db.public", SourceTag::PgLogical, cursed)
+        .await
+        .expect_err("throws")
+        .to_string();
+    assert!(err.contains("Error: cursed row") && err.contains("at pipeline.ts:9:"), "{err}");
+    assert_eq!(lsns(&checkpoints.saved), [2]);
+}

@@ -17,15 +17,16 @@ use tokio::time::Instant;
 
 use crate::cli::groups::{RetryConfig, SequencerConfig};
 use crate::staging::Committed;
-use crate::types::mutation::{Mutation, SourceTransaction};
+use crate::types::mutation::SourceTransaction;
 
 /// Where batches are written: one call is one target transaction, committed when it returns
 /// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
 /// be idempotent (upserts and deletes by key).
 #[allow(async_fn_in_trait)]
 pub trait Target {
-    /// Writes `mutations` (in source order) in one transaction and commits it.
-    async fn apply(&mut self, mutations: &[Mutation]) -> Result<(), TargetError>;
+    /// Writes the mutations of `transactions` (in source order) in one target transaction and
+    /// commits it.
+    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError>;
 }
 
 /// Where committed positions go.
@@ -121,14 +122,12 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
             rows += next.mutations.len();
             batch.push(next);
         }
-        let mutations: Vec<Mutation> =
-            batch.iter().flat_map(|tx| tx.mutations.iter().cloned()).collect();
         let last = batch.last().expect("a batch has one transaction at least").position.clone();
-        apply_with_retries(&config.retry, target, &mutations, &last.to_string()).await?;
+        apply_with_retries(&config.retry, target, &batch, &last.to_string()).await?;
         progress.commits += 1;
         progress.transactions += batch.len() as u64;
-        progress.mutations += mutations.len() as u64;
-        tracing::debug!(position = %last, transactions = batch.len(), rows = mutations.len(), "committed");
+        progress.mutations += rows as u64;
+        tracing::debug!(position = %last, transactions = batch.len(), rows, "committed");
         checkpoints.save(Committed::after_commit(last.clone())).await.map_err(|message| {
             SequencerError::Checkpoint { position: last.to_string(), message }
         })?;
@@ -138,12 +137,12 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
 async fn apply_with_retries<T: Target>(
     retry: &RetryConfig,
     target: &mut T,
-    mutations: &[Mutation],
+    batch: &[SourceTransaction],
     position: &str,
 ) -> Result<(), SequencerError> {
     let mut attempt: u32 = 0;
     loop {
-        match target.apply(mutations).await {
+        match target.apply(batch).await {
             Ok(()) => return Ok(()),
             Err(e) if e.transient && attempt < retry.max_retries => {
                 let delay: Duration = retry.backoff(attempt);
@@ -163,4 +162,5 @@ async fn apply_with_retries<T: Target>(
 }
 
 pub mod postgres;
+pub mod script_stage;
 pub mod testing;

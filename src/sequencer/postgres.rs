@@ -3,10 +3,14 @@
 
 use tokio_postgres::Client;
 
+use std::sync::Arc;
+
+use super::script_stage::table_level;
 use super::{Target, TargetError};
+use crate::script::{ScriptPool, SourceTag};
 use crate::target::postgres::apply::{ApplyError, Dialect, execute, plan};
 use crate::target::postgres::introspect::{Schema, introspect};
-use crate::types::mutation::Mutation;
+use crate::types::mutation::{Mutation, SourceTransaction};
 
 /// Writes batches into one schema of a PostgreSQL or CockroachDB database.
 pub struct PgTarget {
@@ -15,6 +19,7 @@ pub struct PgTarget {
     schema: Schema,
     dialect: Dialect,
     collapse: bool,
+    script: Option<(Arc<ScriptPool>, String, SourceTag)>,
 }
 
 impl PgTarget {
@@ -26,7 +31,26 @@ impl PgTarget {
         collapse: bool,
     ) -> Result<Self, tokio_postgres::Error> {
         let info = introspect(&client, schema).await?;
-        Ok(Self { client, schema_name: schema.to_owned(), schema: info, dialect, collapse })
+        Ok(Self {
+            client,
+            schema_name: schema.to_owned(),
+            schema: info,
+            dialect,
+            collapse,
+            script: None,
+        })
+    }
+
+    /// Runs the userscript's table-level handlers before each write; `script_schema` is the
+    /// target schema as the script names it (`db.public`).
+    pub fn with_script(
+        mut self,
+        pool: Arc<ScriptPool>,
+        script_schema: &str,
+        source: SourceTag,
+    ) -> Self {
+        self.script = Some((pool, script_schema.to_owned(), source));
+        self
     }
 
     async fn refresh(&mut self) -> Result<(), tokio_postgres::Error> {
@@ -40,7 +64,22 @@ fn classify(e: ApplyError) -> TargetError {
 }
 
 impl Target for PgTarget {
-    async fn apply(&mut self, mutations: &[Mutation]) -> Result<(), TargetError> {
+    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        let mutations: Vec<Mutation> = match &self.script {
+            None => transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect(),
+            Some((pool, script_schema, source)) => {
+                let schema = &self.schema;
+                let key_of = |table: &str| {
+                    schema
+                        .table(table)
+                        .map(|t| t.key.iter().map(|&i| t.columns[i].name.clone()).collect())
+                };
+                table_level(pool, script_schema, *source, transactions, key_of)
+                    .await
+                    .map_err(|e| TargetError { message: e.to_string(), transient: false })?
+            }
+        };
+        let mutations = &mutations[..];
         let statements = match plan(&self.schema, mutations, self.collapse, self.dialect) {
             Ok(s) => s,
             // A table or column we do not know may have been added since we looked: look again.

@@ -3,7 +3,7 @@
 
 use super::{Checkpoints, Target, TargetError};
 use crate::staging::Committed;
-use crate::types::mutation::{Mutation, Position};
+use crate::types::mutation::{Mutation, Position, SourceTransaction};
 
 /// Records committed batches; fails the way it is told to.
 #[derive(Debug, Default)]
@@ -28,7 +28,9 @@ impl FaultyTarget {
 }
 
 impl Target for FaultyTarget {
-    async fn apply(&mut self, mutations: &[Mutation]) -> Result<(), TargetError> {
+    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        let mutations: Vec<Mutation> =
+            transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
         self.attempts += 1;
         if self.transient_failures > 0 {
             self.transient_failures -= 1;
@@ -45,7 +47,7 @@ impl Target for FaultyTarget {
                 transient: self.transient,
             });
         }
-        self.committed.push(mutations.to_vec());
+        self.committed.push(mutations);
         Ok(())
     }
 }
