@@ -28,8 +28,10 @@
 pub mod auth;
 pub mod cli;
 pub mod logging;
+pub mod metrics;
 pub mod script;
 pub mod sequencer;
+pub mod server;
 pub mod staging;
 pub mod target;
 pub mod types;

@@ -10,7 +10,7 @@ use super::{Target, TargetError};
 use crate::script::{ScriptPool, SourceTag};
 use crate::target::postgres::apply::{ApplyError, Dialect, execute, plan};
 use crate::target::postgres::introspect::{Schema, introspect};
-use crate::types::mutation::{Mutation, SourceTransaction};
+use crate::types::mutation::{Mutation, Op, SourceTransaction};
 
 /// Writes batches into one schema of a PostgreSQL or CockroachDB database.
 pub struct PgTarget {
@@ -95,9 +95,26 @@ impl Target for PgTarget {
             transient: e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("40")),
             message: e.to_string(),
         };
+        let metrics = crate::metrics::global();
         let tx = self.client.transaction().await.map_err(transient)?;
-        execute(&tx, &statements).await.map_err(classify)?;
-        tx.commit().await.map_err(transient)
+        if let Err(e) = execute(&tx, &statements).await {
+            if let ApplyError::Database { table, .. } = &e {
+                metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
+            }
+            return Err(classify(e));
+        }
+        tx.commit().await.map_err(transient)?;
+        // Counted only once committed.
+        for s in &statements {
+            let labels = [self.schema_name.as_str(), s.table.as_str()];
+            let rows = s.rows as u64;
+            match s.op {
+                Op::Upsert => metrics.apply_upserts_total.with_label_values(&labels).inc_by(rows),
+                Op::Delete => metrics.apply_deletes_total.with_label_values(&labels).inc_by(rows),
+            }
+            metrics.mutations_applied.with_label_values(&labels).inc_by(rows);
+        }
+        Ok(())
     }
 }
 

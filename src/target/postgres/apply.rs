@@ -112,6 +112,8 @@ impl ApplyError {
 /// One statement of a plan: SQL and its text-array parameters (one per column).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
+    /// The target schema.
+    pub schema: String,
     /// The target table.
     pub table: String,
     /// Upsert or delete.
@@ -287,6 +289,7 @@ fn upserts(
             .map(|&i| text_array(rows.iter().map(|r| r[i].clone().flatten())))
             .collect();
         out.push(Statement {
+            schema: schema.to_owned(),
             table: table.name.clone(),
             op: Op::Upsert,
             sql,
@@ -320,6 +323,7 @@ fn deletes(
     let params =
         (0..table.key.len()).map(|n| text_array(keys.iter().map(|k| Some(k[n].clone())))).collect();
     out.push(Statement {
+        schema: schema.to_owned(),
         table: table.name.clone(),
         op: Op::Delete,
         sql,
@@ -347,6 +351,10 @@ pub async fn execute(
         let params: Vec<TextParam> = s.params.iter().map(TextParam).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let _timer = crate::metrics::global()
+            .apply_duration_seconds
+            .with_label_values(&[s.schema.as_str(), s.table.as_str()])
+            .start_timer();
         client.execute(s.sql.as_str(), &refs).await.map_err(|source| ApplyError::Database {
             table: s.table.clone(),
             message: source

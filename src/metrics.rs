@@ -1,0 +1,234 @@
+//! Metrics in Prometheus' text format, under the names MOLT Replicator uses so its dashboards
+//! keep working (`userscript-api.md` §6.5). One registry per process ([`global`]); the
+//! names, types and labels are declared here and nowhere else.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+/// Every metric replicator exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Rows written to the target, by `schema`, `table`.
+    pub apply_upserts_total: IntCounterVec,
+    /// Rows deleted on the target, by `schema`, `table`.
+    pub apply_deletes_total: IntCounterVec,
+    /// Failed apply attempts, by `schema`, `table`.
+    pub apply_errors_total: IntCounterVec,
+    /// Compare-and-set conflicts, by `schema`, `table`.
+    pub apply_conflicts_total: IntCounterVec,
+    /// Time per apply statement batch, by `schema`, `table`.
+    pub apply_duration_seconds: HistogramVec,
+    /// Mutations waiting for the applier.
+    pub target_apply_queue_size: IntGauge,
+    /// Mutations read from the source, by `source`, `type` (`upsert`/`delete`).
+    pub mutation_total: IntCounterVec,
+    /// Source commit → received, by `schema`.
+    pub source_lag_seconds: GaugeVec,
+    /// Source commit → applied, by `schema`.
+    pub target_lag_seconds: GaugeVec,
+    /// Source commit → received, as a distribution.
+    pub source_lag_seconds_histogram: HistogramVec,
+    /// Source commit → applied, as a distribution.
+    pub target_lag_seconds_histogram: HistogramVec,
+    /// Mutations received for a table, by `schema`, `table`.
+    pub mutations_staged: IntCounterVec,
+    /// Mutations applied to a table, by `schema`, `table`.
+    pub mutations_applied: IntCounterVec,
+    /// Successful source connections (`pglogical_…`, `mylogical_…`).
+    pub dial_success_total: IntCounterVec,
+    /// Failed source connections.
+    pub dial_failure_total: IntCounterVec,
+    /// Userscript handler calls, by `schema`, `table`, `function`.
+    pub script_invocations_total: IntCounterVec,
+    /// Rows a handler dropped.
+    pub script_rows_filtered_total: IntCounterVec,
+    /// Rows a handler passed on.
+    pub script_rows_processed_total: IntCounterVec,
+    /// Handler errors.
+    pub script_errors_total: IntCounterVec,
+    /// Time in a handler call.
+    pub script_exec_time_seconds: HistogramVec,
+    /// Time waiting for a free engine.
+    pub script_entry_wait_seconds: HistogramVec,
+    /// Wall-clock time of the last successful checkpoint (seconds since the epoch).
+    pub last_checkpoint_seconds: Gauge,
+    /// Process start marker (always 1), so a scrape shows the process is replicator.
+    pub up: IntCounter,
+}
+
+const SCRIPT: &[&str] = &["schema", "table", "function"];
+const TABLE: &[&str] = &["schema", "table"];
+
+impl Metrics {
+    fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(HistogramOpts::new(name, help), labels)?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let queue = IntGauge::new("target_apply_queue_size", "mutations waiting for the applier")?;
+        registry.register(Box::new(queue.clone()))?;
+        let last_checkpoint =
+            Gauge::new("replicator_last_checkpoint_seconds", "time of the last saved checkpoint")?;
+        registry.register(Box::new(last_checkpoint.clone()))?;
+        let up = IntCounter::new("replicator_up", "1 while replicator runs")?;
+        registry.register(Box::new(up.clone()))?;
+        up.inc();
+        Ok(Self {
+            apply_upserts_total: counter(
+                "apply_upserts_total",
+                "rows written to the target",
+                TABLE,
+            )?,
+            apply_deletes_total: counter(
+                "apply_deletes_total",
+                "rows deleted on the target",
+                TABLE,
+            )?,
+            apply_errors_total: counter("apply_errors_total", "failed apply attempts", TABLE)?,
+            apply_conflicts_total: counter(
+                "apply_conflicts_total",
+                "compare-and-set conflicts",
+                TABLE,
+            )?,
+            apply_duration_seconds: histogram(
+                "apply_duration_seconds",
+                "time per apply statement batch",
+                TABLE,
+            )?,
+            target_apply_queue_size: queue,
+            mutation_total: counter(
+                "mutation_total",
+                "mutations read from the source",
+                &["source", "type"],
+            )?,
+            source_lag_seconds: gauge(
+                "source_lag_seconds",
+                "source commit to received",
+                &["schema"],
+            )?,
+            target_lag_seconds: gauge(
+                "target_lag_seconds",
+                "source commit to applied",
+                &["schema"],
+            )?,
+            source_lag_seconds_histogram: histogram(
+                "source_lag_seconds_histogram",
+                "source commit to received",
+                &["schema"],
+            )?,
+            target_lag_seconds_histogram: histogram(
+                "target_lag_seconds_histogram",
+                "source commit to applied",
+                &["schema"],
+            )?,
+            mutations_staged: counter(
+                "replicator_applier_mutations_staged",
+                "mutations received for a table",
+                TABLE,
+            )?,
+            mutations_applied: counter(
+                "replicator_applier_mutations_applied",
+                "mutations applied to a table",
+                TABLE,
+            )?,
+            dial_success_total: counter(
+                "replicator_dial_success_total",
+                "successful source connections",
+                &["source"],
+            )?,
+            dial_failure_total: counter(
+                "replicator_dial_failure_total",
+                "failed source connections",
+                &["source"],
+            )?,
+            script_invocations_total: counter(
+                "script_invocations_total",
+                "userscript handler calls",
+                SCRIPT,
+            )?,
+            script_rows_filtered_total: counter(
+                "script_rows_filtered_total",
+                "rows a handler dropped",
+                SCRIPT,
+            )?,
+            script_rows_processed_total: counter(
+                "script_rows_processed_total",
+                "rows a handler passed on",
+                SCRIPT,
+            )?,
+            script_errors_total: counter("script_errors_total", "userscript errors", SCRIPT)?,
+            script_exec_time_seconds: histogram(
+                "script_exec_time_seconds",
+                "time in a handler call",
+                SCRIPT,
+            )?,
+            script_entry_wait_seconds: histogram(
+                "script_entry_wait_seconds",
+                "time waiting for a free engine",
+                SCRIPT,
+            )?,
+            last_checkpoint_seconds: last_checkpoint,
+            up,
+            registry,
+        })
+    }
+
+    /// Everything, in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics::new().expect("metric definitions are valid and unique"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_types_and_labels_are_molts() {
+        let m = global();
+        m.apply_upserts_total.with_label_values(&["db.public", "orders"]).inc_by(3);
+        m.mutation_total.with_label_values(&["pglogical", "upsert"]).inc();
+        m.script_exec_time_seconds
+            .with_label_values(&["db.public", "*", "onRowUpsert"])
+            .observe(0.001);
+        let text = m.render();
+        for line in [
+            "# TYPE apply_upserts_total counter",
+            "apply_upserts_total{schema=\"db.public\",table=\"orders\"} 3",
+            "# TYPE mutation_total counter",
+            "mutation_total{source=\"pglogical\",type=\"upsert\"} 1",
+            "# TYPE script_exec_time_seconds histogram",
+            "script_exec_time_seconds_count{function=\"onRowUpsert\",schema=\"db.public\",table=\"*\"} 1",
+            "# TYPE target_apply_queue_size gauge",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The HTTP side: `/_/varz` (Prometheus metrics) and `/_/healthz` on `--metricsAddr`.
+//! (The changefeed webhook joins here with `replicator start`.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+/// A dependency `/_/healthz` checks (the target and staging databases).
+pub type HealthCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+struct Checks {
+    checks: Vec<(String, HealthCheck)>,
+    timeout: Duration,
+}
+
+async fn varz() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::global().render())
+}
+
+async fn healthz(State(state): State<Checks>) -> impl IntoResponse {
+    for (name, check) in &state.checks {
+        match tokio::time::timeout(state.timeout, check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {e}\n")),
+            Err(_) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{name}: no answer within {:?}\n", state.timeout),
+                );
+            }
+        }
+    }
+    (StatusCode::OK, "OK\n".to_owned())
+}
+
+/// The router for the metrics endpoints.
+pub fn router(checks: Vec<(String, HealthCheck)>, timeout: Duration) -> Router {
+    Router::new()
+        .route("/_/varz", get(varz))
+        .route("/_/healthz", get(healthz))
+        .with_state(Checks { checks, timeout })
+}
+
+/// Binds `addr` (`host:port`) and serves the metrics endpoints in the background; returns
+/// the bound address (useful with port 0).
+pub async fn serve_metrics(
+    addr: &str,
+    checks: Vec<(String, HealthCheck)>,
+    timeout: Duration,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(checks, timeout);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /_/varz and /_/healthz");
+    Ok(bound)
+}
