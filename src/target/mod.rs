@@ -5,8 +5,11 @@
 
 use std::fmt;
 
+pub mod batch;
+pub mod mysql;
 pub mod order;
 pub mod postgres;
+pub mod schema;
 
 /// The wire protocol a connection string names with its scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

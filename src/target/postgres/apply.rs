@@ -17,8 +17,6 @@
 //! carried the column the statement leaves it out, so the target keeps its current value.
 //! Upserts run parents first, deletes children first (foreign keys, [`crate::target::order`]).
 
-use std::collections::BTreeMap;
-
 use indexmap::IndexMap;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
@@ -26,7 +24,8 @@ use tokio_postgres::types::ToSql;
 use super::codec::{TextParam, array_literal};
 use super::introspect::{Schema, Table};
 use super::quote_ident;
-use crate::target::order::parent_first_groups;
+pub use crate::target::batch::ApplyError;
+use crate::target::batch::{Cell, Pending, delete_keys, rounds, table_order, upserts_by_columns};
 use crate::types::Value;
 use crate::types::mutation::{Mutation, Op};
 
@@ -37,76 +36,6 @@ pub enum Dialect {
     Postgres,
     /// CockroachDB: `UPSERT INTO`.
     Cockroach,
-}
-
-/// Why a batch cannot be applied. Data errors name the table (and the key when known).
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The target schema has no such table.
-    #[error(
-        "table {table:?} does not exist in target schema {schema:?} (create it, or drop or route its rows in a userscript)"
-    )]
-    UnknownTable {
-        /// The target schema.
-        schema: String,
-        /// The table the mutation names.
-        table: String,
-    },
-    /// A column the target table does not have.
-    #[error(
-        "table {table:?} has no column {column:?} (add it to the target, or drop or rename it in a userscript)"
-    )]
-    UnknownColumn {
-        /// The target table.
-        table: String,
-        /// The source column.
-        column: String,
-    },
-    /// The target table has no primary key to upsert or delete by.
-    #[error(
-        "table {table:?} has no primary key; replication writes and deletes rows by primary key"
-    )]
-    NoPrimaryKey {
-        /// The target table.
-        table: String,
-    },
-    /// A mutation lacks a primary key column (or has it NULL).
-    #[error("a {op} for table {table:?} has no value for primary key column {column:?}")]
-    MissingKey {
-        /// The target table.
-        table: String,
-        /// The key column.
-        column: String,
-        /// upsert or delete.
-        op: &'static str,
-    },
-    /// The database refused a statement.
-    #[error("writing table {table:?} failed: {message}{}", sqlstate.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
-    Database {
-        /// The target table.
-        table: String,
-        /// The database's message.
-        message: String,
-        /// The SQLSTATE, when the database sent one.
-        sqlstate: Option<String>,
-        /// The driver's error.
-        #[source]
-        source: tokio_postgres::Error,
-    },
-}
-
-impl ApplyError {
-    /// Worth retrying: serialization failures, deadlocks, lost connections, shutdowns.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApplyError::Database { sqlstate: Some(code), .. } => {
-                matches!(code.as_str(), "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
-                    || code.starts_with("08")
-            }
-            ApplyError::Database { sqlstate: None, source, .. } => source.is_closed(),
-            _ => false,
-        }
-    }
 }
 
 /// One statement of a plan: SQL and its text-array parameters (one per column).
@@ -126,16 +55,6 @@ pub struct Statement {
     pub rows: usize,
 }
 
-/// A column value ready for the text array: `None` is SQL NULL.
-type Cell = Option<String>;
-
-/// The last state of one key within a batch.
-enum Pending {
-    /// Cells by column index; `None` where no mutation carried the column.
-    Upsert(Vec<Option<Cell>>),
-    Delete(Vec<String>),
-}
-
 /// Plans the statements for `mutations` (already named by target table) on `schema`.
 pub fn plan(
     schema: &Schema,
@@ -143,69 +62,18 @@ pub fn plan(
     collapse: bool,
     dialect: Dialect,
 ) -> Result<Vec<Statement>, ApplyError> {
-    // Without collapsing, a repeated key starts a new round, applied after the previous one.
-    let mut rounds: Vec<BTreeMap<String, IndexMap<Vec<String>, Pending>>> = vec![BTreeMap::new()];
-    for m in mutations {
-        let table = schema.table(&m.table).ok_or_else(|| ApplyError::UnknownTable {
-            schema: schema.name.clone(),
-            table: m.table.clone(),
-        })?;
-        if table.key.is_empty() {
-            return Err(ApplyError::NoPrimaryKey { table: table.name.clone() });
-        }
-        let mut cells: Vec<Option<Cell>> = vec![None; table.columns.len()];
-        for (name, value) in &m.row {
-            let (i, column) = table.column(name).ok_or_else(|| ApplyError::UnknownColumn {
-                table: table.name.clone(),
-                column: name.clone(),
-            })?;
-            if !column.generated {
-                cells[i] = Some(cell(value, column.json));
-            }
-        }
-        let op = match m.op {
-            Op::Upsert => "upsert",
-            Op::Delete => "delete",
-        };
-        let key: Vec<String> = table
-            .key
-            .iter()
-            .map(|&i| {
-                cells[i].clone().flatten().ok_or_else(|| ApplyError::MissingKey {
-                    table: table.name.clone(),
-                    column: table.columns[i].name.clone(),
-                    op,
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let round = rounds.last_mut().expect("one round at least");
-        let pending = round.entry(table.name.clone()).or_default();
-        if !collapse && pending.contains_key(&key) {
-            rounds.push(BTreeMap::new());
-        }
-        let pending =
-            rounds.last_mut().expect("one round at least").entry(table.name.clone()).or_default();
-        let next = match (m.op, pending.shift_remove(&key)) {
-            (Op::Delete, _) => Pending::Delete(key.clone()),
-            (Op::Upsert, Some(Pending::Upsert(earlier))) => Pending::Upsert(
-                earlier.into_iter().zip(cells).map(|(old, new)| new.or(old)).collect(),
-            ),
-            (Op::Upsert, _) => Pending::Upsert(cells),
-        };
-        pending.insert(key, next);
-    }
-    let groups = parent_first_groups(&schema.names(), &schema.foreign_keys);
-    let order: Vec<&String> = groups.iter().flatten().collect();
+    let rounds = rounds(schema, mutations, collapse, |value, column| cell(value, column.json))?;
+    let order = table_order(schema);
     let mut statements = Vec::new();
     for round in rounds {
         for name in &order {
-            if let Some(pending) = round.get(*name) {
-                upserts(&schema.name, &schema.tables[*name], pending, dialect, &mut statements);
+            if let Some(pending) = round.get(name) {
+                upserts(&schema.name, &schema.tables[name], pending, dialect, &mut statements);
             }
         }
         for name in order.iter().rev() {
-            if let Some(pending) = round.get(*name) {
-                deletes(&schema.name, &schema.tables[*name], pending, &mut statements);
+            if let Some(pending) = round.get(name) {
+                deletes(&schema.name, &schema.tables[name], pending, &mut statements);
             }
         }
     }
@@ -247,14 +115,7 @@ fn upserts(
     out: &mut Vec<Statement>,
 ) {
     // One statement per set of present columns, in first-seen order.
-    let mut by_columns: IndexMap<Vec<usize>, Vec<&Vec<Option<Cell>>>> = IndexMap::new();
-    for p in pending.values() {
-        if let Pending::Upsert(cells) = p {
-            let present: Vec<usize> =
-                cells.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i).collect();
-            by_columns.entry(present).or_default().push(cells);
-        }
-    }
+    let by_columns = upserts_by_columns(pending);
     let target = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
     for (columns, rows) in by_columns {
         let names: Vec<String> =
@@ -305,10 +166,7 @@ fn deletes(
     pending: &IndexMap<Vec<String>, Pending>,
     out: &mut Vec<Statement>,
 ) {
-    let keys: Vec<&Vec<String>> = pending
-        .values()
-        .filter_map(|p| if let Pending::Delete(k) = p { Some(k) } else { None })
-        .collect();
+    let keys = delete_keys(pending);
     if keys.is_empty() {
         return;
     }
@@ -355,13 +213,21 @@ pub async fn execute(
             .apply_duration_seconds
             .with_label_values(&[s.schema.as_str(), s.table.as_str()])
             .start_timer();
-        client.execute(s.sql.as_str(), &refs).await.map_err(|source| ApplyError::Database {
-            table: s.table.clone(),
-            message: source
-                .as_db_error()
-                .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
-            sqlstate: source.code().map(|c| c.code().to_owned()),
-            source,
+        client.execute(s.sql.as_str(), &refs).await.map_err(|source| {
+            let code = source.code().map(|c| c.code().to_owned());
+            let transient = code.as_deref().is_some_and(|c| {
+                matches!(c, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
+                    || c.starts_with("08")
+            }) || source.is_closed();
+            ApplyError::Database {
+                table: s.table.clone(),
+                message: source
+                    .as_db_error()
+                    .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
+                code: code.map(|c| format!("SQLSTATE {c}")),
+                transient,
+                source: Box::new(source),
+            }
         })?;
         match s.op {
             Op::Upsert => applied.upserts += s.rows,
@@ -373,6 +239,8 @@ pub async fn execute(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::target::postgres::introspect::Column;
     use crate::types::mutation::row;
@@ -386,6 +254,7 @@ mod tests {
             default: None,
             nullable: key.is_none(),
             json: sql_type == "jsonb",
+            kind: Default::default(),
         }
     }
 

@@ -1,85 +1,10 @@
-//! What the target schema looks like: tables, columns in order, primary keys in key order,
-//! types, defaults, generated columns, and foreign-key edges between tables.
+//! Reads a PostgreSQL/CockroachDB schema into [`Schema`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tokio_postgres::GenericClient;
 
-/// One target column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    /// The name as the target spells it.
-    pub name: String,
-    /// The SQL type as `format_type` writes it (`bigint`, `numeric(12,2)`, `integer[]`).
-    pub sql_type: String,
-    /// Position in the primary key (0-based), if part of it.
-    pub key_position: Option<usize>,
-    /// Computed by the database: never written.
-    pub generated: bool,
-    /// The default expression, if any.
-    pub default: Option<String>,
-    /// NULL allowed.
-    pub nullable: bool,
-    /// A JSON or JSONB column: arrays and objects are stored as JSON text.
-    pub json: bool,
-}
-
-/// One target table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Table {
-    /// Its name as the target spells it.
-    pub name: String,
-    /// Columns in table order.
-    pub columns: Vec<Column>,
-    /// Indexes into `columns` of the primary key, in key order.
-    pub key: Vec<usize>,
-}
-
-impl Table {
-    /// The column a source column name maps to: the exact name, else the one whose name
-    /// matches case-insensitively (when only one does).
-    pub fn column(&self, name: &str) -> Option<(usize, &Column)> {
-        if let Some(found) = self.columns.iter().enumerate().find(|(_, c)| c.name == name) {
-            return Some(found);
-        }
-        let mut matches =
-            self.columns.iter().enumerate().filter(|(_, c)| c.name.eq_ignore_ascii_case(name));
-        match (matches.next(), matches.next()) {
-            (Some(found), None) => Some(found),
-            _ => None,
-        }
-    }
-}
-
-/// Every table of one target schema.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Schema {
-    /// The schema (namespace) name.
-    pub name: String,
-    /// Tables by name.
-    pub tables: BTreeMap<String, Table>,
-    /// Foreign keys within the schema, `(child, parent)`.
-    pub foreign_keys: Vec<(String, String)>,
-}
-
-impl Schema {
-    /// The table a source table name maps to: exact, else the one unique case-insensitive match.
-    pub fn table(&self, name: &str) -> Option<&Table> {
-        if let Some(t) = self.tables.get(name) {
-            return Some(t);
-        }
-        let mut matches = self.tables.values().filter(|t| t.name.eq_ignore_ascii_case(name));
-        match (matches.next(), matches.next()) {
-            (Some(t), None) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// Table names.
-    pub fn names(&self) -> BTreeSet<String> {
-        self.tables.keys().cloned().collect()
-    }
-}
+pub use crate::target::schema::{Column, ColumnKind, Schema, Table};
 
 /// Reads schema `schema` of the connected database.
 pub async fn introspect(
@@ -120,6 +45,7 @@ pub async fn introspect(
             nullable: row.get(5),
             key_position: key_position.and_then(|p| usize::try_from(p).ok()),
             json: row.get(7),
+            kind: ColumnKind::Text,
         });
     }
     for table in tables.values_mut() {

@@ -1,0 +1,185 @@
+//! What every dialect's applier does before writing SQL: map each mutation onto its target
+//! table and columns, take its primary key, and collapse mutations to one key into the last
+//! (`--collapseMutations`), keeping columns a later upsert did not carry.
+//!
+//! Names match exactly, else case-insensitively; generated columns are left out; a column or
+//! table the target lacks, or a missing key value, is an error naming table and column.
+//! Without collapsing, a repeated key starts a new round, applied after the previous one.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+
+use super::order::parent_first_groups;
+use super::schema::{Column, Schema};
+use crate::types::Value;
+use crate::types::mutation::{Mutation, Op};
+
+/// Why a batch cannot be applied. Data errors name the table and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The target schema has no such table.
+    #[error(
+        "table {table:?} does not exist in target schema {schema:?} (create it, or drop or route its rows in a userscript)"
+    )]
+    UnknownTable {
+        /// The target schema.
+        schema: String,
+        /// The table the mutation names.
+        table: String,
+    },
+    /// A column the target table does not have.
+    #[error(
+        "table {table:?} has no column {column:?} (add it to the target, or drop or rename it in a userscript)"
+    )]
+    UnknownColumn {
+        /// The target table.
+        table: String,
+        /// The source column.
+        column: String,
+    },
+    /// The target table has no primary key to upsert or delete by.
+    #[error(
+        "table {table:?} has no primary key; replication writes and deletes rows by primary key"
+    )]
+    NoPrimaryKey {
+        /// The target table.
+        table: String,
+    },
+    /// A mutation lacks a primary key column (or has it NULL).
+    #[error("a {op} for table {table:?} has no value for primary key column {column:?}")]
+    MissingKey {
+        /// The target table.
+        table: String,
+        /// The key column.
+        column: String,
+        /// upsert or delete.
+        op: &'static str,
+    },
+    /// The database refused a statement.
+    #[error("writing table {table:?} failed: {message}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Database {
+        /// The target table.
+        table: String,
+        /// The database's message.
+        message: String,
+        /// The database's error code (`SQLSTATE 23503`, `MySQL error 1452`).
+        code: Option<String>,
+        /// Retrying may succeed (serialization failure, deadlock, lost connection).
+        transient: bool,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ApplyError {
+    /// Worth retrying.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApplyError::Database { transient: true, .. })
+    }
+}
+
+/// A column value in the dialect's text form; `None` is SQL NULL.
+pub type Cell = Option<String>;
+
+/// The last state of one key within a round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// Cells by column index; `None` where no mutation carried the column.
+    Upsert(Vec<Option<Cell>>),
+    /// Delete by these key values.
+    Delete(Vec<String>),
+}
+
+/// One round: per target table, the final state of each key, in first-seen order.
+pub type Round = BTreeMap<String, IndexMap<Vec<String>, Pending>>;
+
+/// Maps and collapses `mutations`; `cell` renders a value for a column in the dialect's
+/// text form.
+pub fn rounds(
+    schema: &Schema,
+    mutations: &[Mutation],
+    collapse: bool,
+    cell: impl Fn(&Value, &Column) -> Cell,
+) -> Result<Vec<Round>, ApplyError> {
+    let mut rounds: Vec<Round> = vec![BTreeMap::new()];
+    for m in mutations {
+        let table = schema.table(&m.table).ok_or_else(|| ApplyError::UnknownTable {
+            schema: schema.name.clone(),
+            table: m.table.clone(),
+        })?;
+        if table.key.is_empty() {
+            return Err(ApplyError::NoPrimaryKey { table: table.name.clone() });
+        }
+        let mut cells: Vec<Option<Cell>> = vec![None; table.columns.len()];
+        for (name, value) in &m.row {
+            let (i, column) = table.column(name).ok_or_else(|| ApplyError::UnknownColumn {
+                table: table.name.clone(),
+                column: name.clone(),
+            })?;
+            if !column.generated {
+                cells[i] = Some(cell(value, column));
+            }
+        }
+        let op = match m.op {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        };
+        let key: Vec<String> = table
+            .key
+            .iter()
+            .map(|&i| {
+                cells[i].clone().flatten().ok_or_else(|| ApplyError::MissingKey {
+                    table: table.name.clone(),
+                    column: table.columns[i].name.clone(),
+                    op,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if !collapse
+            && rounds.last().and_then(|r| r.get(&table.name)).is_some_and(|p| p.contains_key(&key))
+        {
+            rounds.push(BTreeMap::new());
+        }
+        let pending =
+            rounds.last_mut().expect("one round at least").entry(table.name.clone()).or_default();
+        let next = match (m.op, pending.shift_remove(&key)) {
+            (Op::Delete, _) => Pending::Delete(key.clone()),
+            (Op::Upsert, Some(Pending::Upsert(earlier))) => Pending::Upsert(
+                earlier.into_iter().zip(cells).map(|(old, new)| new.or(old)).collect(),
+            ),
+            (Op::Upsert, _) => Pending::Upsert(cells),
+        };
+        pending.insert(key, next);
+    }
+    Ok(rounds)
+}
+
+/// Table names, parents first (upserts go in this order, deletes in reverse).
+pub fn table_order(schema: &Schema) -> Vec<String> {
+    parent_first_groups(&schema.names(), &schema.foreign_keys).into_iter().flatten().collect()
+}
+
+/// The upserts of one table grouped by their set of present columns, in first-seen order.
+pub fn upserts_by_columns(
+    pending: &IndexMap<Vec<String>, Pending>,
+) -> IndexMap<Vec<usize>, Vec<&Vec<Option<Cell>>>> {
+    let mut by_columns: IndexMap<Vec<usize>, Vec<&Vec<Option<Cell>>>> = IndexMap::new();
+    for p in pending.values() {
+        if let Pending::Upsert(cells) = p {
+            let present: Vec<usize> =
+                cells.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i).collect();
+            by_columns.entry(present).or_default().push(cells);
+        }
+    }
+    by_columns
+}
+
+/// The delete keys of one table, in first-seen order.
+pub fn delete_keys(pending: &IndexMap<Vec<String>, Pending>) -> Vec<&Vec<String>> {
+    pending
+        .values()
+        .filter_map(|p| if let Pending::Delete(k) = p { Some(k) } else { None })
+        .collect()
+}
