@@ -316,3 +316,51 @@ api.configureTargetTables(["customers"], {
     assert!(err.contains("Error: cursed row") && err.contains("at pipeline.ts:9:"), "{err}");
     assert_eq!(lsns(&checkpoints.saved), [2]);
 }
+
+#[tokio::test]
+async fn the_queue_pushes_back_on_the_source() {
+    use replicator::sequencer::queue::bounded;
+    let (sender, mut receiver) = bounded(4);
+    sender.send(tx(1, 3)).await.expect("fits");
+    // tx1 moved on to the sequencer's one-slot hand-off; the queue is empty again.
+    sender.send(tx(2, 4)).await.expect("fits");
+    let blocked = tokio::time::timeout(Duration::from_millis(100), sender.send(tx(3, 1))).await;
+    assert!(blocked.is_err(), "a full queue makes the source wait");
+    assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(1))));
+    assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(2))));
+    // A transaction larger than the whole queue still passes, alone.
+    let big = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.send(tx(4, 10)).await }
+    });
+    assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(4))));
+    big.await.expect("join").expect("sent");
+    drop(receiver);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(sender.send(tx(5, 1)).await.is_err(), "a stopped sequencer fails the send");
+}
+
+#[tokio::test]
+async fn a_mysql_target_under_the_sequencer() {
+    use mysql_async::prelude::Queryable;
+    use replicator::sequencer::mysql::MyTarget;
+    let db = support::MyDatabase::create().await;
+    let mut admin = db.conn().await;
+    admin.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.expect("schema");
+    let mut target = MyTarget::new(db.conn().await, &db.name, true).await.expect("target");
+    let mut checkpoints = MemoryCheckpoints::default();
+    let mut deletes = tx(3, 0);
+    deletes.mutations.push(Mutation::delete("t", row([("id", Value::Number("1000".into()))])));
+    let progress = run_immediate(
+        &config(1000, 20, 3),
+        feed(vec![tx(1, 3), tx(2, 2), deletes]).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect("run");
+    assert_eq!(progress.mutations, 6);
+    let count: Option<u64> = admin.query_first("SELECT COUNT(*) FROM t").await.expect("count");
+    assert_eq!(count, Some(4));
+    assert_eq!(lsns(&checkpoints.saved), [3]);
+}

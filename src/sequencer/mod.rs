@@ -93,6 +93,7 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
 ) -> Result<Progress, SequencerError> {
     let mut progress = Progress::default();
     let mut pending: Option<SourceTransaction> = None;
+    let mut report = Report::new();
     loop {
         let first = match pending.take() {
             Some(tx) => tx,
@@ -128,9 +129,50 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
         progress.transactions += batch.len() as u64;
         progress.mutations += rows as u64;
         tracing::debug!(position = %last, transactions = batch.len(), rows, "committed");
+        let commit_nanos = batch.last().map_or(0, |tx| tx.commit_nanos);
+        report.committed(rows, &last, commit_nanos);
         checkpoints.save(Committed::after_commit(last.clone())).await.map_err(|message| {
             SequencerError::Checkpoint { position: last.to_string(), message }
         })?;
+    }
+}
+
+/// Progress lines at info level every few seconds while rows flow: rows/s, lag, position.
+struct Report {
+    since: Instant,
+    rows: usize,
+}
+
+impl Report {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self { since: Instant::now(), rows: 0 }
+    }
+
+    fn committed(
+        &mut self,
+        rows: usize,
+        position: &crate::types::mutation::Position,
+        commit_nanos: i64,
+    ) {
+        self.rows += rows;
+        let elapsed = self.since.elapsed();
+        if elapsed < Self::EVERY {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let lag = if commit_nanos > 0 {
+            Duration::from_nanos(u64::try_from(now - commit_nanos).unwrap_or(0))
+        } else {
+            Duration::ZERO
+        };
+        let rate = self.rows as f64 / elapsed.as_secs_f64();
+        tracing::info!(rows_per_second = rate.round() as u64, lag = ?lag, position = %position, "applying");
+        crate::metrics::global().last_checkpoint_seconds.set(now as f64 / 1e9);
+        *self = Self::new();
     }
 }
 
@@ -161,6 +203,8 @@ async fn apply_with_retries<T: Target>(
     }
 }
 
+pub mod mysql;
 pub mod postgres;
+pub mod queue;
 pub mod script_stage;
 pub mod testing;

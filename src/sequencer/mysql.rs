@@ -1,0 +1,74 @@
+//! A MySQL/MariaDB [`Target`]: batches planned by the MySQL applier, written in one
+//! transaction; the schema is re-read when a write names an unknown table or column.
+
+use super::{Target, TargetError};
+use crate::target::batch::ApplyError;
+use crate::target::mysql::{MAX_PLACEHOLDERS, execute, introspect, plan};
+use crate::target::schema::Schema;
+use crate::types::mutation::{Mutation, Op, SourceTransaction};
+
+/// Writes batches into one MySQL/MariaDB database.
+pub struct MyTarget {
+    conn: mysql_async::Conn,
+    database: String,
+    schema: Schema,
+    collapse: bool,
+}
+
+impl MyTarget {
+    /// Introspects `database` and gets ready to write into it.
+    pub async fn new(
+        mut conn: mysql_async::Conn,
+        database: &str,
+        collapse: bool,
+    ) -> Result<Self, mysql_async::Error> {
+        let schema = introspect(&mut conn, database).await?;
+        Ok(Self { conn, database: database.to_owned(), schema, collapse })
+    }
+}
+
+fn classify(e: ApplyError) -> TargetError {
+    TargetError { transient: e.is_transient(), message: e.to_string() }
+}
+
+impl Target for MyTarget {
+    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        let mutations: Vec<Mutation> =
+            transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
+        let statements = match plan(&self.schema, &mutations, self.collapse, MAX_PLACEHOLDERS) {
+            Ok(s) => s,
+            Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
+                self.schema = introspect(&mut self.conn, &self.database)
+                    .await
+                    .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+                plan(&self.schema, &mutations, self.collapse, MAX_PLACEHOLDERS).map_err(classify)?
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let transient = |e: mysql_async::Error| TargetError {
+            transient: matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)),
+            message: e.to_string(),
+        };
+        let metrics = crate::metrics::global();
+        let mut tx =
+            self.conn.start_transaction(mysql_async::TxOpts::default()).await.map_err(transient)?;
+        if let Err(e) = execute(&mut tx, &statements).await {
+            if let ApplyError::Database { table, .. } = &e {
+                metrics.apply_errors_total.with_label_values(&[&self.database, table]).inc();
+            }
+            let _ = tx.rollback().await;
+            return Err(classify(e));
+        }
+        tx.commit().await.map_err(transient)?;
+        for s in &statements {
+            let labels = [self.database.as_str(), s.table.as_str()];
+            let rows = s.rows as u64;
+            match s.op {
+                Op::Upsert => metrics.apply_upserts_total.with_label_values(&labels).inc_by(rows),
+                Op::Delete => metrics.apply_deletes_total.with_label_values(&labels).inc_by(rows),
+            }
+            metrics.mutations_applied.with_label_values(&labels).inc_by(rows);
+        }
+        Ok(())
+    }
+}
