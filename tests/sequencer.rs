@@ -364,3 +364,116 @@ async fn a_mysql_target_under_the_sequencer() {
     assert_eq!(count, Some(4));
     assert_eq!(lsns(&checkpoints.saved), [3]);
 }
+
+#[tokio::test]
+async fn on_write_runs_inside_the_target_transaction() {
+    use replicator::script::{EngineOptions, ScriptPool, SourceTag, compile_script};
+    use std::sync::Arc;
+
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE orders (id int8 PRIMARY KEY, note text NOT NULL); CREATE TABLE replicator_dlq (stmt text, err text);
+             CREATE TABLE counts (n int8); INSERT INTO counts VALUES (0);",
+        )
+        .await
+        .expect("schema");
+    let dir = support::TempDir::new();
+    let script = dir.join("dlq.ts");
+    std::fs::write(
+        &script,
+        r#"import * as api from "replicator@v2";
+api.configureTargetTables(["orders"], {
+  onWrite: async (rows) => {
+    const tx = api.getTX();
+    await tx.exec("SAVEPOINT dlq");
+    try {
+      await api.write(rows);
+      await tx.exec("RELEASE SAVEPOINT dlq");
+    } catch (err) {
+      if (!String(err).includes("SQLSTATE 23502")) throw err;
+      await tx.exec("ROLLBACK TO SAVEPOINT dlq");
+      for (const op of rows) {
+        await tx.exec("SAVEPOINT one");
+        try { await api.write([op]); await tx.exec("RELEASE SAVEPOINT one"); }
+        catch (e) { await tx.exec("ROLLBACK TO SAVEPOINT one"); await tx.exec("INSERT INTO replicator_dlq VALUES ($1, $2)", op.pk.join(","), String(e)); }
+      }
+    }
+    await tx.exec(`UPDATE ${tx.schema()}.counts SET n = n + $1`, rows.length);
+    if (rows.some((op) => op.pk[0] === "13")) throw new Error("unlucky batch");
+  },
+});
+"#,
+    )
+    .expect("script");
+    let pool = Arc::new(
+        ScriptPool::new(
+            Arc::new(compile_script(&script).expect("compile")),
+            EngineOptions::default(),
+            1,
+        )
+        .expect("pool"),
+    );
+    let mut target = PgTarget::new(db.client().await, "public", Dialect::Postgres, true)
+        .await
+        .expect("target")
+        .with_script(pool, "db.public", SourceTag::PgLogical);
+    let n = |s: &str| Value::Number(s.into());
+    let t = |v: Option<&str>| v.map_or(Value::Null, |v| Value::String(v.into()));
+    let batch = SourceTransaction {
+        mutations: vec![
+            Mutation::upsert("orders", row([("id", n("1")), ("note", t(Some("ok")))])),
+            Mutation::upsert("orders", row([("id", n("2")), ("note", t(None))])),
+            Mutation::upsert("orders", row([("id", n("3")), ("note", t(Some("fine")))])),
+        ],
+        position: Position::Lsn(PgLsn(1)),
+        commit_nanos: 0,
+    };
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(1000, 20, 0), feed(vec![batch]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("run");
+    let ids: Vec<i64> = admin
+        .query("SELECT id FROM orders ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    let dlq = admin.query_one("SELECT stmt, err FROM replicator_dlq", &[]).await.expect("dlq row");
+    assert_eq!(dlq.get::<_, String>(0), "2");
+    assert!(dlq.get::<_, String>(1).contains("SQLSTATE 23502"), "{}", dlq.get::<_, String>(1));
+    assert_eq!(admin.query_one("SELECT n FROM counts", &[]).await.expect("n").get::<_, i64>(0), 3);
+
+    // When onWrite throws, the whole target transaction rolls back and the checkpoint stays.
+    let unlucky = SourceTransaction {
+        mutations: vec![Mutation::upsert("orders", row([("id", n("13")), ("note", t(Some("x")))]))],
+        position: Position::Lsn(PgLsn(2)),
+        commit_nanos: 0,
+    };
+    let err = run_immediate(
+        &config(1000, 20, 0),
+        feed(vec![unlucky]).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect_err("throws");
+    assert!(err.to_string().contains("unlucky batch"), "{err}");
+    assert_eq!(
+        admin
+            .query_one("SELECT count(*) FROM orders WHERE id = 13", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0),
+        0
+    );
+    assert_eq!(
+        admin.query_one("SELECT n FROM counts", &[]).await.expect("n").get::<_, i64>(0),
+        3,
+        "the counter update rolled back too"
+    );
+    assert_eq!(lsns(&checkpoints.saved), [1]);
+}

@@ -1,22 +1,30 @@
 //! A PostgreSQL/CockroachDB [`Target`]: each batch is planned by the applier and written in
-//! one transaction; the schema is re-read when a write fails on schema drift.
-
-use tokio_postgres::Client;
+//! one transaction; the schema is re-read when a write names an unknown table or column.
+//!
+//! With a userscript, table-level handlers run right before the write, and tables with an
+//! `onWrite` hand their rows to the script instead: its `getTX()` and `write()` run inside
+//! the same target transaction, which commits only if every write and handler succeeded.
 
 use std::sync::Arc;
 
+use tokio::runtime::Handle;
+use tokio_postgres::Client;
+
 use super::script_stage::table_level;
 use super::{Target, TargetError};
-use crate::script::{ScriptPool, SourceTag};
+use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
+use crate::target::postgres::PgScriptHost;
 use crate::target::postgres::apply::{ApplyError, Dialect, execute, plan};
 use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
+use crate::types::{Row, Value};
 
 /// Writes batches into one schema of a PostgreSQL or CockroachDB database.
 pub struct PgTarget {
-    client: Client,
+    client: Arc<Client>,
+    database: String,
     schema_name: String,
-    schema: Schema,
+    schema: Arc<Schema>,
     dialect: Dialect,
     collapse: bool,
     script: Option<(Arc<ScriptPool>, String, SourceTag)>,
@@ -31,18 +39,20 @@ impl PgTarget {
         collapse: bool,
     ) -> Result<Self, tokio_postgres::Error> {
         let info = introspect(&client, schema).await?;
+        let database: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
         Ok(Self {
-            client,
+            client: Arc::new(client),
+            database,
             schema_name: schema.to_owned(),
-            schema: info,
+            schema: Arc::new(info),
             dialect,
             collapse,
             script: None,
         })
     }
 
-    /// Runs the userscript's table-level handlers before each write; `script_schema` is the
-    /// target schema as the script names it (`db.public`).
+    /// Runs the userscript's table-level handlers (and `onWrite`) in each write;
+    /// `script_schema` is the target schema as the script names it (`db.public`).
     pub fn with_script(
         mut self,
         pool: Arc<ScriptPool>,
@@ -54,13 +64,124 @@ impl PgTarget {
     }
 
     async fn refresh(&mut self) -> Result<(), tokio_postgres::Error> {
-        self.schema = introspect(&self.client, &self.schema_name).await?;
+        self.schema = Arc::new(introspect(&*self.client, &self.schema_name).await?);
         Ok(())
+    }
+
+    async fn plan(
+        &mut self,
+        mutations: &[Mutation],
+    ) -> Result<Vec<crate::target::postgres::apply::Statement>, TargetError> {
+        match plan(&self.schema, mutations, self.collapse, self.dialect) {
+            Ok(s) => Ok(s),
+            // A table or column we do not know may have been added since we looked: look again.
+            Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
+                self.refresh()
+                    .await
+                    .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+                plan(&self.schema, mutations, self.collapse, self.dialect).map_err(classify)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Mutations of tables with an `onWrite`, as the script's row operations, by registered
+    /// name; the rest are returned for the default write.
+    fn split_on_write(
+        &self,
+        mutations: Vec<Mutation>,
+    ) -> (Vec<Mutation>, Vec<(String, String, Vec<RowOp>)>) {
+        let Some((pool, script_schema, source)) = &self.script else {
+            return (mutations, Vec::new());
+        };
+        let configured = pool.configured();
+        let mut rest = Vec::new();
+        let mut by_table: Vec<(String, String, Vec<RowOp>)> = Vec::new();
+        for m in mutations {
+            let Some(config) = configured.table(script_schema, &m.table).filter(|c| c.write) else {
+                rest.push(m);
+                continue;
+            };
+            let key_columns: Vec<String> = self
+                .schema
+                .table(&m.table)
+                .map(|t| t.key.iter().map(|&i| t.columns[i].name.clone()).collect())
+                .unwrap_or_default();
+            let pk = key_columns
+                .iter()
+                .map(|c| {
+                    m.row
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(c))
+                        .and_then(|(_, v)| v.as_key_text())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let meta = Meta {
+                schema: script_schema.clone(),
+                table: m.table.clone(),
+                source: Some(*source),
+                time: None,
+                before: None,
+            };
+            let op = RowOp {
+                data: (m.op == Op::Upsert).then(|| m.row.clone()),
+                before: m.before.clone(),
+                meta,
+                pk,
+            };
+            match by_table.iter_mut().find(|(name, _, _)| *name == config.name) {
+                Some(entry) => entry.2.push(op),
+                None => by_table.push((config.name.clone(), m.table.clone(), vec![op])),
+            }
+        }
+        (rest, by_table)
     }
 }
 
 fn classify(e: ApplyError) -> TargetError {
     TargetError { transient: e.is_transient(), message: e.to_string() }
+}
+
+/// `write()` inside `onWrite`: the batched applier, in the target transaction.
+fn applier_writer(
+    client: Arc<Client>,
+    runtime: Handle,
+    schema: Arc<Schema>,
+    table: String,
+    dialect: Dialect,
+) -> crate::target::postgres::Writer {
+    Box::new(move |ops: Vec<RowOp>| {
+        let target = schema.table(&table);
+        let key_columns: Vec<String> = target
+            .map(|t| t.key.iter().map(|&i| t.columns[i].name.clone()).collect())
+            .unwrap_or_default();
+        let mutations: Vec<Mutation> = ops
+            .into_iter()
+            .map(|op| match op.data {
+                Some(row) => Mutation::upsert(&table, row),
+                None => Mutation::delete(
+                    &table,
+                    key_columns
+                        .iter()
+                        .cloned()
+                        .zip(op.pk.into_iter().map(Value::String))
+                        .collect::<Row>(),
+                ),
+            })
+            .collect();
+        let statements = plan(&schema, &mutations, true, dialect)
+            .map_err(|e| HostError { message: e.to_string(), sqlstate: None })?;
+        runtime.block_on(execute(&*client, &statements)).map(|_| ()).map_err(|e| match &e {
+            ApplyError::Database { message, code, .. } => HostError {
+                message: message.clone(),
+                sqlstate: code
+                    .as_ref()
+                    .and_then(|c| c.strip_prefix("SQLSTATE ").map(str::to_owned)),
+            },
+            other => HostError { message: other.to_string(), sqlstate: None },
+        })
+    })
 }
 
 impl Target for PgTarget {
@@ -79,31 +200,60 @@ impl Target for PgTarget {
                     .map_err(|e| TargetError { message: e.to_string(), transient: false })?
             }
         };
-        let mutations = &mutations[..];
-        let statements = match plan(&self.schema, mutations, self.collapse, self.dialect) {
-            Ok(s) => s,
-            // A table or column we do not know may have been added since we looked: look again.
-            Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
-                self.refresh()
-                    .await
-                    .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
-                plan(&self.schema, mutations, self.collapse, self.dialect).map_err(classify)?
-            }
-            Err(e) => return Err(classify(e)),
-        };
+        // Resolve unknown names before splitting, so onWrite tables see the fresh schema too.
+        let mut statements = self.plan(&mutations).await?;
+        let (rest, on_write) = self.split_on_write(mutations);
+        if !on_write.is_empty() {
+            statements = self.plan(&rest).await?;
+        }
         let transient = |e: tokio_postgres::Error| TargetError {
             transient: e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("40")),
             message: e.to_string(),
         };
         let metrics = crate::metrics::global();
-        let tx = self.client.transaction().await.map_err(transient)?;
-        if let Err(e) = execute(&tx, &statements).await {
-            if let ApplyError::Database { table, .. } = &e {
-                metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
+        self.client.batch_execute("BEGIN").await.map_err(transient)?;
+        let outcome: Result<(), TargetError> = async {
+            if let Err(e) = execute(&*self.client, &statements).await {
+                if let ApplyError::Database { table, .. } = &e {
+                    metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
+                }
+                return Err(classify(e));
             }
-            return Err(classify(e));
+            for (name, table, ops) in on_write {
+                let Some((pool, _, _)) = &self.script else { break };
+                let (client, runtime, schema, dialect) =
+                    (self.client.clone(), Handle::current(), self.schema.clone(), self.dialect);
+                let (database, schema_name) = (self.database.clone(), self.schema_name.clone());
+                let result = pool
+                    .run(move |engine| {
+                        let writer = applier_writer(
+                            client.clone(),
+                            runtime.clone(),
+                            schema,
+                            table.clone(),
+                            dialect,
+                        );
+                        let host = PgScriptHost::new(
+                            client,
+                            runtime,
+                            &database,
+                            &schema_name,
+                            &table,
+                            writer,
+                        );
+                        engine.write(&name, &ops, Box::new(host)).1
+                    })
+                    .await;
+                result.map_err(|e| TargetError { message: e.to_string(), transient: false })?;
+            }
+            Ok(())
         }
-        tx.commit().await.map_err(transient)?;
+        .await;
+        if let Err(e) = outcome {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+        self.client.batch_execute("COMMIT").await.map_err(transient)?;
         // Counted only once committed.
         for s in &statements {
             let labels = [self.schema_name.as_str(), s.table.as_str()];
