@@ -19,6 +19,9 @@ use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
 use crate::types::{Row, Value};
 
+/// Operations for tables with an `onWrite`: (registered name, target table, operations).
+type OnWriteBatches = Vec<(String, String, Vec<RowOp>)>;
+
 /// Writes batches into one schema of a PostgreSQL or CockroachDB database.
 pub struct PgTarget {
     client: Arc<Client>,
@@ -87,16 +90,13 @@ impl PgTarget {
 
     /// Mutations of tables with an `onWrite`, as the script's row operations, by registered
     /// name; the rest are returned for the default write.
-    fn split_on_write(
-        &self,
-        mutations: Vec<Mutation>,
-    ) -> (Vec<Mutation>, Vec<(String, String, Vec<RowOp>)>) {
+    fn split_on_write(&self, mutations: Vec<Mutation>) -> (Vec<Mutation>, OnWriteBatches) {
         let Some((pool, script_schema, source)) = &self.script else {
             return (mutations, Vec::new());
         };
         let configured = pool.configured();
         let mut rest = Vec::new();
-        let mut by_table: Vec<(String, String, Vec<RowOp>)> = Vec::new();
+        let mut by_table: OnWriteBatches = Vec::new();
         for m in mutations {
             let Some(config) = configured.table(script_schema, &m.table).filter(|c| c.write) else {
                 rest.push(m);
