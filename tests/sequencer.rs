@@ -477,3 +477,126 @@ api.configureTargetTables(["orders"], {
     );
     assert_eq!(lsns(&checkpoints.saved), [1]);
 }
+
+#[tokio::test]
+async fn parallel_groups_checkpoint_only_what_every_group_committed() {
+    use replicator::sequencer::parallel::run_parallel;
+    use std::collections::HashMap;
+    let groups: HashMap<String, usize> =
+        [("a".to_owned(), 1), ("b".to_owned(), 2)].into_iter().collect();
+    let m =
+        |table: &str, id: &str| Mutation::upsert(table, row([("id", Value::Number(id.into()))]));
+    let txs = vec![
+        SourceTransaction {
+            mutations: vec![m("a", "1"), m("b", "1")],
+            position: Position::Lsn(PgLsn(1)),
+            commit_nanos: 0,
+        },
+        SourceTransaction {
+            mutations: vec![m("a", "2")],
+            position: Position::Lsn(PgLsn(2)),
+            commit_nanos: 0,
+        },
+        SourceTransaction {
+            mutations: vec![m("b", "2"), m("b", "3")],
+            position: Position::Lsn(PgLsn(3)),
+            commit_nanos: 0,
+        },
+        SourceTransaction {
+            mutations: vec![m("a", "4")],
+            position: Position::Lsn(PgLsn(4)),
+            commit_nanos: 0,
+        },
+    ];
+    let mut checkpoints = MemoryCheckpoints::default();
+    // Worker 0 holds group "b" (2 % 2) and fails once it would pass 1 row.
+    let err = run_parallel(
+        &config(1, 5, 0),
+        feed(txs).await,
+        groups,
+        2,
+        |worker| async move {
+            Ok(FaultyTarget {
+                fail_after_rows: (worker == 0).then_some(1),
+                ..FaultyTarget::default()
+            })
+        },
+        &mut checkpoints,
+    )
+    .await
+    .expect_err("group b fails");
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(
+        lsns(&checkpoints.saved).iter().all(|&l| l <= 2),
+        "never past tx2: {:?}",
+        checkpoints.saved
+    );
+}
+
+#[tokio::test]
+async fn parallel_groups_apply_everything_on_postgres() {
+    use replicator::sequencer::parallel::{run_parallel, table_groups};
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE customers (id int8 PRIMARY KEY); CREATE TABLE orders (id int8 PRIMARY KEY, customer_id int8 REFERENCES customers (id));
+             CREATE TABLE products (id int8 PRIMARY KEY, name text);",
+        )
+        .await
+        .expect("schema");
+    let schema = replicator::target::postgres::introspect::introspect(&admin, "public")
+        .await
+        .expect("introspect");
+    let groups = table_groups(&schema.names(), &schema.foreign_keys);
+    assert_eq!(groups["customers"], groups["orders"]);
+    assert_ne!(groups["customers"], groups["products"]);
+    let n = |s: u64| Value::Number(s.to_string());
+    let txs: Vec<SourceTransaction> = (1..=40u64)
+        .map(|i| SourceTransaction {
+            mutations: vec![
+                Mutation::upsert("orders", row([("id", n(i)), ("customer_id", n(i))])),
+                Mutation::upsert("customers", row([("id", n(i))])),
+                Mutation::upsert(
+                    "products",
+                    row([("id", n(i)), ("name", Value::String(format!("p{i}")))]),
+                ),
+            ],
+            position: Position::Lsn(PgLsn(i)),
+            commit_nanos: 0,
+        })
+        .collect();
+    let url = db.url.clone();
+    let mut checkpoints = MemoryCheckpoints::default();
+    let progress = run_parallel(
+        &config(10, 5, 2),
+        feed(txs).await,
+        groups,
+        2,
+        move |_| {
+            let url = url.clone();
+            async move {
+                let client = support::pg_connect(&url).await;
+                PgTarget::new(client, "public", Dialect::Postgres, true)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+        &mut checkpoints,
+    )
+    .await
+    .expect("run");
+    assert_eq!((progress.transactions, progress.mutations), (40, 120));
+    let count = |t: &str| {
+        let admin = &admin;
+        let sql = format!("SELECT count(*) FROM {t}");
+        async move { admin.query_one(&sql, &[]).await.expect("count").get::<_, i64>(0) }
+    };
+    assert_eq!(
+        (count("customers").await, count("orders").await, count("products").await),
+        (40, 40, 40)
+    );
+    let saved = lsns(&checkpoints.saved);
+    assert_eq!(saved.last(), Some(&40), "{saved:?}");
+    assert!(saved.windows(2).all(|w| w[0] < w[1]), "checkpoints only move forward: {saved:?}");
+}

@@ -10,6 +10,7 @@
 //! `--maxRetries`, or on any other failure, the sequencer stops with the error and the
 //! checkpoint where the last commit left it, so a restart resumes from there.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -22,18 +23,19 @@ use crate::types::mutation::SourceTransaction;
 /// Where batches are written: one call is one target transaction, committed when it returns
 /// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
 /// be idempotent (upserts and deletes by key).
-#[allow(async_fn_in_trait)]
-pub trait Target {
+pub trait Target: Send {
     /// Writes the mutations of `transactions` (in source order) in one target transaction and
     /// commits it.
-    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError>;
+    fn apply(
+        &mut self,
+        transactions: &[SourceTransaction],
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
 }
 
 /// Where committed positions go.
-#[allow(async_fn_in_trait)]
-pub trait Checkpoints {
+pub trait Checkpoints: Send {
     /// Records a committed position; never called with a position before an earlier one.
-    async fn save(&mut self, committed: Committed) -> Result<(), String>;
+    fn save(&mut self, committed: Committed) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// A failed target transaction, classified once.
@@ -204,6 +206,7 @@ async fn apply_with_retries<T: Target>(
 }
 
 pub mod mysql;
+pub mod parallel;
 pub mod postgres;
 pub mod queue;
 pub mod script_stage;
