@@ -600,3 +600,69 @@ async fn parallel_groups_apply_everything_on_postgres() {
     assert_eq!(saved.last(), Some(&40), "{saved:?}");
     assert!(saved.windows(2).all(|w| w[0] < w[1]), "checkpoints only move forward: {saved:?}");
 }
+
+#[tokio::test]
+async fn shutdown_drains_the_queue_and_saves_the_last_checkpoint() {
+    use replicator::sequencer::shutdown::run_until;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let (sender, receiver) = mpsc::channel::<SourceTransaction>(4);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let source = tokio::spawn({
+        let (stopped, sent) = (stopped.clone(), sent.clone());
+        async move {
+            let mut n = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                n += 1;
+                if sender.send(tx(n, 2)).await.is_err() {
+                    break;
+                }
+                sent.store(n, Ordering::SeqCst);
+            }
+            // Dropping the sender closes the queue: the sequencer drains and returns.
+        }
+    });
+    let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = trigger.send(());
+    });
+    let mut target = FaultyTarget { delay: Duration::from_millis(5), ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    let progress = run_until(
+        run_immediate(&config(10, 5, 0), receiver, &mut target, &mut checkpoints),
+        async {
+            let _ = shutdown.await;
+        },
+        || stopped.store(true, Ordering::SeqCst),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("clean stop");
+    source.await.expect("source");
+    let last_sent = sent.load(Ordering::SeqCst);
+    assert!(last_sent > 0);
+    assert_eq!(progress.transactions, last_sent, "everything sent before the stop was applied");
+    assert_eq!(
+        lsns(&checkpoints.saved).last(),
+        Some(&last_sent),
+        "the last checkpoint is the last transaction"
+    );
+
+    // A target too slow for the grace period: the run fails, saying what happens on restart.
+    let (sender, receiver) = mpsc::channel::<SourceTransaction>(4);
+    sender.send(tx(1, 1)).await.expect("send");
+    let mut slow = FaultyTarget { delay: Duration::from_secs(5), ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    let err = run_until(
+        run_immediate(&config(10, 5, 0), receiver, &mut slow, &mut checkpoints),
+        async {},
+        move || drop(sender),
+        Duration::from_millis(50),
+    )
+    .await
+    .expect_err("grace elapsed");
+    assert!(err.to_string().contains("stopping took longer than --gracePeriod (50ms)"), "{err}");
+}

@@ -64,6 +64,16 @@ pub enum SequencerError {
         #[source]
         source: TargetError,
     },
+    /// Shutting down took longer than `--gracePeriod`.
+    #[error(
+        "stopping took longer than --gracePeriod ({}); what was not applied will be read again \
+         from the last checkpoint on restart",
+        crate::types::duration::format(*grace)
+    )]
+    Drain {
+        /// The grace period.
+        grace: Duration,
+    },
     /// The checkpoint could not be written after a commit.
     #[error("saving checkpoint {position} failed: {message}")]
     Checkpoint {
@@ -210,4 +220,5 @@ pub mod parallel;
 pub mod postgres;
 pub mod queue;
 pub mod script_stage;
+pub mod shutdown;
 pub mod testing;

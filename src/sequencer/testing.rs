@@ -18,6 +18,8 @@ pub struct FaultyTarget {
     pub transient_failures: u32,
     /// Attempts seen.
     pub attempts: u32,
+    /// How long each write takes.
+    pub delay: std::time::Duration,
 }
 
 impl FaultyTarget {
@@ -32,6 +34,9 @@ impl Target for FaultyTarget {
         let mutations: Vec<Mutation> =
             transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
         self.attempts += 1;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         if self.transient_failures > 0 {
             self.transient_failures -= 1;
             return Err(TargetError {
