@@ -110,8 +110,10 @@ where
     // Per worker, the positions of its parts in order (to credit a commit "up to" a position).
     let mut owed: Vec<VecDeque<Position>> = vec![VecDeque::new(); workers];
     let mut progress = Progress::default();
-    let mut input_open = true;
+    let (mut input_open, mut commits_open) = (true, true);
     let mut last_saved: Option<Position> = None;
+    // Ends only when the input is closed, every worker has finished and been joined (so a
+    // worker's error is always seen), and every commit report has been read.
     loop {
         tokio::select! {
             tx = input.recv(), if input_open => match tx {
@@ -138,8 +140,8 @@ where
                     }
                 }
             },
-            commit = commits.recv() => match commit {
-                None => break,
+            commit = commits.recv(), if commits_open => match commit {
+                None => commits_open = false,
                 Some((worker, position)) => {
                     progress.commits += 1;
                     // Everything this worker owed up to `position` is committed.
@@ -176,9 +178,7 @@ where
                     Err(e) => return Err(SequencerError::Checkpoint { position: "worker".into(), message: e.to_string() }),
                 }
             },
-        }
-        if !input_open && tasks.is_empty() && commits.is_empty() {
-            break;
+            else => break,
         }
     }
     // Transactions that touched no worker (all mutations filtered away) are done too.
