@@ -38,10 +38,14 @@ pub struct Metrics {
     pub mutations_staged: IntCounterVec,
     /// Mutations applied to a table, by `schema`, `table`.
     pub mutations_applied: IntCounterVec,
-    /// Successful source connections (`pglogical_…`, `mylogical_…`).
-    pub dial_success_total: IntCounterVec,
-    /// Failed source connections.
-    pub dial_failure_total: IntCounterVec,
+    /// Successful PostgreSQL source connections.
+    pub pglogical_dial_success_total: IntCounter,
+    /// Failed PostgreSQL source connections.
+    pub pglogical_dial_failure_total: IntCounter,
+    /// Successful MySQL/MariaDB source connections.
+    pub mylogical_dial_success_total: IntCounter,
+    /// Failed MySQL/MariaDB source connections.
+    pub mylogical_dial_failure_total: IntCounter,
     /// Userscript handler calls, by `schema`, `table`, `function`.
     pub script_invocations_total: IntCounterVec,
     /// Rows a handler dropped.
@@ -82,6 +86,11 @@ impl Metrics {
             let g = GaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
+        };
+        let plain = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
         };
         let queue = IntGauge::new("target_apply_queue_size", "mutations waiting for the applier")?;
         registry.register(Box::new(queue.clone()))?;
@@ -149,15 +158,21 @@ impl Metrics {
                 "mutations applied to a table",
                 TABLE,
             )?,
-            dial_success_total: counter(
-                "replicator_dial_success_total",
-                "successful source connections",
-                &["source"],
+            pglogical_dial_success_total: plain(
+                "pglogical_dial_success_total",
+                "successful PostgreSQL source connections",
             )?,
-            dial_failure_total: counter(
-                "replicator_dial_failure_total",
-                "failed source connections",
-                &["source"],
+            pglogical_dial_failure_total: plain(
+                "pglogical_dial_failure_total",
+                "failed PostgreSQL source connections",
+            )?,
+            mylogical_dial_success_total: plain(
+                "mylogical_dial_success_total",
+                "successful MySQL/MariaDB source connections",
+            )?,
+            mylogical_dial_failure_total: plain(
+                "mylogical_dial_failure_total",
+                "failed MySQL/MariaDB source connections",
             )?,
             script_invocations_total: counter(
                 "script_invocations_total",
@@ -227,6 +242,8 @@ mod tests {
             "# TYPE script_exec_time_seconds histogram",
             "script_exec_time_seconds_count{function=\"onRowUpsert\",schema=\"db.public\",table=\"*\"} 1",
             "# TYPE target_apply_queue_size gauge",
+            "# TYPE pglogical_dial_success_total counter",
+            "# TYPE mylogical_dial_failure_total counter",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -666,3 +666,41 @@ async fn shutdown_drains_the_queue_and_saves_the_last_checkpoint() {
     .expect_err("grace elapsed");
     assert!(err.to_string().contains("stopping took longer than --gracePeriod (50ms)"), "{err}");
 }
+
+#[tokio::test]
+async fn schema_refresh_picks_up_changes_that_names_do_not_reveal() {
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v text NOT NULL UNIQUE)")
+        .await
+        .expect("schema");
+    let mut target = PgTarget::new(db.client().await, "public", Dialect::Postgres, true)
+        .await
+        .expect("target")
+        .with_schema_refresh(Some(Duration::from_millis(1)));
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(100, 5, 0), feed(vec![tx(1, 1)]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("first");
+    // The key moves to `v`: a stale plan would say ON CONFLICT ("id") and fail.
+    admin
+        .batch_execute("ALTER TABLE t DROP CONSTRAINT t_pkey; ALTER TABLE t ADD PRIMARY KEY (v)")
+        .await
+        .expect("alter");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let moved = SourceTransaction {
+        mutations: vec![Mutation::upsert(
+            "t",
+            row([("id", Value::Number("5".into())), ("v", Value::String("tx1".into()))]),
+        )],
+        position: Position::Lsn(PgLsn(2)),
+        commit_nanos: 0,
+    };
+    run_immediate(&config(100, 5, 0), feed(vec![moved]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("after the key moved");
+    let id: i64 =
+        admin.query_one("SELECT id FROM t WHERE v = 'tx1'", &[]).await.expect("row").get(0);
+    assert_eq!(id, 5, "upserted by the new key");
+}

@@ -13,6 +13,8 @@ pub struct MyTarget {
     database: String,
     schema: Schema,
     collapse: bool,
+    refresh_every: Option<std::time::Duration>,
+    refreshed_at: std::time::Instant,
 }
 
 impl MyTarget {
@@ -23,7 +25,28 @@ impl MyTarget {
         collapse: bool,
     ) -> Result<Self, mysql_async::Error> {
         let schema = introspect(&mut conn, database).await?;
-        Ok(Self { conn, database: database.to_owned(), schema, collapse })
+        Ok(Self {
+            conn,
+            database: database.to_owned(),
+            schema,
+            collapse,
+            refresh_every: None,
+            refreshed_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Re-reads the target schema at least this often (`--schemaRefresh`).
+    pub fn with_schema_refresh(mut self, every: Option<std::time::Duration>) -> Self {
+        self.refresh_every = every;
+        self
+    }
+
+    async fn refresh(&mut self) -> Result<(), TargetError> {
+        self.schema = introspect(&mut self.conn, &self.database)
+            .await
+            .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+        self.refreshed_at = std::time::Instant::now();
+        Ok(())
     }
 }
 
@@ -33,14 +56,15 @@ fn classify(e: ApplyError) -> TargetError {
 
 impl Target for MyTarget {
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
+            self.refresh().await?;
+        }
         let mutations: Vec<Mutation> =
             transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
         let statements = match plan(&self.schema, &mutations, self.collapse, MAX_PLACEHOLDERS) {
             Ok(s) => s,
             Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
-                self.schema = introspect(&mut self.conn, &self.database)
-                    .await
-                    .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+                self.refresh().await?;
                 plan(&self.schema, &mutations, self.collapse, MAX_PLACEHOLDERS).map_err(classify)?
             }
             Err(e) => return Err(classify(e)),

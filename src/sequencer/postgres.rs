@@ -31,6 +31,8 @@ pub struct PgTarget {
     dialect: Dialect,
     collapse: bool,
     script: Option<(Arc<ScriptPool>, String, SourceTag)>,
+    refresh_every: Option<std::time::Duration>,
+    refreshed_at: std::time::Instant,
 }
 
 impl PgTarget {
@@ -51,7 +53,16 @@ impl PgTarget {
             dialect,
             collapse,
             script: None,
+            refresh_every: None,
+            refreshed_at: std::time::Instant::now(),
         })
+    }
+
+    /// Re-reads the target schema at least this often (`--schemaRefresh`); `None` only on
+    /// drift (a write naming an unknown table or column).
+    pub fn with_schema_refresh(mut self, every: Option<std::time::Duration>) -> Self {
+        self.refresh_every = every;
+        self
     }
 
     /// Runs the userscript's table-level handlers (and `onWrite`) in each write;
@@ -68,6 +79,7 @@ impl PgTarget {
 
     async fn refresh(&mut self) -> Result<(), tokio_postgres::Error> {
         self.schema = Arc::new(introspect(&*self.client, &self.schema_name).await?);
+        self.refreshed_at = std::time::Instant::now();
         Ok(())
     }
 
@@ -186,6 +198,11 @@ fn applier_writer(
 
 impl Target for PgTarget {
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
+            self.refresh()
+                .await
+                .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+        }
         let mutations: Vec<Mutation> = match &self.script {
             None => transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect(),
             Some((pool, script_schema, source)) => {
