@@ -704,3 +704,35 @@ async fn schema_refresh_picks_up_changes_that_names_do_not_reveal() {
         admin.query_one("SELECT id FROM t WHERE v = 'tx1'", &[]).await.expect("row").get(0);
     assert_eq!(id, 5, "upserted by the new key");
 }
+
+#[tokio::test]
+async fn a_refused_batch_names_the_first_failing_key() {
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v text NOT NULL)")
+        .await
+        .expect("schema");
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    let mut bad = tx(1, 5);
+    bad.mutations[3].row.insert("v".into(), Value::Null);
+    let mut checkpoints = MemoryCheckpoints::default();
+    let err =
+        run_immediate(&config(100, 5, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
+            .await
+            .expect_err("NOT NULL");
+    let text = err.to_string();
+    assert!(text.contains("writing table \"t\" failed: null value in column \"v\""), "{text}");
+    assert!(
+        text.contains("(SQLSTATE 23502)")
+            && text.contains("first failing row: table \"t\", key [1003]"),
+        "{text}"
+    );
+    assert!(
+        matches!(err, SequencerError::Apply { attempts: 1, .. }),
+        "a data error is not retried"
+    );
+    let rows: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    assert_eq!(rows, 0, "nothing of the batch was applied, and the probe rolled back");
+}

@@ -196,6 +196,51 @@ fn applier_writer(
     })
 }
 
+impl PgTarget {
+    /// Replays `mutations` one by one under savepoints, in a transaction that is rolled back,
+    /// to name the first row the target refuses: `first failing row: table "t", key [..]`.
+    async fn failing_row(&self, mutations: &[Mutation]) -> Option<String> {
+        self.client.batch_execute("BEGIN").await.ok()?;
+        let mut found = None;
+        for m in mutations {
+            let Ok(statements) = plan(&self.schema, std::slice::from_ref(m), true, self.dialect)
+            else {
+                continue;
+            };
+            if self.client.batch_execute("SAVEPOINT replicator_probe").await.is_err() {
+                break;
+            }
+            if execute(&*self.client, &statements).await.is_err() {
+                let key: Vec<String> = self
+                    .schema
+                    .table(&m.table)
+                    .map(|t| {
+                        t.key
+                            .iter()
+                            .map(|&i| {
+                                let name = &t.columns[i].name;
+                                m.row
+                                    .iter()
+                                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                    .map_or_else(String::new, |(_, v)| v.to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                found = Some(format!(
+                    "first failing row: table {:?}, key [{}]",
+                    m.table,
+                    key.join(", ")
+                ));
+                break;
+            }
+            let _ = self.client.batch_execute("RELEASE SAVEPOINT replicator_probe").await;
+        }
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        found
+    }
+}
+
 impl Target for PgTarget {
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
         if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
@@ -266,8 +311,13 @@ impl Target for PgTarget {
             Ok(())
         }
         .await;
-        if let Err(e) = outcome {
+        if let Err(mut e) = outcome {
             let _ = self.client.batch_execute("ROLLBACK").await;
+            if !e.transient
+                && let Some(found) = self.failing_row(&rest).await
+            {
+                e.message = format!("{} ({found})", e.message);
+            }
             return Err(e);
         }
         self.client.batch_execute("COMMIT").await.map_err(transient)?;
