@@ -736,3 +736,31 @@ async fn a_refused_batch_names_the_first_failing_key() {
     let rows: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
     assert_eq!(rows, 0, "nothing of the batch was applied, and the probe rolled back");
 }
+
+#[tokio::test]
+async fn a_refused_mysql_batch_names_the_first_failing_key() {
+    use mysql_async::prelude::Queryable;
+    use replicator::sequencer::mysql::MyTarget;
+    let db = support::MyDatabase::create().await;
+    let mut admin = db.conn().await;
+    admin
+        .query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")
+        .await
+        .expect("schema");
+    let mut target = MyTarget::new(db.conn().await, &db.name, true).await.expect("target");
+    let mut bad = tx(1, 4);
+    bad.mutations[2].row.insert("v".into(), Value::Null);
+    let mut checkpoints = MemoryCheckpoints::default();
+    let err =
+        run_immediate(&config(100, 5, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
+            .await
+            .expect_err("NOT NULL");
+    let text = err.to_string();
+    assert!(
+        text.contains("(MySQL error 1048)")
+            && text.contains("first failing row: table \"t\", key [1002]"),
+        "{text}"
+    );
+    let rows: Option<u64> = admin.query_first("SELECT COUNT(*) FROM t").await.expect("count");
+    assert_eq!(rows, Some(0));
+}

@@ -54,6 +54,53 @@ fn classify(e: ApplyError) -> TargetError {
     TargetError { transient: e.is_transient(), message: e.to_string() }
 }
 
+impl MyTarget {
+    /// Replays `mutations` one by one under savepoints, in a transaction that is rolled back,
+    /// to name the first row the target refuses.
+    async fn failing_row(&mut self, mutations: &[Mutation]) -> Option<String> {
+        use mysql_async::prelude::Queryable as _;
+        let mut tx = self.conn.start_transaction(mysql_async::TxOpts::default()).await.ok()?;
+        let mut found = None;
+        for m in mutations {
+            let Ok(statements) =
+                plan(&self.schema, std::slice::from_ref(m), true, MAX_PLACEHOLDERS)
+            else {
+                continue;
+            };
+            if tx.query_drop("SAVEPOINT replicator_probe").await.is_err() {
+                break;
+            }
+            if execute(&mut tx, &statements).await.is_err() {
+                let key: Vec<String> = self
+                    .schema
+                    .table(&m.table)
+                    .map(|t| {
+                        t.key
+                            .iter()
+                            .map(|&i| {
+                                let name = &t.columns[i].name;
+                                m.row
+                                    .iter()
+                                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                    .map_or_else(String::new, |(_, v)| v.to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                found = Some(format!(
+                    "first failing row: table {:?}, key [{}]",
+                    m.table,
+                    key.join(", ")
+                ));
+                break;
+            }
+            let _ = tx.query_drop("RELEASE SAVEPOINT replicator_probe").await;
+        }
+        let _ = tx.rollback().await;
+        found
+    }
+}
+
 impl Target for MyTarget {
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
         if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
@@ -81,7 +128,13 @@ impl Target for MyTarget {
                 metrics.apply_errors_total.with_label_values(&[&self.database, table]).inc();
             }
             let _ = tx.rollback().await;
-            return Err(classify(e));
+            let mut error = classify(e);
+            if !error.transient
+                && let Some(found) = self.failing_row(&mutations).await
+            {
+                error.message = format!("{} ({found})", error.message);
+            }
+            return Err(error);
         }
         tx.commit().await.map_err(transient)?;
         for s in &statements {
