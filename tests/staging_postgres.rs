@@ -78,3 +78,19 @@ async fn checkpoints_move_forward_only() {
     let err = gtid.load_gtid(&client).await.expect_err("bad");
     assert!(err.to_string().contains("is not a valid position"), "{err}");
 }
+
+#[tokio::test]
+async fn target_schema_must_name_the_connection_database_on_postgres() {
+    use replicator::target::postgres::{Server, check_database};
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    assert_eq!(
+        check_database(&client, "targetSchema", &db.name, "public").await,
+        Ok(Server::Postgres)
+    );
+    let err = check_database(&client, "targetSchema", "otherdb", "public")
+        .await
+        .expect_err("cross-database");
+    assert!(err.contains("PostgreSQL cannot write across databases"), "{err}");
+    assert!(err.contains(&format!("use --targetSchema {}.public", db.name)), "{err}");
+}

@@ -21,3 +21,38 @@ mod tests {
         assert_eq!(super::quote_ident("we\"ird"), "\"we\"\"ird\"");
     }
 }
+
+/// Which server a PostgreSQL-protocol connection reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// PostgreSQL: one database per connection.
+    Postgres,
+    /// CockroachDB: a connection may write to any database.
+    Cockroach,
+}
+
+/// Asks the server what it is, and checks that `db.schema` (`--targetSchema`, or a
+/// `db.schema` `--stagingSchema`) is writable through this connection: PostgreSQL cannot
+/// write across databases, so `db` must be the connection's database.
+pub async fn check_database(
+    client: &impl tokio_postgres::GenericClient,
+    flag: &str,
+    database: &str,
+    schema: &str,
+) -> Result<Server, String> {
+    let version: String =
+        client.query_one("SELECT version()", &[]).await.map_err(|e| e.to_string())?.get(0);
+    if version.contains("CockroachDB") {
+        return Ok(Server::Cockroach);
+    }
+    let current: String =
+        client.query_one("SELECT current_database()", &[]).await.map_err(|e| e.to_string())?.get(0);
+    if current != database {
+        return Err(format!(
+            "--{flag} {database}.{schema} names database {database:?}, but the connection is to database \
+             {current:?}, and PostgreSQL cannot write across databases: use --{flag} {current}.{schema}, \
+             or connect to {database}"
+        ));
+    }
+    Ok(Server::Postgres)
+}
