@@ -71,22 +71,8 @@ impl MyTarget {
                 break;
             }
             if execute(&mut tx, &statements).await.is_err() {
-                let key: Vec<String> = self
-                    .schema
-                    .table(&m.table)
-                    .map(|t| {
-                        t.key
-                            .iter()
-                            .map(|&i| {
-                                let name = &t.columns[i].name;
-                                m.row
-                                    .iter()
-                                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                                    .map_or_else(String::new, |(_, v)| v.to_string())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let key =
+                    self.schema.table(&m.table).map(|t| t.key_values(&m.row)).unwrap_or_default();
                 found = Some(format!(
                     "first failing row: table {:?}, key [{}]",
                     m.table,

@@ -156,19 +156,7 @@ where
                             break;
                         }
                     }
-                    let mut done = None;
-                    while in_flight.front().is_some_and(|(_, waiting)| waiting.is_empty()) {
-                        done = in_flight.pop_front().map(|(p, _)| p);
-                    }
-                    if let Some(p) = done
-                        && last_saved.as_ref() != Some(&p)
-                    {
-                        checkpoints
-                            .save(Committed::after_commit(p.clone()))
-                            .await
-                            .map_err(|message| SequencerError::Checkpoint { position: p.to_string(), message })?;
-                        last_saved = Some(p);
-                    }
+                    save_done(&mut in_flight, &mut last_saved, checkpoints).await?;
                 }
             },
             Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
@@ -182,6 +170,17 @@ where
         }
     }
     // Transactions that touched no worker (all mutations filtered away) are done too.
+    save_done(&mut in_flight, &mut last_saved, checkpoints).await?;
+    Ok(progress)
+}
+
+/// Saves the position of the last transaction at the front of `in_flight` that every worker
+/// has finished (unless already saved), dropping the finished ones.
+async fn save_done<C: Checkpoints>(
+    in_flight: &mut VecDeque<(Position, BTreeSet<usize>)>,
+    last_saved: &mut Option<Position>,
+    checkpoints: &mut C,
+) -> Result<(), SequencerError> {
     let mut done = None;
     while in_flight.front().is_some_and(|(_, waiting)| waiting.is_empty()) {
         done = in_flight.pop_front().map(|(p, _)| p);
@@ -193,8 +192,9 @@ where
             .save(Committed::after_commit(p.clone()))
             .await
             .map_err(|message| SequencerError::Checkpoint { position: p.to_string(), message })?;
+        *last_saved = Some(p);
     }
-    Ok(progress)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -114,21 +114,7 @@ impl PgTarget {
                 rest.push(m);
                 continue;
             };
-            let key_columns: Vec<String> = self
-                .schema
-                .table(&m.table)
-                .map(|t| t.key.iter().map(|&i| t.columns[i].name.clone()).collect())
-                .unwrap_or_default();
-            let pk = key_columns
-                .iter()
-                .map(|c| {
-                    m.row
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(c))
-                        .and_then(|(_, v)| v.as_key_text())
-                        .unwrap_or_default()
-                })
-                .collect();
+            let pk = self.schema.table(&m.table).map(|t| t.key_values(&m.row)).unwrap_or_default();
             let meta = Meta {
                 schema: script_schema.clone(),
                 table: m.table.clone(),
@@ -211,22 +197,8 @@ impl PgTarget {
                 break;
             }
             if execute(&*self.client, &statements).await.is_err() {
-                let key: Vec<String> = self
-                    .schema
-                    .table(&m.table)
-                    .map(|t| {
-                        t.key
-                            .iter()
-                            .map(|&i| {
-                                let name = &t.columns[i].name;
-                                m.row
-                                    .iter()
-                                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                                    .map_or_else(String::new, |(_, v)| v.to_string())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let key =
+                    self.schema.table(&m.table).map(|t| t.key_values(&m.row)).unwrap_or_default();
                 found = Some(format!(
                     "first failing row: table {:?}, key [{}]",
                     m.table,
@@ -252,11 +224,7 @@ impl Target for PgTarget {
             None => transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect(),
             Some((pool, script_schema, source)) => {
                 let schema = &self.schema;
-                let key_of = |table: &str| {
-                    schema
-                        .table(table)
-                        .map(|t| t.key.iter().map(|&i| t.columns[i].name.clone()).collect())
-                };
+                let key_of = |table: &str| schema.table(table).map(|t| t.key_names());
                 table_level(pool, script_schema, *source, transactions, key_of)
                     .await
                     .map_err(|e| TargetError { message: e.to_string(), transient: false })?

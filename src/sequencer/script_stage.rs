@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::script::{Meta, Routed, ScriptError, ScriptPool, SourceTag};
+use crate::target::schema::values_for;
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
 use crate::types::{Row, Value};
 
@@ -101,17 +102,7 @@ pub async fn table_level(
             let mut batch = Vec::new();
             for &i in &positions {
                 let (t, m, _) = &items[i];
-                let key_columns = key_of(&m.table).unwrap_or_default();
-                let key: Vec<String> = key_columns
-                    .iter()
-                    .map(|c| {
-                        m.row
-                            .iter()
-                            .find(|(k, _)| k.eq_ignore_ascii_case(c))
-                            .and_then(|(_, v)| v.as_key_text())
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let key = values_for(&key_of(&m.table).unwrap_or_default(), &m.row);
                 batch.push((key, meta(target_schema, &m.table, source, &transactions[*t], None)));
             }
             let name2 = name.clone();

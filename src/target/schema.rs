@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::types::Row;
+
 /// One target column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
@@ -49,7 +51,43 @@ pub struct Table {
     pub key: Vec<usize>,
 }
 
+/// The values of columns `names` in `row` (matched exactly, else case-insensitively) as
+/// key text; an absent column or NULL gives an empty string.
+pub fn values_for(names: &[String], row: &Row) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            row.get(name)
+                .or_else(|| row.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+                .and_then(|v| v.as_key_text())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 impl Table {
+    /// Sets `key` from the columns' key positions (after introspection filled them).
+    pub fn order_key(&mut self) {
+        let mut key: Vec<(usize, usize)> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.key_position.map(|p| (p, i)))
+            .collect();
+        key.sort_unstable();
+        self.key = key.into_iter().map(|(_, i)| i).collect();
+    }
+
+    /// The primary key column names, in key order.
+    pub fn key_names(&self) -> Vec<String> {
+        self.key.iter().map(|&i| self.columns[i].name.clone()).collect()
+    }
+
+    /// The primary key values of `row`, in key order.
+    pub fn key_values(&self, row: &Row) -> Vec<String> {
+        values_for(&self.key_names(), row)
+    }
+
     /// The column a source column name maps to: the exact name, else the one whose name
     /// matches case-insensitively (when only one does).
     pub fn column(&self, name: &str) -> Option<(usize, &Column)> {

@@ -75,14 +75,7 @@ pub async fn introspect(
         });
     }
     for table in tables.values_mut() {
-        let mut key: Vec<(usize, usize)> = table
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.key_position.map(|p| (p, i)))
-            .collect();
-        key.sort_unstable();
-        table.key = key.into_iter().map(|(_, i)| i).collect();
+        table.order_key();
     }
     let foreign_keys: Vec<(String, String)> = conn
         .exec(
