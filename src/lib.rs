@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod script;
 pub mod sequencer;
 pub mod server;
+pub mod source;
 pub mod staging;
 pub mod target;
 pub mod types;

@@ -1,0 +1,3 @@
+//! Sources: where changes come from. One module per protocol.
+
+pub mod postgres;
