@@ -547,3 +547,66 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A valid Relation message for relation 1 with `columns` text columns, the first a key.
+    fn relation(columns: u8) -> Vec<u8> {
+        let mut m = vec![b'R', 0, 0, 0, 1];
+        m.extend(b"public\0t\0");
+        m.push(b'd');
+        m.extend(i16::from(columns).to_be_bytes());
+        for c in 0..columns {
+            m.push(u8::from(c == 0));
+            m.extend(format!("c{c}\0").as_bytes());
+            m.extend(25u32.to_be_bytes());
+            m.extend((-1i32).to_be_bytes());
+        }
+        m
+    }
+
+    fn begin() -> Vec<u8> {
+        let mut m = vec![b'B'];
+        m.extend([0u8; 20]);
+        m
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut d = Decoder::new();
+            let _ = d.decode(&relation(3));
+            let _ = d.decode(&begin());
+            let _ = d.decode(&bytes);
+        }
+
+        #[test]
+        fn corrupted_inserts_never_panic(
+            values in proptest::collection::vec("[a-z0-9]{0,8}", 3),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            let mut insert = vec![b'I', 0, 0, 0, 1, b'N'];
+            insert.extend(3i16.to_be_bytes());
+            for v in &values {
+                insert.push(b't');
+                insert.extend((v.len() as i32).to_be_bytes());
+                insert.extend(v.as_bytes());
+            }
+            let mut d = Decoder::new();
+            d.decode(&relation(3)).expect("relation");
+            d.decode(&begin()).expect("begin");
+            prop_assert!(d.decode(&insert).is_ok(), "the uncorrupted insert decodes");
+            for (at, byte) in flips {
+                let i = at % insert.len();
+                insert[i] = byte;
+            }
+            insert.truncate(cut % (insert.len() + 1));
+            let _ = d.decode(&insert);
+        }
+    }
+}
