@@ -6,35 +6,7 @@ mod support;
 use replicator::source::postgres::pgoutput::Decoder;
 use replicator::types::Value;
 use replicator::types::mutation::{Op, Position};
-use support::{PgDatabase, unique_name};
-
-/// Drops the replication slot even when the test fails (a slot keeps its database alive).
-struct Slot {
-    name: String,
-    url: String,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let (name, url) = (self.name.clone(), self.url.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async move {
-                    if let Ok((client, conn)) =
-                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                    {
-                        tokio::spawn(conn);
-                        let _ =
-                            client.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await;
-                    }
-                });
-        })
-        .join();
-    }
-}
+use support::{PgDatabase, SlotGuard as Slot, unique_name};
 
 #[tokio::test]
 async fn decodes_what_a_real_server_sends() {

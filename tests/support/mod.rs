@@ -183,6 +183,52 @@ impl Drop for PgDatabase {
     }
 }
 
+/// Runs `sql` (with one text parameter) on the PostgreSQL server at `url` from a fresh thread:
+/// cleanup that must happen even when a test fails.
+fn cleanup(url: String, sql: &'static str, param: String) {
+    block_on_thread(async move {
+        if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            let _ = client.execute(sql, &[&param]).await;
+        }
+    });
+}
+
+/// A replication slot dropped on drop (a slot keeps its database from being dropped).
+pub struct SlotGuard {
+    /// The slot's name.
+    pub name: String,
+    /// A URL of the slot's database.
+    pub url: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        cleanup(
+            self.url.clone(),
+            "SELECT pg_drop_replication_slot($1) WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            self.name.clone(),
+        );
+    }
+}
+
+/// A role on the PostgreSQL server, dropped on drop.
+pub struct RoleGuard(pub String);
+
+impl Drop for RoleGuard {
+    fn drop(&mut self) {
+        let role = self.0.clone();
+        block_on_thread(async move {
+            if let Ok((client, conn)) =
+                tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                let _ = client.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
+            }
+        });
+    }
+}
+
 /// A database of its own on the MariaDB/MySQL server, dropped on drop.
 pub struct MyDatabase {
     /// Its name.

@@ -5,3 +5,4 @@
 //! real server.
 
 pub mod pgoutput;
+pub mod preflight;

@@ -1,0 +1,156 @@
+//! Checks before streaming, over an ordinary connection: the server writes logical WAL, the
+//! publication exists, the slot exists and uses pgoutput (created with `--createSlot`), and
+//! the user may replicate. Each failure is one message that says how to fix it.
+
+use tokio_postgres::GenericClient;
+
+use crate::types::position::PgLsn;
+
+/// A source setting that prevents replication, with its fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreflightError {
+    /// `wal_level` is not `logical`.
+    #[error(
+        "the source's wal_level is {0:?}, logical replication needs \"logical\": run \
+         ALTER SYSTEM SET wal_level = logical; (or set it in postgresql.conf) and restart PostgreSQL"
+    )]
+    WalLevel(String),
+    /// The user lacks REPLICATION.
+    #[error(
+        "user {0:?} may not replicate: run ALTER ROLE \"{0}\" WITH REPLICATION; as a superuser"
+    )]
+    NoReplication(String),
+    /// The publication is missing.
+    #[error(
+        "publication {0:?} does not exist on the source: create it, e.g. \
+         CREATE PUBLICATION \"{0}\" FOR ALL TABLES; (or FOR TABLE …), and pass its name with --publicationName"
+    )]
+    NoPublication(String),
+    /// The slot is missing and may not be created.
+    #[error(
+        "replication slot {0:?} does not exist: pass --createSlot to let replicator create it, or run \
+         SELECT pg_create_logical_replication_slot('{0}', 'pgoutput');"
+    )]
+    NoSlot(String),
+    /// The slot uses another output plugin.
+    #[error(
+        "replication slot {slot:?} uses plugin {plugin:?}, replicator reads pgoutput: drop it with \
+         SELECT pg_drop_replication_slot('{slot}'); and create it again (or pass --createSlot)"
+    )]
+    WrongPlugin {
+        /// The slot.
+        slot: String,
+        /// Its plugin.
+        plugin: String,
+    },
+    /// The slot belongs to another database.
+    #[error(
+        "replication slot {slot:?} belongs to database {database:?}, but --sourceConn connects to {current:?}"
+    )]
+    WrongDatabase {
+        /// The slot.
+        slot: String,
+        /// Its database.
+        database: String,
+        /// The connection's database.
+        current: String,
+    },
+    /// A query failed.
+    #[error("checking the source failed: {0}")]
+    Query(String),
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// Where the slot says the consumer has confirmed up to.
+    pub confirmed: Option<PgLsn>,
+    /// The slot was created just now.
+    pub created_slot: bool,
+}
+
+/// `wal_level` must be `logical`.
+pub fn check_wal_level(value: &str) -> Result<(), PreflightError> {
+    if value == "logical" { Ok(()) } else { Err(PreflightError::WalLevel(value.to_owned())) }
+}
+
+fn query(e: tokio_postgres::Error) -> PreflightError {
+    PreflightError::Query(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+}
+
+/// Runs every check, creating the slot when it is missing and `create_slot` is set.
+pub async fn preflight(
+    client: &impl GenericClient,
+    publication: &str,
+    slot: &str,
+    create_slot: bool,
+) -> Result<Ready, PreflightError> {
+    let wal_level: String = client.query_one("SHOW wal_level", &[]).await.map_err(query)?.get(0);
+    check_wal_level(&wal_level)?;
+    let row = client
+        .query_one("SELECT current_user::text, current_database()::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .map_err(query)?;
+    let (user, current, may_replicate): (String, String, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    if !may_replicate {
+        return Err(PreflightError::NoReplication(user));
+    }
+    if client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .await
+        .map_err(query)?
+        .is_none()
+    {
+        return Err(PreflightError::NoPublication(publication.to_owned()));
+    }
+    let found = client
+        .query_opt(
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(query)?;
+    let Some(found) = found else {
+        if !create_slot {
+            return Err(PreflightError::NoSlot(slot.to_owned()));
+        }
+        let lsn: String = client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .map_err(query)?
+            .get(0);
+        tracing::info!(slot, lsn = %lsn, "created replication slot");
+        return Ok(Ready { confirmed: lsn.parse().ok(), created_slot: true });
+    };
+    let (plugin, database, confirmed): (Option<String>, Option<String>, Option<String>) =
+        (found.get(0), found.get(1), found.get(2));
+    let plugin = plugin.unwrap_or_else(|| "(physical)".into());
+    if plugin != "pgoutput" {
+        return Err(PreflightError::WrongPlugin { slot: slot.to_owned(), plugin });
+    }
+    let database = database.unwrap_or_default();
+    if database != current {
+        return Err(PreflightError::WrongDatabase { slot: slot.to_owned(), database, current });
+    }
+    Ok(Ready { confirmed: confirmed.and_then(|c| c.parse().ok()), created_slot: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_level_message_names_the_fix() {
+        assert_eq!(check_wal_level("logical"), Ok(()));
+        let err = check_wal_level("replica").expect_err("replica").to_string();
+        assert!(
+            err.contains("wal_level is \"replica\"")
+                && err.contains("ALTER SYSTEM SET wal_level = logical"),
+            "{err}"
+        );
+    }
+}
