@@ -206,6 +206,27 @@ impl Metrics {
         })
     }
 
+    /// Counts rows a committed statement wrote to `schema.table`.
+    pub fn count_applied(
+        &self,
+        schema: &str,
+        table: &str,
+        op: crate::types::mutation::Op,
+        rows: usize,
+    ) {
+        let labels = [schema, table];
+        let rows = rows as u64;
+        match op {
+            crate::types::mutation::Op::Upsert => {
+                self.apply_upserts_total.with_label_values(&labels).inc_by(rows)
+            }
+            crate::types::mutation::Op::Delete => {
+                self.apply_deletes_total.with_label_values(&labels).inc_by(rows)
+            }
+        }
+        self.mutations_applied.with_label_values(&labels).inc_by(rows);
+    }
+
     /// Everything, in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

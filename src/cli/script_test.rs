@@ -143,14 +143,7 @@ fn parse_now(text: &str) -> Result<i128, String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return Err(bad());
     }
-    // Days from civil (proleptic Gregorian).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::types::civil::days_from_civil(y, m, day);
     let seconds = days * 86_400 + num(h[0])? * 3600 + num(h[1])? * 60 + num(h[2])?;
     let nanos = if frac.is_empty() { 0 } else { num(&format!("{frac:0<9}"))? };
     Ok(i128::from(seconds) * 1_000_000_000 + i128::from(nanos))

@@ -102,19 +102,6 @@ impl ScriptPool {
         rx.await.expect("a userscript worker stopped")
     }
 
-    /// Like [`ScriptPool::run`], blocking the calling thread (not for async contexts).
-    pub fn run_blocking<R, F>(&self, f: F) -> R
-    where
-        F: FnOnce(&mut Engine) -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.submit(Box::new(move |engine| {
-            let _ = tx.send(f(engine));
-        }));
-        rx.blocking_recv().expect("a userscript worker stopped")
-    }
-
     /// Schema-level handlers over a batch, on a free engine.
     pub async fn schema_rows(
         &self,

@@ -5,7 +5,7 @@ use super::{Target, TargetError};
 use crate::target::batch::ApplyError;
 use crate::target::mysql::{MAX_PLACEHOLDERS, execute, introspect, plan};
 use crate::target::schema::Schema;
-use crate::types::mutation::{Mutation, Op, SourceTransaction};
+use crate::types::mutation::{Mutation, SourceTransaction};
 
 /// Writes batches into one MySQL/MariaDB database.
 pub struct MyTarget {
@@ -124,13 +124,7 @@ impl Target for MyTarget {
         }
         tx.commit().await.map_err(transient)?;
         for s in &statements {
-            let labels = [self.database.as_str(), s.table.as_str()];
-            let rows = s.rows as u64;
-            match s.op {
-                Op::Upsert => metrics.apply_upserts_total.with_label_values(&labels).inc_by(rows),
-                Op::Delete => metrics.apply_deletes_total.with_label_values(&labels).inc_by(rows),
-            }
-            metrics.mutations_applied.with_label_values(&labels).inc_by(rows);
+            metrics.count_applied(&self.database, &s.table, s.op, s.rows);
         }
         Ok(())
     }

@@ -291,13 +291,7 @@ impl Target for PgTarget {
         self.client.batch_execute("COMMIT").await.map_err(transient)?;
         // Counted only once committed.
         for s in &statements {
-            let labels = [self.schema_name.as_str(), s.table.as_str()];
-            let rows = s.rows as u64;
-            match s.op {
-                Op::Upsert => metrics.apply_upserts_total.with_label_values(&labels).inc_by(rows),
-                Op::Delete => metrics.apply_deletes_total.with_label_values(&labels).inc_by(rows),
-            }
-            metrics.mutations_applied.with_label_values(&labels).inc_by(rows);
+            metrics.count_applied(&self.schema_name, &s.table, s.op, s.rows);
         }
         Ok(())
     }

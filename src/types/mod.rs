@@ -1,6 +1,7 @@
 //! Value types shared across the pipeline: connection strings that keep their password
 //! secret, the Go-style durations MOLT's flags use, and dotted names (`db.schema`).
 
+pub mod civil;
 pub mod duration;
 pub mod mutation;
 pub mod name;
