@@ -216,7 +216,7 @@ impl TargetArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Staging")]
 pub struct StagingArgs {
-    /// Staging database URL, PostgreSQL or CockroachDB [default: --targetConn when it is postgres://]
+    /// Staging database URL, PostgreSQL or CockroachDB [default: the target connection when it is postgres://]
     #[arg(long = "stagingConn", value_name = "URL", value_parser = ConnStringParser)]
     pub staging_conn: Option<ConnString>,
 

@@ -1,14 +1,16 @@
 //! The command line: MOLT Replicator's commands and flag spellings.
 //!
-//! Commands are registered only when they work. Today: `version`, `make-jwt`, `script api`,
-//! `script bench` and MOLT's legacy `userscript`. The flag
-//! groups in [`groups`] are what the replication commands will flatten in. Long flags are
+//! Commands are registered only when they work. Today: `pglogical`, `version`, `make-jwt`,
+//! `script …` and MOLT's legacy `userscript`. The flag
+//! groups in [`groups`] are what the replication commands flatten in. Long flags are
 //! camelCase as in MOLT; boolean flags take `--flag` or `--flag=false`; durations take Go's
 //! syntax (`250ms`, `1m30s`).
 
 pub mod groups;
 pub mod make_jwt;
 pub mod molt;
+pub mod pglogical;
+pub mod replicate;
 pub mod script;
 pub mod script_check;
 pub mod script_test;
@@ -90,6 +92,8 @@ pub enum Command {
     Script(Box<script::ScriptCommand>),
     /// Legacy (MOLT) userscript help; --api prints the replicator@v1 typings
     Userscript(script::UserscriptArgs),
+    /// Replicate from PostgreSQL (logical replication: slot + publication) into CockroachDB or PostgreSQL
+    Pglogical(Box<pglogical::PglogicalArgs>),
 }
 
 /// An error that ends the process with a specific exit code (commands that document
@@ -147,6 +151,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::MakeJwt(args) => make_jwt::run(args),
         Command::Script(command) => script::run(command),
         Command::Userscript(args) => script::run_legacy(args),
+        Command::Pglogical(args) => pglogical::run(args),
     }
 }
 
@@ -177,9 +182,9 @@ mod tests {
         let note = usage_note(&err).expect("note");
         assert!(note.contains("--flushSize is a MOLT Replicator flag"), "{note}");
 
-        let err = Cli::try_parse_from(["replicator", "pglogical"]).expect_err("not yet");
+        let err = Cli::try_parse_from(["replicator", "mylogical"]).expect_err("not yet");
         let note = usage_note(&err).expect("note");
-        assert!(note.contains("`pglogical` is a MOLT Replicator command"), "{note}");
+        assert!(note.contains("`mylogical` is a MOLT Replicator command"), "{note}");
 
         let err = Cli::try_parse_from(["replicator", "version", "--bogus"]).expect_err("unknown");
         assert_eq!(usage_note(&err), None);

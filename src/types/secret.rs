@@ -99,6 +99,26 @@ impl ConnString {
         (!user.is_empty()).then(|| percent_decode(user))
     }
 
+    /// The password, percent-decoded. Only for the code that connects: never log it.
+    pub fn expose_password(&self) -> Option<String> {
+        let (start, end) = self.userinfo?;
+        let (_, password) = self.raw[start..end].split_once(':')?;
+        Some(percent_decode(password))
+    }
+
+    /// Every query parameter as `(name, value)`, values percent-decoded, in order.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let Some(q) = self.query else { return Vec::new() };
+        self.raw[q + 1..]
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect()
+    }
+
     /// `host[:port]` as written.
     pub fn host(&self) -> &str {
         &self.raw[self.host.0..self.host.1]

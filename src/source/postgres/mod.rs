@@ -6,3 +6,6 @@
 
 pub mod pgoutput;
 pub mod preflight;
+pub mod replication;
+pub mod stage;
+pub mod stream;

@@ -8,7 +8,8 @@
 //! - Update → upsert of the new tuple; when the key changed (the message carries the old key
 //!   or old tuple) a delete of the old key comes first;
 //! - Delete → delete of the old key (or old tuple);
-//! - Truncate → reported with the transaction, for the caller to decide;
+//! - Truncate → reported with the transaction, for the caller to decide (earlier changes to the
+//!   truncated table in the same transaction are dropped: the truncate voids them);
 //! - Origin and logical-decoding Messages are skipped.
 //!
 //! Values arrive in text form and are converted by type OID into exact values (numbers as
@@ -16,7 +17,8 @@
 //! value is an unchanged TOAST datum (`u`) is left out of the row, so the applier keeps the
 //! target's value. Malformed input is an error, never a panic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::types::civil::{civil_from_days, days_from_civil};
 use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
@@ -44,6 +46,9 @@ pub struct Relation {
     pub namespace: String,
     /// Its name.
     pub name: String,
+    /// The table name its mutations carry: `name`, or `namespace.name` for names the decoder
+    /// was told to qualify ([`Decoder::qualify`]).
+    pub table: String,
     /// Columns: name, type OID, part of the replica identity (key).
     pub columns: Vec<(String, u32, bool)>,
 }
@@ -144,8 +149,9 @@ type Open = (Vec<Mutation>, Vec<(String, String)>, i64);
 /// Decodes pgoutput messages, one transaction at a time.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    relations: HashMap<u32, Relation>,
+    relations: HashMap<u32, Arc<Relation>>,
     current: Option<Open>,
+    qualified: HashSet<String>,
 }
 
 impl Decoder {
@@ -156,7 +162,18 @@ impl Decoder {
 
     /// The relation with this id, if described.
     pub fn relation(&self, id: u32) -> Option<&Relation> {
-        self.relations.get(&id)
+        self.relations.get(&id).map(|r| &**r)
+    }
+
+    /// Tables with these names (the same name in several source schemas) are reported as
+    /// `namespace.name`, so a userscript can tell them apart.
+    pub fn qualify(&mut self, names: HashSet<String>) {
+        self.qualified = names;
+    }
+
+    /// Between a Begin and its Commit.
+    pub fn in_transaction(&self) -> bool {
+        self.current.is_some()
     }
 
     /// Feeds one message; returns the transaction when the message is its Commit.
@@ -202,7 +219,13 @@ impl Decoder {
                     let _modifier = r.i32("a column's type modifier")?;
                     columns.push((column, type_oid, flags & 1 == 1));
                 }
-                self.relations.insert(id, Relation { id, namespace, name, columns });
+                let table = if self.qualified.contains(&name) {
+                    format!("{namespace}.{name}")
+                } else {
+                    name.clone()
+                };
+                self.relations
+                    .insert(id, Arc::new(Relation { id, namespace, name, table, columns }));
                 Ok(None)
             }
             b'Y' | b'O' | b'M' => Ok(None),
@@ -214,7 +237,7 @@ impl Decoder {
                 let cells = tuple(&mut r)?;
                 let row = row_of(&relation, cells, false)?;
                 self.push(Mutation {
-                    table: relation.name.clone(),
+                    table: relation.table.clone(),
                     op: Op::Upsert,
                     row,
                     before: None,
@@ -249,7 +272,7 @@ impl Decoder {
                             .filter_map(|(c, _, _)| old_row.get(c).map(|v| (c.clone(), v.clone())))
                             .collect();
                         self.push(Mutation {
-                            table: relation.name.clone(),
+                            table: relation.table.clone(),
                             op: Op::Delete,
                             row: key,
                             before: None,
@@ -260,7 +283,7 @@ impl Decoder {
                     }
                 }
                 self.push(Mutation {
-                    table: relation.name.clone(),
+                    table: relation.table.clone(),
                     op: Op::Upsert,
                     row: new_row,
                     before,
@@ -281,7 +304,7 @@ impl Decoder {
                     .collect();
                 let row = if key.is_empty() { old.clone() } else { key };
                 self.push(Mutation {
-                    table: relation.name.clone(),
+                    table: relation.table.clone(),
                     op: Op::Delete,
                     row,
                     before: (kind == b'O').then_some(old),
@@ -297,10 +320,18 @@ impl Decoder {
                         .relations
                         .get(&id)
                         .ok_or_else(|| DecodeError(format!("Truncate of unknown relation {id}")))?;
-                    tables.push((relation.namespace.clone(), relation.name.clone()));
+                    tables.push((
+                        relation.namespace.clone(),
+                        relation.name.clone(),
+                        relation.table.clone(),
+                    ));
                 }
                 match &mut self.current {
-                    Some((_, truncated, _)) => truncated.extend(tables),
+                    Some((mutations, truncated, _)) => {
+                        // Earlier changes to a truncated table in this transaction are void.
+                        mutations.retain(|m| !tables.iter().any(|(_, _, t)| *t == m.table));
+                        truncated.extend(tables.into_iter().map(|(ns, name, _)| (ns, name)));
+                    }
                     None => return err("Truncate outside a transaction"),
                 }
                 Ok(None)
@@ -309,7 +340,7 @@ impl Decoder {
         }
     }
 
-    fn relation_for(&self, r: &mut Reader<'_>) -> Result<Relation, DecodeError> {
+    fn relation_for(&self, r: &mut Reader<'_>) -> Result<Arc<Relation>, DecodeError> {
         let id = r.u32("the relation id")?;
         self.relations
             .get(&id)

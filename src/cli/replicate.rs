@@ -1,0 +1,286 @@
+//! What every replication command does around its source: open staging and the target, load
+//! the userscript, serve metrics, run the sequencer until the source ends or a signal asks
+//! to stop. `pglogical` (and `mylogical`) bring the source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, CommandFactory, FromArgMatches};
+use tokio::sync::{mpsc, watch};
+
+use super::groups::{DEFAULT_STAGING_SCHEMA_COCKROACH, DEFAULT_STAGING_SCHEMA_POSTGRES};
+use super::groups::{MetricsConfig, SequencerConfig, StagingConfig, TargetConfig};
+use super::script::ScriptArgs;
+use crate::script::{EngineOptions, ScriptPool, SourceTag};
+use crate::sequencer::postgres::{PgTarget, StagingCheckpoints};
+use crate::sequencer::{Checkpoints, Progress, SequencerError};
+use crate::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema};
+use crate::target::Protocol;
+use crate::target::postgres::apply::Dialect;
+use crate::target::postgres::{Server, check_database};
+use crate::types::ConnString;
+use crate::types::mutation::{Position, SourceTransaction};
+
+/// The target, opened and checked.
+pub struct OpenedTarget {
+    /// `db` and `schema` of `--targetSchema`.
+    pub database: String,
+    /// The schema written into.
+    pub schema: String,
+    /// CockroachDB or PostgreSQL SQL.
+    pub dialect: Dialect,
+}
+
+/// Connects to the target, checks `--targetSchema` against it and tells the dialect.
+pub async fn open_target(target: &TargetConfig) -> anyhow::Result<OpenedTarget> {
+    if target.protocol != Protocol::Postgres {
+        bail!(
+            "--targetConn {}: this command writes to CockroachDB or PostgreSQL (postgres://); \
+             MySQL and MariaDB targets are for `replicator start` (failback)",
+            target.conn
+        );
+    }
+    let parts = target.schema.parts();
+    let (database, schema) = (parts[0].clone(), parts[1].clone());
+    let client = crate::pgconn::connect(&target.conn).await.context("opening the target")?;
+    let server = check_database(&client, "targetSchema", &database, &schema)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .context("reading the target's schemas")?
+        .is_some();
+    if !exists {
+        bail!(
+            "--targetSchema {}: schema {schema:?} does not exist in the target database: create \
+             it (CREATE SCHEMA \"{schema}\") and its tables first",
+            target.schema
+        );
+    }
+    let dialect = match server {
+        Server::Postgres => Dialect::Postgres,
+        Server::Cockroach => Dialect::Cockroach,
+    };
+    Ok(OpenedTarget { database, schema, dialect })
+}
+
+/// Staging, ready: a client on it and the resolved schema.
+pub struct OpenedStaging {
+    /// The staging client.
+    pub client: tokio_postgres::Client,
+    /// Where staging's tables live.
+    pub schema: StagingSchema,
+}
+
+/// Connects to staging, resolves `--stagingSchema` and creates staging's tables.
+pub async fn open_staging(staging: &StagingConfig) -> anyhow::Result<OpenedStaging> {
+    let client = crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+    let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
+    let cockroach = version.contains("CockroachDB");
+    let default =
+        if cockroach { DEFAULT_STAGING_SCHEMA_COCKROACH } else { DEFAULT_STAGING_SCHEMA_POSTGRES };
+    let parts: Vec<String> = match &staging.schema {
+        Some(name) => name.parts().to_vec(),
+        None => default.split('.').map(str::to_owned).collect(),
+    };
+    let schema = match (cockroach, parts.as_slice()) {
+        (_, [schema]) => StagingSchema { database: None, schema: schema.clone() },
+        (true, [db, schema]) => {
+            StagingSchema { database: Some(db.clone()), schema: schema.clone() }
+        }
+        (false, [db, schema]) => {
+            check_database(&client, "stagingSchema", db, schema)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            StagingSchema { database: None, schema: schema.clone() }
+        }
+        _ => bail!("--stagingSchema takes schema or db.schema"),
+    };
+    let dialect = if cockroach { StagingDialect::Cockroach } else { StagingDialect::Postgres };
+    crate::staging::prepare(&client, dialect, &schema, staging.create_schema)
+        .await
+        .context("preparing staging")?;
+    Ok(OpenedStaging { client, schema })
+}
+
+/// Compiles `--userscript` and starts its engines (one per core, at most four); `None`
+/// without a script. `options` are the flags the command takes, for `setOptions`.
+pub fn script_pool(
+    args: &ScriptArgs,
+    known_flags: Vec<String>,
+) -> anyhow::Result<Option<Arc<ScriptPool>>> {
+    let limits = args.limits()?;
+    let Some(script) = args.compile()? else { return Ok(None) };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let options = EngineOptions { limits, known_flags, ..EngineOptions::default() };
+    let pool = ScriptPool::new(script, options, workers).context("loading the userscript")?;
+    Ok(Some(Arc::new(pool)))
+}
+
+/// The long flag names of a command's arguments (what `setOptions` may set).
+pub fn flag_names<A: Args>() -> Vec<String> {
+    A::augment_args(clap::Command::new("flags"))
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect()
+}
+
+/// Re-reads the command line with the script's `setOptions` values appended (they win over
+/// the flags given), for command `name` whose arguments are `A`.
+pub fn with_script_options<A: Args + FromArgMatches>(
+    name: &str,
+    options: &[(String, String)],
+) -> anyhow::Result<A> {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    for (flag, value) in options {
+        tracing::info!(flag = %flag, value = %value, "setOptions from the userscript");
+        argv.push(format!("--{flag}={value}").into());
+    }
+    let command = super::Cli::command().mut_subcommand(name, |c| c.args_override_self(true));
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(|e| anyhow::anyhow!("the userscript's setOptions gave a bad value: {e}"))?;
+    let (_, sub) = matches.subcommand().context("no subcommand")?;
+    A::from_arg_matches(sub).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Serves `/_/varz` and `/_/healthz` when `--metricsAddr` is set; health checks connect to
+/// the target and staging.
+pub async fn serve_metrics(
+    metrics: &MetricsConfig,
+    target: &ConnString,
+    staging: &ConnString,
+) -> anyhow::Result<()> {
+    let Some(addr) = &metrics.addr else { return Ok(()) };
+    let check = |conn: ConnString| -> crate::server::HealthCheck {
+        Arc::new(move || {
+            let conn = conn.clone();
+            Box::pin(async move {
+                let client = crate::pgconn::connect(&conn).await.map_err(|e| e.to_string())?;
+                client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| e.to_string())
+            })
+        })
+    };
+    let checks = vec![
+        ("target".to_owned(), check(target.clone())),
+        ("staging".to_owned(), check(staging.clone())),
+    ];
+    let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
+    crate::server::serve_metrics(&addr, checks, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("--metricsAddr {addr}: cannot listen"))?;
+    Ok(())
+}
+
+/// Checkpoints in staging that also announce each committed position (the source tells its
+/// server what it may forget).
+pub struct AnnouncingCheckpoints<P> {
+    inner: StagingCheckpoints,
+    announce: watch::Sender<P>,
+    extract: fn(&Position) -> Option<P>,
+}
+
+impl<P: Send + Sync> AnnouncingCheckpoints<P> {
+    /// Saves through `store` on `client` and sends each saved position to `announce`.
+    pub fn new(
+        client: tokio_postgres::Client,
+        store: CheckpointStore,
+        announce: watch::Sender<P>,
+        extract: fn(&Position) -> Option<P>,
+    ) -> Self {
+        Self { inner: StagingCheckpoints::new(client, store), announce, extract }
+    }
+}
+
+impl<P: Send + Sync> Checkpoints for AnnouncingCheckpoints<P> {
+    async fn save(&mut self, committed: Committed) -> Result<(), String> {
+        let position = (self.extract)(committed.position());
+        self.inner.save(committed).await?;
+        if let Some(p) = position {
+            self.announce.send_replace(p);
+        }
+        Ok(())
+    }
+}
+
+/// How the sequencer writes.
+pub struct Apply<'a> {
+    /// Sequencer flags.
+    pub sequencer: &'a SequencerConfig,
+    /// Target flags.
+    pub target: &'a TargetConfig,
+    /// The opened target.
+    pub opened: &'a OpenedTarget,
+    /// The userscript.
+    pub script: Option<Arc<ScriptPool>>,
+    /// Which source, for the script's `meta`.
+    pub source: SourceTag,
+}
+
+impl Apply<'_> {
+    async fn make_target(&self) -> Result<PgTarget, String> {
+        let client =
+            crate::pgconn::connect(&self.target.conn).await.map_err(|e| format!("{e:#}"))?;
+        let mut target = PgTarget::new(
+            client,
+            &self.opened.schema,
+            self.opened.dialect,
+            self.sequencer.collapse_mutations,
+        )
+        .await
+        .map_err(|e| format!("reading the target schema: {e}"))?
+        .with_schema_refresh(self.target.schema_refresh);
+        if let Some(pool) = &self.script {
+            target = target.with_script(pool.clone(), &self.target.schema.to_string(), self.source);
+        }
+        Ok(target)
+    }
+
+    /// Runs the sequencer over `input` until it closes or a batch fails.
+    pub async fn run<C: Checkpoints>(
+        &self,
+        input: mpsc::Receiver<SourceTransaction>,
+        checkpoints: &mut C,
+    ) -> Result<Progress, SequencerError> {
+        let opening = |message: String| SequencerError::Checkpoint {
+            position: "start".into(),
+            message: format!("opening the target: {message}"),
+        };
+        if !self.sequencer.parallel_applies {
+            let mut target = self.make_target().await.map_err(opening)?;
+            return crate::sequencer::run_immediate(
+                self.sequencer,
+                input,
+                &mut target,
+                checkpoints,
+            )
+            .await;
+        }
+        let client = crate::pgconn::connect(&self.target.conn)
+            .await
+            .map_err(|e| opening(format!("{e:#}")))?;
+        let schema = crate::target::postgres::introspect::introspect(&client, &self.opened.schema)
+            .await
+            .map_err(|e| opening(e.to_string()))?;
+        let groups: HashMap<String, usize> =
+            crate::sequencer::parallel::table_groups(&schema.names(), &schema.foreign_keys);
+        let workers = self.sequencer.effective_parallelism(self.target.max_pool_size);
+        tracing::info!(
+            workers,
+            groups = groups.values().collect::<std::collections::BTreeSet<_>>().len(),
+            "parallel applies"
+        );
+        crate::sequencer::parallel::run_parallel(
+            self.sequencer,
+            input,
+            groups,
+            workers,
+            |_| self.make_target(),
+            checkpoints,
+        )
+        .await
+    }
+}

@@ -1,0 +1,179 @@
+//! Between the reading loop and the sequencer: truncates, the userscript's schema-level
+//! handlers, and the bounded apply queue.
+//!
+//! A TRUNCATE is not a row change, so it cannot ride in a batch. Without a userscript it is
+//! applied here as a delete-all of the same-named target table, once everything before it
+//! has committed; the rest of its transaction then goes through the queue as usual (the
+//! decoder has already dropped changes the truncate voided). A crash in between replays the
+//! transaction: the delete-all runs again, which is harmless. With a userscript the stage stops
+//! with an error naming the table: a table the script filters, renames or routes must not be
+//! emptied blindly.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::pgoutput::Decoded;
+use super::stream::end_lsn;
+use crate::script::{ScriptPool, SourceTag};
+use crate::sequencer::queue::QueueSender;
+use crate::sequencer::script_stage::schema_level;
+use crate::target::postgres::introspect::introspect;
+use crate::target::postgres::quote_ident;
+use crate::types::mutation::Op;
+use crate::types::position::PgLsn;
+
+/// Why the stage stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// A truncate arrived while a userscript is in use.
+    #[error(
+        "source transaction ending at {position} truncates {tables}; with --userscript replicator \
+         does not empty target tables blindly (the script may filter, rename or route them). \
+         Empty the matching target tables yourself if that is intended, then skip the \
+         transaction by storing its position: UPDATE {memo} SET value = '{position}' WHERE key = \
+         '{key}'; and restart (other changes in that transaction are skipped with it)"
+    )]
+    TruncateWithScript {
+        /// The transaction's end LSN.
+        position: PgLsn,
+        /// The truncated tables, `schema.table`.
+        tables: String,
+        /// The staging memo table.
+        memo: String,
+        /// The memo key.
+        key: String,
+    },
+    /// The delete-all failed.
+    #[error("applying the truncate of {table} (DELETE FROM the target table) failed")]
+    Truncate {
+        /// The target table.
+        table: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A truncated table has no same-named target table.
+    #[error(
+        "the source truncated {source_table}, but target schema {schema} has no table {name:?}: \
+         create it, or remove the table from the publication"
+    )]
+    TruncateMissing {
+        /// `schema.table` on the source.
+        source_table: String,
+        /// The target schema.
+        schema: String,
+        /// The table name.
+        name: String,
+    },
+    /// A userscript handler failed.
+    #[error("the userscript failed on the source transaction ending at {position}")]
+    Script {
+        /// The transaction's end LSN.
+        position: PgLsn,
+        /// The script's error.
+        #[source]
+        source: crate::script::ScriptError,
+    },
+}
+
+/// Where the stage sends things.
+pub struct Stage {
+    /// The apply queue.
+    pub queue: QueueSender,
+    /// The userscript and the target schema as scripts name it (`db.public`).
+    pub script: Option<(Arc<ScriptPool>, String)>,
+    /// A target connection for truncates, and the target schema's name.
+    pub truncate: (tokio_postgres::Client, String),
+    /// The last committed position (from the sequencer's checkpoints).
+    pub committed: watch::Receiver<PgLsn>,
+    /// The staging memo table and key, for the truncate message.
+    pub memo: (String, String),
+}
+
+/// Runs until `input` closes (`Ok`), the queue closes (`Ok`: the sequencer reports its own
+/// error), or a transaction cannot go on.
+pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result<(), StageError> {
+    let metrics = crate::metrics::global();
+    let mut last_sent: Option<PgLsn> = None;
+    while let Some(decoded) = input.recv().await {
+        let position = end_lsn(&decoded);
+        if !decoded.truncated.is_empty() {
+            let tables: Vec<String> =
+                decoded.truncated.iter().map(|(ns, name)| format!("{ns}.{name}")).collect();
+            if stage.script.is_some() {
+                return Err(StageError::TruncateWithScript {
+                    position,
+                    tables: tables.join(", "),
+                    memo: stage.memo.0.clone(),
+                    key: stage.memo.1.clone(),
+                });
+            }
+            // Everything before the truncate must be on the target first.
+            if let Some(before) = last_sent
+                && stage.committed.wait_for(|c| *c >= before).await.is_err()
+            {
+                return Ok(());
+            }
+            truncate(&stage.truncate, &decoded.truncated).await?;
+        }
+        let mut tx = decoded.transaction;
+        for m in &tx.mutations {
+            let kind = if m.op == Op::Upsert { "upsert" } else { "delete" };
+            metrics.mutation_total.with_label_values(&["pglogical", kind]).inc();
+        }
+        if let Some((pool, schema)) = &stage.script {
+            tx = schema_level(pool, schema, SourceTag::PgLogical, tx)
+                .await
+                .map_err(|source| StageError::Script { position, source })?;
+        }
+        if stage.queue.send(tx).await.is_err() {
+            return Ok(());
+        }
+        last_sent = Some(position);
+    }
+    Ok(())
+}
+
+async fn truncate(
+    (client, schema): &(tokio_postgres::Client, String),
+    tables: &[(String, String)],
+) -> Result<(), StageError> {
+    let target = introspect(client, schema)
+        .await
+        .map_err(|source| StageError::Truncate { table: schema.clone(), source })?;
+    let mut found = Vec::new();
+    for (ns, name) in tables {
+        let Some(table) = target.table(name) else {
+            return Err(StageError::TruncateMissing {
+                source_table: format!("{ns}.{name}"),
+                schema: schema.clone(),
+                name: name.clone(),
+            });
+        };
+        found.push((format!("{ns}.{name}"), table.name.clone()));
+    }
+    // Children before their parents, all in one transaction.
+    let names: Vec<String> = found.iter().map(|(_, t)| t.clone()).collect();
+    let is_parent =
+        |t: &str| target.foreign_keys.iter().any(|(c, p)| p == t && c != t && names.contains(c));
+    found.sort_by_key(|(_, t)| is_parent(t));
+    let failed = |table: &str| {
+        let table = table.to_owned();
+        move |source| StageError::Truncate { table, source }
+    };
+    client.batch_execute("BEGIN").await.map_err(failed(schema))?;
+    for (source_table, name) in &found {
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let deleted = match client.execute(&format!("DELETE FROM {qualified}"), &[]).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(failed(&qualified)(e));
+            }
+        };
+        tracing::info!(source_table = %source_table, target_table = %qualified, deleted, "source TRUNCATE applied as a delete of every target row");
+    }
+    client.batch_execute("COMMIT").await.map_err(failed(schema))?;
+    Ok(())
+}

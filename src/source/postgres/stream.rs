@@ -1,0 +1,220 @@
+//! The reading loop: one replication session after another until told to stop.
+//!
+//! A session connects, starts streaming at the last position handed on (so nothing is read
+//! twice into the pipeline), decodes pgoutput into transactions and hands each on through a
+//! bounded channel. While the pipeline is full it stops reading (the server waits) but still
+//! sends standby status every `--standbyTimeout`, so the server does not time the connection
+//! out. A dropped connection, a server restart, or a slot still held by a dying connection is
+//! retried with exponential backoff; anything else ends the stream with its error.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::pgoutput::{Decoded, Decoder};
+use super::replication::{Replicated, ReplicationConn, ReplicationError};
+use crate::cli::groups::RetryConfig;
+use crate::pgconn::PgParams;
+use crate::types::mutation::Position;
+use crate::types::position::PgLsn;
+
+/// What the reading loop needs.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// The source connection.
+    pub params: PgParams,
+    /// `--slotName`.
+    pub slot: String,
+    /// `--publicationName`.
+    pub publication: String,
+    /// `--standbyTimeout`: how often status goes to the server.
+    pub standby_timeout: Duration,
+    /// Transactions ending at or before this position were applied already: skipped.
+    pub start: PgLsn,
+    /// Backoff between reconnects.
+    pub retry: RetryConfig,
+    /// Source tables reported as `schema.table` (names published from several schemas).
+    pub qualify: std::collections::HashSet<String>,
+}
+
+/// Why streaming stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The replication connection failed in a way reconnecting does not fix.
+    #[error("replicating from slot {slot:?} failed")]
+    Replication {
+        /// The slot.
+        slot: String,
+        /// The failure.
+        #[source]
+        source: ReplicationError,
+    },
+    /// A pgoutput message did not decode.
+    #[error("decoding the change stream after {after} failed: {message}")]
+    Decode {
+        /// The last position handed on.
+        after: PgLsn,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// The end LSN of a decoded transaction.
+pub fn end_lsn(decoded: &Decoded) -> PgLsn {
+    match decoded.transaction.position {
+        Position::Lsn(lsn) => lsn,
+        _ => PgLsn(0),
+    }
+}
+
+/// Streams until `stop` turns true (then returns `Ok`), `out` closes (the pipeline stopped:
+/// `Ok`, the pipeline reports its own error), or a permanent failure. `committed` is the
+/// position of the last transaction applied and committed on the target: what the server is
+/// told it may forget.
+pub async fn run(
+    config: StreamConfig,
+    out: mpsc::Sender<Decoded>,
+    committed: watch::Receiver<PgLsn>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), StreamError> {
+    let metrics = crate::metrics::global();
+    let mut delivered = config.start;
+    let mut attempt: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let mut session =
+            Session { config: &config, delivered, committed: committed.clone(), connected: false };
+        let result = session.run(&out, &mut stop).await;
+        delivered = session.delivered;
+        if session.connected {
+            attempt = 0;
+        }
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(SessionError::Decode(message)) => {
+                return Err(StreamError::Decode { after: delivered, message });
+            }
+            Err(SessionError::Replication(e)) => e,
+        };
+        if !session.connected {
+            metrics.pglogical_dial_failure_total.inc();
+        }
+        // The slot keeps the WAL while we are away: a transient failure is retried for as long
+        // as it lasts.
+        if !error.is_transient() {
+            return Err(StreamError::Replication { slot: config.slot.clone(), source: error });
+        }
+        let delay = config.retry.backoff(attempt).max(Duration::from_millis(100));
+        tracing::warn!(error = %error, retry_in = ?delay, attempt = attempt + 1, "replication connection lost; reconnecting");
+        attempt += 1;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+enum SessionError {
+    Replication(ReplicationError),
+    Decode(String),
+}
+
+impl From<ReplicationError> for SessionError {
+    fn from(e: ReplicationError) -> Self {
+        SessionError::Replication(e)
+    }
+}
+
+struct Session<'a> {
+    config: &'a StreamConfig,
+    delivered: PgLsn,
+    committed: watch::Receiver<PgLsn>,
+    connected: bool,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        out: &mpsc::Sender<Decoded>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
+        let config = self.config;
+        let mut conn = ReplicationConn::connect(&config.params).await?;
+        conn.start_replication(&config.slot, self.delivered, &config.publication).await?;
+        self.connected = true;
+        crate::metrics::global().pglogical_dial_success_total.inc();
+        tracing::info!(slot = %config.slot, from = %self.delivered, tls = conn.is_tls(), "streaming changes");
+        let mut decoder = Decoder::new();
+        decoder.qualify(config.qualify.clone());
+        let mut received = self.delivered;
+        // The server's position when last seen idle: everything before it was sent.
+        let mut idle_through = PgLsn(0);
+        let mut pending: Option<Decoded> = None;
+        let mut ticker =
+            tokio::time::interval(config.standby_timeout.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    let flushed = self.flushed(&decoder, pending.is_some(), idle_through);
+                    let _ = conn.send_status(received, flushed, false).await;
+                    conn.close().await;
+                    return Ok(());
+                }
+                _ = ticker.tick() => {
+                    let flushed = self.flushed(&decoder, pending.is_some(), idle_through);
+                    conn.send_status(received, flushed, false).await?;
+                }
+                permit = out.reserve(), if pending.is_some() => {
+                    let Ok(permit) = permit else {
+                        conn.close().await;
+                        return Ok(());
+                    };
+                    if let Some(decoded) = pending.take() {
+                        self.delivered = end_lsn(&decoded);
+                        permit.send(decoded);
+                    }
+                }
+                message = conn.recv(), if pending.is_none() => match message? {
+                    Replicated::XLogData { data, start, .. } => {
+                        received = received.max(start);
+                        let decoded = decoder.decode(&data).map_err(|e| {
+                            SessionError::Decode(format!("{e} (message at {start})"))
+                        })?;
+                        if let Some(decoded) = decoded {
+                            let end = end_lsn(&decoded);
+                            received = received.max(end);
+                            if end <= self.delivered {
+                                tracing::debug!(position = %end, "skipping a transaction applied before");
+                            } else {
+                                pending = Some(decoded);
+                            }
+                        }
+                    }
+                    Replicated::Keepalive { end, reply } => {
+                        received = received.max(end);
+                        if !decoder.in_transaction() && pending.is_none() {
+                            idle_through = end;
+                        }
+                        if reply {
+                            let flushed = self.flushed(&decoder, pending.is_some(), idle_through);
+                            conn.send_status(received, flushed, false).await?;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The position the server may forget up to: the last committed transaction, or, when
+    /// everything handed on has committed and nothing is in flight, the server's own idle
+    /// position (so an idle slot does not hold WAL back).
+    fn flushed(&self, decoder: &Decoder, pending: bool, idle_through: PgLsn) -> PgLsn {
+        let committed = *self.committed.borrow();
+        let drained = committed >= self.delivered && !pending && !decoder.in_transaction();
+        if drained { committed.max(idle_through) } else { committed }
+    }
+}
