@@ -45,8 +45,11 @@ if [ "$(sed -n '/^# BEGIN replicator test settings$/,/^# END replicator test set
   pg_changed=1
 fi
 
-# Trust on loopback for ordinary and replication connections, ahead of any other rule.
+# Trust on loopback for ordinary and replication connections, ahead of any other rule; members
+# of replicator_password_auth must log in with a password (SCRAM), so tests can exercise it.
 hba_block='# BEGIN replicator test access
+host    all             +replicator_password_auth 127.0.0.1/32  scram-sha-256
+host    replication     +replicator_password_auth 127.0.0.1/32  scram-sha-256
 host    all             all             127.0.0.1/32            trust
 host    all             all             ::1/128                 trust
 host    replication     all             127.0.0.1/32            trust
@@ -70,6 +73,8 @@ fi
 for _ in $(seq 100); do psql -h 127.0.0.1 -U postgres -qAtc 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
 [ "$(psql -h 127.0.0.1 -U postgres -qAtc 'show wal_level')" = logical ] \
   || die "PostgreSQL on 127.0.0.1:5432 does not report wal_level=logical"
+# The group whose members authenticate with a password (see pg_hba above).
+psql -h 127.0.0.1 -U postgres -qAtc "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'replicator_password_auth') THEN CREATE ROLE replicator_password_auth NOLOGIN; END IF; END \$\$" >/dev/null
 
 # --- MariaDB -------------------------------------------------------------------------------
 my_dir=/etc/mysql/mariadb.conf.d

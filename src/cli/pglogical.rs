@@ -238,11 +238,12 @@ async fn published_duplicates(
         )
         .await
         .context("listing the publication's tables")?;
+    tracing::info!(publication, tables = rows.len(), "publication read");
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in rows {
         by_name.entry(row.get(1)).or_default().push(row.get(0));
     }
-    tracing::info!(publication, tables = by_name.len(), "publication read");
+    by_name.values_mut().for_each(|schemas| schemas.sort());
     let duplicates: BTreeMap<_, _> = by_name.into_iter().filter(|(_, s)| s.len() > 1).collect();
     if duplicates.is_empty() {
         return Ok(HashSet::new());

@@ -60,6 +60,8 @@ pub struct Decoded {
     pub transaction: SourceTransaction,
     /// Tables truncated in it, as `(namespace, name)`, in order.
     pub truncated: Vec<(String, String)>,
+    /// Key changes whose upserts still lack unchanged TOAST values.
+    pub toasted: Vec<ToastedKeyChange>,
 }
 
 struct Reader<'a> {
@@ -143,8 +145,29 @@ fn tuple(r: &mut Reader<'_>) -> Result<Vec<Cell>, DecodeError> {
     Ok(cells)
 }
 
-/// The transaction being decoded: mutations, truncated tables, commit time (ns).
-type Open = (Vec<Mutation>, Vec<(String, String)>, i64);
+/// The transaction being decoded.
+#[derive(Debug, Default)]
+struct Open {
+    mutations: Vec<Mutation>,
+    truncated: Vec<(String, String)>,
+    toasted: Vec<ToastedKeyChange>,
+    commit_nanos: i64,
+}
+
+/// An update that changed the row's key while leaving TOAST values unchanged: the message
+/// carries neither the values nor (with the default replica identity) the old row, so the
+/// upsert at `mutation` lacks `columns`. Their values are the old row's, on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToastedKeyChange {
+    /// Index of the upsert in the transaction's mutations.
+    pub mutation: usize,
+    /// The source table (as mutations name it).
+    pub table: String,
+    /// The old key.
+    pub old_key: Row,
+    /// The missing columns with their type OIDs.
+    pub columns: Vec<(String, u32)>,
+}
 
 /// Decodes pgoutput messages, one transaction at a time.
 #[derive(Debug, Default)]
@@ -185,7 +208,7 @@ impl Decoder {
                 let micros = r.u64("Begin's timestamp")? as i64;
                 let _xid = r.u32("Begin's xid")?;
                 let nanos = micros.saturating_add(PG_EPOCH_MICROS).saturating_mul(1000);
-                self.current = Some((Vec::new(), Vec::new(), nanos));
+                self.current = Some(Open { commit_nanos: nanos, ..Open::default() });
                 Ok(None)
             }
             b'C' => {
@@ -193,16 +216,17 @@ impl Decoder {
                 let _commit_lsn = r.u64("Commit's LSN")?;
                 let end_lsn = r.u64("Commit's end LSN")?;
                 let _ts = r.u64("Commit's timestamp")?;
-                let Some((mutations, truncated, commit_nanos)) = self.current.take() else {
+                let Some(open) = self.current.take() else {
                     return err("Commit without Begin");
                 };
                 Ok(Some(Decoded {
                     transaction: SourceTransaction {
-                        mutations,
+                        mutations: open.mutations,
                         position: Position::Lsn(PgLsn(end_lsn)),
-                        commit_nanos,
+                        commit_nanos: open.commit_nanos,
                     },
-                    truncated,
+                    truncated: open.truncated,
+                    toasted: open.toasted,
                 }))
             }
             b'R' => {
@@ -254,8 +278,9 @@ impl Decoder {
                 if marker != b'N' {
                     return err("Update without a new tuple");
                 }
-                let new_row = row_of(&relation, tuple(&mut r)?, false)?;
+                let mut new_row = row_of(&relation, tuple(&mut r)?, false)?;
                 let mut before = None;
+                let mut toasted = None;
                 if let Some((kind, cells)) = old {
                     let old_row = row_of(&relation, cells, kind == b'K')?;
                     let key_changed =
@@ -264,6 +289,10 @@ impl Decoder {
                                 && new_row.get(c).is_some()
                                 && old_row.get(c) != new_row.get(c)
                         });
+                    if kind == b'O' {
+                        // The full old row (REPLICA IDENTITY FULL) holds the unchanged values.
+                        fill_missing(&relation, &mut new_row, &old_row);
+                    }
                     if key_changed {
                         let key: Row = relation
                             .columns
@@ -271,6 +300,26 @@ impl Decoder {
                             .filter(|(_, _, k)| *k)
                             .filter_map(|(c, _, _)| old_row.get(c).map(|v| (c.clone(), v.clone())))
                             .collect();
+                        // An earlier upsert of the old key in this transaction may carry them.
+                        if let Some(open) = &self.current
+                            && let Some(earlier) = open.mutations.iter().rev().find(|m| {
+                                m.table == relation.table
+                                    && key.iter().all(|(c, v)| m.row.get(c) == Some(v))
+                            })
+                            && earlier.op == Op::Upsert
+                        {
+                            let earlier = earlier.row.clone();
+                            fill_missing(&relation, &mut new_row, &earlier);
+                        }
+                        let missing: Vec<(String, u32)> = relation
+                            .columns
+                            .iter()
+                            .filter(|(c, _, _)| !new_row.contains_key(c))
+                            .map(|(c, oid, _)| (c.clone(), *oid))
+                            .collect();
+                        if !missing.is_empty() {
+                            toasted = Some((key.clone(), missing));
+                        }
                         self.push(Mutation {
                             table: relation.table.clone(),
                             op: Op::Delete,
@@ -282,12 +331,21 @@ impl Decoder {
                         before = Some(old_row);
                     }
                 }
-                self.push(Mutation {
+                let result = self.push(Mutation {
                     table: relation.table.clone(),
                     op: Op::Upsert,
                     row: new_row,
                     before,
-                })
+                });
+                if let (Some((old_key, columns)), Some(open)) = (toasted, self.current.as_mut()) {
+                    open.toasted.push(ToastedKeyChange {
+                        mutation: open.mutations.len() - 1,
+                        table: relation.table.clone(),
+                        old_key,
+                        columns,
+                    });
+                }
+                result
             }
             b'D' => {
                 let relation = self.relation_for(&mut r)?;
@@ -327,10 +385,29 @@ impl Decoder {
                     ));
                 }
                 match &mut self.current {
-                    Some((mutations, truncated, _)) => {
+                    Some(open) => {
                         // Earlier changes to a truncated table in this transaction are void.
-                        mutations.retain(|m| !tables.iter().any(|(_, _, t)| *t == m.table));
-                        truncated.extend(tables.into_iter().map(|(ns, name, _)| (ns, name)));
+                        let void = |m: &Mutation| tables.iter().any(|(_, _, t)| *t == m.table);
+                        if open.mutations.iter().any(void) {
+                            let kept: Vec<bool> = open.mutations.iter().map(|m| !void(m)).collect();
+                            let mut index = vec![None; kept.len()];
+                            let mut n = 0;
+                            for (i, k) in kept.iter().enumerate() {
+                                if *k {
+                                    index[i] = Some(n);
+                                    n += 1;
+                                }
+                            }
+                            open.mutations.retain(|m| !void(m));
+                            open.toasted.retain_mut(|t| match index[t.mutation] {
+                                Some(i) => {
+                                    t.mutation = i;
+                                    true
+                                }
+                                None => false,
+                            });
+                        }
+                        open.truncated.extend(tables.into_iter().map(|(ns, name, _)| (ns, name)));
                     }
                     None => return err("Truncate outside a transaction"),
                 }
@@ -350,13 +427,28 @@ impl Decoder {
 
     fn push(&mut self, m: Mutation) -> Result<Option<Decoded>, DecodeError> {
         match &mut self.current {
-            Some((mutations, _, _)) => {
-                mutations.push(m);
+            Some(open) => {
+                open.mutations.push(m);
                 Ok(None)
             }
             None => err("row change outside a transaction"),
         }
     }
+}
+
+/// Adds to `row` the columns it lacks (unchanged TOAST values) that `from` has, in the
+/// relation's column order.
+fn fill_missing(relation: &Relation, row: &mut Row, from: &Row) {
+    if relation.columns.iter().all(|(c, _, _)| row.contains_key(c)) {
+        return;
+    }
+    let mut filled = Row::with_capacity(relation.columns.len());
+    for (c, _, _) in &relation.columns {
+        if let Some(v) = row.get(c).or_else(|| from.get(c)) {
+            filled.insert(c.clone(), v.clone());
+        }
+    }
+    *row = filled;
 }
 
 /// A row from a tuple: unchanged TOAST values are left out; for a key tuple (`K`), only the

@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::pgoutput::Decoded;
+use super::pgoutput::{Decoded, ToastedKeyChange};
 use super::stream::end_lsn;
 use crate::script::{ScriptPool, SourceTag};
 use crate::sequencer::queue::QueueSender;
 use crate::sequencer::script_stage::schema_level;
 use crate::target::postgres::introspect::introspect;
 use crate::target::postgres::quote_ident;
+use crate::types::Value;
 use crate::types::mutation::Op;
 use crate::types::position::PgLsn;
 
@@ -53,6 +54,15 @@ pub enum StageError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The target's tables could not be read.
+    #[error("reading the tables of target schema {schema} failed")]
+    Introspect {
+        /// The target schema.
+        schema: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A truncated table has no same-named target table.
     #[error(
         "the source truncated {source_table}, but target schema {schema} has no table {name:?}: \
@@ -65,6 +75,24 @@ pub enum StageError {
         schema: String,
         /// The table name.
         name: String,
+    },
+    /// An unchanged TOAST value could not be carried across a key change.
+    #[error(
+        "source transaction ending at {position} changes the key of a {table:?} row from [{key}] \
+         without sending its unchanged large (TOAST) column {column:?}, and {why}. Run ALTER TABLE \
+         … REPLICA IDENTITY FULL on the source table so the old row travels with each change"
+    )]
+    Toast {
+        /// The transaction's end LSN.
+        position: PgLsn,
+        /// The table.
+        table: String,
+        /// The old key.
+        key: String,
+        /// The column.
+        column: String,
+        /// Why the target could not supply it.
+        why: String,
     },
     /// A userscript handler failed.
     #[error("the userscript failed on the source transaction ending at {position}")]
@@ -118,6 +146,15 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
             truncate(&stage.truncate, &decoded.truncated).await?;
         }
         let mut tx = decoded.transaction;
+        if !decoded.toasted.is_empty() {
+            // The old row on the target must be current: let everything before land first.
+            if let Some(before) = last_sent
+                && stage.committed.wait_for(|c| *c >= before).await.is_err()
+            {
+                return Ok(());
+            }
+            carry_toast(&stage.truncate, &mut tx.mutations, &decoded.toasted, position).await?;
+        }
         for m in &tx.mutations {
             let kind = if m.op == Op::Upsert { "upsert" } else { "delete" };
             metrics.mutation_total.with_label_values(&["pglogical", kind]).inc();
@@ -135,13 +172,78 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
     Ok(())
 }
 
+/// Reads the values a key change left out (unchanged TOAST) from the old row on the target.
+async fn carry_toast(
+    (client, schema): &(tokio_postgres::Client, String),
+    mutations: &mut [crate::types::mutation::Mutation],
+    toasted: &[ToastedKeyChange],
+    position: PgLsn,
+) -> Result<(), StageError> {
+    let target = introspect(client, schema)
+        .await
+        .map_err(|source| StageError::Introspect { schema: schema.clone(), source })?;
+    for change in toasted {
+        let key_text: Vec<String> =
+            change.old_key.values().map(|v| v.as_key_text().unwrap_or_default()).collect();
+        let fail = |column: &str, why: String| StageError::Toast {
+            position,
+            table: change.table.clone(),
+            key: key_text.join(", "),
+            column: column.to_owned(),
+            why,
+        };
+        let first = change.columns.first().map(|(c, _)| c.as_str()).unwrap_or_default();
+        let Some(table) = target.table(&change.table) else {
+            return Err(fail(first, format!("the target schema has no table {:?}", change.table)));
+        };
+        let mut select = Vec::new();
+        for (column, _) in &change.columns {
+            let Some((_, c)) = table.column(column) else {
+                return Err(fail(column, format!("the target table has no column {column:?}")));
+            };
+            select.push(format!("{}::text", quote_ident(&c.name)));
+        }
+        let mut conditions = Vec::new();
+        for (i, name) in change.old_key.keys().enumerate() {
+            let Some((_, c)) = table.column(name) else {
+                return Err(fail(first, format!("the target table has no key column {name:?}")));
+            };
+            conditions.push(format!("{} = ${}::text::{}", quote_ident(&c.name), i + 1, c.sql_type));
+        }
+        let sql = format!(
+            "SELECT {} FROM {}.{} WHERE {}",
+            select.join(", "),
+            quote_ident(schema),
+            quote_ident(&table.name),
+            conditions.join(" AND ")
+        );
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            key_text.iter().map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let row = client
+            .query_opt(&sql, &params)
+            .await
+            .map_err(|e| fail(first, format!("reading it from the target failed: {e}")))?
+            .ok_or_else(|| fail(first, "the target has no row with the old key".to_owned()))?;
+        let upsert = &mut mutations[change.mutation];
+        for (i, (column, oid)) in change.columns.iter().enumerate() {
+            let value = match row.get::<_, Option<String>>(i) {
+                Some(text) => crate::source::postgres::pgoutput::text_value(*oid, text),
+                None => Value::Null,
+            };
+            upsert.row.insert(column.clone(), value);
+        }
+        tracing::debug!(table = %change.table, key = %key_text.join(", "), "carried unchanged TOAST values across a key change");
+    }
+    Ok(())
+}
+
 async fn truncate(
     (client, schema): &(tokio_postgres::Client, String),
     tables: &[(String, String)],
 ) -> Result<(), StageError> {
     let target = introspect(client, schema)
         .await
-        .map_err(|source| StageError::Truncate { table: schema.clone(), source })?;
+        .map_err(|source| StageError::Introspect { schema: schema.clone(), source })?;
     let mut found = Vec::new();
     for (ns, name) in tables {
         let Some(table) = target.table(name) else {

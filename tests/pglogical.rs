@@ -1,0 +1,548 @@
+//! `replicator pglogical` end to end on the real PostgreSQL server: a source database with a
+//! publication and a slot, a target database (staging in it), the binary running as a user
+//! runs it. Each test has its own databases and slot, so they run in parallel.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{
+    PgDatabase, RoleGuard, SlotGuard, TempDir, pg_connect, pg_url, replicator, unique_name,
+};
+
+/// A source and a target database, a publication `pub` of every table and a pgoutput slot.
+struct Fixture {
+    src: PgDatabase,
+    tgt: PgDatabase,
+    slot: SlotGuard,
+    tmp: TempDir,
+}
+
+impl Fixture {
+    /// `source_ddl` runs on both databases (the target gets the same tables) and
+    /// `target_only` on the target alone.
+    async fn new(ddl: &str, target_only: &str) -> Self {
+        let src = PgDatabase::create().await;
+        let tgt = PgDatabase::create().await;
+        let slot = SlotGuard { name: unique_name("slot"), url: src.url.clone() };
+        let source = src.client().await;
+        source.batch_execute(ddl).await.expect("source ddl");
+        source.batch_execute("CREATE PUBLICATION pub FOR ALL TABLES").await.expect("publication");
+        source
+            .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot.name])
+            .await
+            .expect("slot");
+        let target = tgt.client().await;
+        target.batch_execute(ddl).await.expect("target ddl");
+        target.batch_execute(target_only).await.expect("target-only ddl");
+        Self { src, tgt, slot, tmp: TempDir::new() }
+    }
+
+    fn args(&self, source_url: &str) -> Vec<String> {
+        [
+            "pglogical",
+            "--sourceConn",
+            source_url,
+            "--targetConn",
+            &self.tgt.url,
+            "--targetSchema",
+            &format!("{}.public", self.tgt.name),
+            "--slotName",
+            &self.slot.name,
+            "--publicationName",
+            "pub",
+            "--stagingSchema",
+            "_replicator",
+            "--flushPeriod",
+            "50ms",
+            "--standbyTimeout",
+            "200ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Starts the binary with the fixture's flags plus `extra`; output goes to a log file.
+    fn start(&self, extra: &[&str]) -> Running {
+        self.start_from(&self.src.url.clone(), extra)
+    }
+
+    fn start_from(&self, source_url: &str, extra: &[&str]) -> Running {
+        let log = self.tmp.join(&format!("{}.log", unique_name("run")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut args = self.args(source_url);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = replicator()
+            .args(&args)
+            .stdout(Stdio::from(file.try_clone().expect("clone")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("start replicator");
+        Running { child: Some(child), log }
+    }
+}
+
+/// A running `replicator pglogical`, killed on drop.
+struct Running {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Running {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns its success.
+    fn wait_exit(&mut self, within: Duration) -> Option<bool> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Every row `sql` returns, as text.
+async fn dump(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let messages = client.simple_query(sql).await.expect("dump");
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until `table` holds the same rows on both sides; panics with the first difference
+/// and the log after `within`.
+async fn converge(f: &Fixture, run: &Running, table: &str, within: Duration) {
+    converge_query(f, run, &format!("SELECT * FROM {table} ORDER BY 1"), within).await;
+}
+
+/// [`converge`] over any query run on both sides.
+async fn converge_query(f: &Fixture, run: &Running, sql: &str, within: Duration) {
+    let (source, target) = (f.src.client().await, f.tgt.client().await);
+    let deadline = Instant::now() + within;
+    loop {
+        let (want, got) = (dump(&source, sql).await, dump(&target, sql).await);
+        if want == got {
+            return;
+        }
+        if Instant::now() > deadline {
+            let short = |v: Option<&Option<String>>| {
+                let text = format!("{v:?}");
+                text.chars().take(300).collect::<String>()
+            };
+            let mut diff = format!("source has {} rows, target {}", want.len(), got.len());
+            if let Some((i, (a, b))) = want.iter().zip(&got).enumerate().find(|(_, (a, b))| a != b)
+            {
+                let j = (0..a.len().max(b.len())).find(|&j| a.get(j) != b.get(j)).unwrap_or(0);
+                diff = format!(
+                    "first difference: row {i} (key {:?}), column {j}: source {} target {}",
+                    a.first(),
+                    short(a.get(j)),
+                    short(b.get(j))
+                );
+            }
+            panic!("{sql} did not converge within {within:?}: {diff}\nlog:\n{}", run.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `sql` on the target returns `want` (first column of the first row, as text).
+async fn wait_for(f: &Fixture, run: &Running, sql: &str, want: &str) {
+    let target = f.tgt.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = target.simple_query(sql).await.ok().and_then(|m| {
+            m.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+        });
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql} gave {got:?}, not {want:?}\nlog:\n{}", run.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const TYPES_DDL: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE kinds (
+  id int PRIMARY KEY,
+  i2 smallint, i4 int, i8 bigint, num numeric, num_s numeric(12,4),
+  f4 real, f8 double precision, b bool,
+  t text, vc varchar(20), ch char(5), by bytea,
+  j json, jb jsonb,
+  d date, tm time, ttz timetz, ts timestamp, tstz timestamptz, iv interval,
+  u uuid, ia int[], ta text[], m mood, ma mood[], ip inet, money_ numeric(19,2)
+);
+"#;
+
+/// Every column as the database renders it; `json` compared as a document (replicator writes
+/// JSON compactly: whitespace and the exponent's form change, values do not).
+const KINDS: &str = "SELECT id, i2, i4, i8, num, num_s, f4, f8, b, t, vc, ch, by, j::jsonb, jb, d, tm, \
+    ttz, ts, tstz, iv, u, ia, ta, m, ma, ip, money_ FROM kinds ORDER BY id";
+
+#[tokio::test]
+async fn every_type_round_trips_value_by_value() {
+    let f = Fixture::new(TYPES_DDL, "").await;
+    let mut run = f.start(&["--stagingCreateSchema"]);
+    let source = f.src.client().await;
+    source
+        .batch_execute(
+            r#"
+INSERT INTO kinds VALUES
+ (1, -32768, -2147483648, -9223372036854775808, 123456789012345678901234567890.123456789, 12.3457,
+  3.4028235e38, 1.7976931348623157e308, true,
+  'plain ascii', 'vc', 'ab', '\x00ff10',
+  '{"a": [1, 2.50, {"b": null}], "big": 12345678901234567890}', '{"z": 1, "a": [true, "x"]}',
+  '2024-02-29', '23:59:59.999999', '12:00:00+05:30', '1999-12-31 23:59:59.5', '2024-06-01 12:00:00.123456+02',
+  '1 year 2 mons 3 days 04:05:06.7',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}', '{"with \"quote\"","comma,here",NULL,""}',
+  'happy', '{sad,ok}', '192.168.0.1/24', 1234567.89),
+ (2, 32767, 2147483647, 9223372036854775807, -0.000000001, -99999999.9999,
+  'NaN', '-Infinity', false,
+  'ünïcödé ✓ 日本語 emoji 🎉', '', '     ', '\x',
+  '[]', 'null',
+  '0001-01-01', '00:00:00', '00:00:00-12', '0001-01-01 00:00:00', 'infinity',
+  '-3 days -00:00:01',
+  '00000000-0000-0000-0000-000000000000', '{}', '{}', 'sad', '{}', '::1', 0),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (4, 0, 0, 0, 'NaN', 0, 0.1, 0.1, true, E'tab\there\nnewline \\ backslash', 'x', 'x', '\xdeadbeef',
+  '{"nested": {"deep": {"deeper": [1e100, -0.0]}}}', '{"k": 1.0}',
+  '2262-04-11', '12:34:56', '23:59:59+14', '2262-04-11 23:47:16.854775', '1970-01-01 00:00:00+00',
+  '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '{-1,0,1}', '{a}', 'ok', '{happy}', '10.0.0.1', -1.01);
+"#,
+        )
+        .await
+        .expect("insert");
+    converge_query(&f, &run, KINDS, Duration::from_secs(30)).await;
+    source
+        .batch_execute(
+            "UPDATE kinds SET t = 'changed', f8 = 2.5e-300, jb = '{\"new\": [1,2]}', ia = '{7}' WHERE id = 1;
+             UPDATE kinds SET i4 = 42 WHERE id = 3;
+             DELETE FROM kinds WHERE id = 2;
+             UPDATE kinds SET id = 40 WHERE id = 4;",
+        )
+        .await
+        .expect("update");
+    converge_query(&f, &run, KINDS, Duration::from_secs(30)).await;
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}
+
+#[tokio::test]
+async fn keys_toast_and_truncate() {
+    let ddl = "CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+               CREATE TABLE parent (id int PRIMARY KEY);
+               CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent(id));";
+    let f = Fixture::new(ddl, "").await;
+    let mut run = f.start(&["--stagingCreateSchema", "-v"]);
+    let source = f.src.client().await;
+    // ~64 kB of barely compressible text: stored out of line (TOAST).
+    source
+        .batch_execute(
+            "INSERT INTO docs SELECT g, 'title ' || g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 2000) i) FROM generate_series(1, 3) g;
+             INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (20, 2);",
+        )
+        .await
+        .expect("insert");
+    converge(&f, &run, "docs", Duration::from_secs(30)).await;
+    // Updating another column sends the body as "unchanged TOAST": the target keeps it.
+    source.batch_execute("UPDATE docs SET title = 'retitled' WHERE id = 2").await.expect("update");
+    wait_for(&f, &run, "SELECT title FROM docs WHERE id = 2", "retitled").await;
+    converge(&f, &run, "docs", Duration::from_secs(30)).await;
+    let target = f.tgt.client().await;
+    let body_len: i32 = target
+        .query_one("SELECT length(body) FROM docs WHERE id = 2", &[])
+        .await
+        .expect("len")
+        .get(0);
+    assert_eq!(body_len, 64_000);
+
+    // A key update leaves no row under the old key, and keeps the unchanged large value
+    // (read from the old row on the target), also after an update in the same transaction.
+    source.batch_execute("UPDATE docs SET id = 30 WHERE id = 3").await.expect("key update");
+    converge(&f, &run, "docs", Duration::from_secs(30)).await;
+    source
+        .batch_execute(
+            "BEGIN; UPDATE docs SET body = (SELECT string_agg(md5('z' || i), '') FROM generate_series(1, 2000) i) WHERE id = 1;
+             UPDATE docs SET id = 10 WHERE id = 1; COMMIT;
+             ALTER TABLE docs REPLICA IDENTITY FULL; UPDATE docs SET id = 20 WHERE id = 2;",
+        )
+        .await
+        .expect("key updates");
+    converge(&f, &run, "docs", Duration::from_secs(30)).await;
+    assert!(run.log().contains("carried unchanged TOAST values"), "{}", run.log());
+    let old: i64 =
+        target.query_one("SELECT count(*) FROM docs WHERE id = 3", &[]).await.expect("old").get(0);
+    assert_eq!(old, 0);
+
+    // TRUNCATE without a userscript empties the same-named target tables (children first);
+    // what follows in the same transaction still arrives.
+    source
+        .batch_execute("BEGIN; TRUNCATE child, parent; INSERT INTO parent VALUES (5); COMMIT;")
+        .await
+        .expect("truncate");
+    converge(&f, &run, "parent", Duration::from_secs(30)).await;
+    converge(&f, &run, "child", Duration::from_secs(30)).await;
+    source.batch_execute("TRUNCATE docs").await.expect("truncate docs");
+    converge(&f, &run, "docs", Duration::from_secs(30)).await;
+    assert!(run.log().contains("source TRUNCATE applied"), "{}", run.log());
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}
+
+#[tokio::test]
+async fn a_userscript_filters_renames_and_computes() {
+    // The target names a column differently and has a computed column.
+    let f = Fixture::new(
+        "CREATE TABLE secrets (id int PRIMARY KEY, v text);",
+        "CREATE TABLE orders (id int PRIMARY KEY, name text, qty int, price numeric(10,2), total numeric(12,2));",
+    )
+    .await;
+    f.src
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, nm text, qty int, price numeric(10,2));",
+        )
+        .await
+        .expect("source table");
+    let script = f.tmp.join("script.ts");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import * as api from "replicator@v2";
+api.configureTargetSchema("{db}.public", {{
+  onRowUpsert: (row, meta) => {{
+    if (meta.table === "secrets") return null;
+    const {{ nm, ...rest }} = row;
+    const total = (Number(row.qty) * Number(row.price)).toFixed(2);
+    return {{ ...rest, name: nm, total }};
+  }},
+  onRowDelete: (row, meta) => (meta.table === "secrets" ? null : row),
+}});
+"#,
+            db = f.tgt.name
+        ),
+    )
+    .expect("script");
+    let mut run =
+        f.start(&["--stagingCreateSchema", "--userscript", script.to_str().expect("path")]);
+    let source = f.src.client().await;
+    source
+        .batch_execute(
+            "INSERT INTO orders VALUES (1, 'apple', 3, 0.50), (2, 'pear', 2, 1.25);
+             INSERT INTO secrets VALUES (1, 'hidden');
+             UPDATE orders SET qty = 10 WHERE id = 2; DELETE FROM orders WHERE id = 1;
+             DELETE FROM secrets WHERE id = 1; INSERT INTO secrets VALUES (2, 'also hidden');",
+        )
+        .await
+        .expect("changes");
+    wait_for(&f, &run, "SELECT name || ':' || qty || ':' || total FROM orders", "pear:10:12.50")
+        .await;
+    let target = f.tgt.client().await;
+    let secrets: i64 =
+        target.query_one("SELECT count(*) FROM secrets", &[]).await.expect("count").get(0);
+    assert_eq!(secrets, 0, "the script filtered secrets out");
+
+    // A truncate with a userscript stops, naming the table and how to go on.
+    source.batch_execute("TRUNCATE orders").await.expect("truncate");
+    let exited = run.wait_exit(Duration::from_secs(30));
+    assert_eq!(exited, Some(false), "must stop with an error\n{}", run.log());
+    let log = run.log();
+    assert!(log.contains("truncates public.orders"), "{log}");
+    assert!(log.contains("pglogical-wal-offset-"), "{log}");
+    let rows: i64 = target.query_one("SELECT count(*) FROM orders", &[]).await.expect("n").get(0);
+    assert_eq!(rows, 1, "nothing emptied blindly");
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_then_restart_converges() {
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY, n int, note text);
+               CREATE TABLE counter (id int PRIMARY KEY, n int);";
+    let f = Fixture::new(ddl, "").await;
+    let source = f.src.client().await;
+    source.batch_execute("INSERT INTO counter VALUES (1, 0)").await.expect("counter");
+    let mut run = f.start(&["--stagingCreateSchema", "--flushSize", "100"]);
+    // A stream of transactions: inserts, updates of earlier rows, deletes, a counter.
+    let writer = {
+        let url = f.src.url.clone();
+        tokio::spawn(async move {
+            let c = pg_connect(&url).await;
+            for batch in 0..60 {
+                let base = batch * 100;
+                c.batch_execute(&format!(
+                    "BEGIN;
+                     INSERT INTO events SELECT g, g % 7, 'note ' || g FROM generate_series({base}, {base} + 99) g;
+                     UPDATE events SET n = n + 100 WHERE id % 10 = 0 AND id < {base};
+                     DELETE FROM events WHERE id % 13 = 0 AND id < {base};
+                     UPDATE counter SET n = n + 1 WHERE id = 1;
+                     COMMIT;"
+                ))
+                .await
+                .expect("write");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Kill it while rows are flowing.
+    let target = f.tgt.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = target
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n >= 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived\n{}", run.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.kill9();
+    writer.await.expect("writer");
+    // The slot may still look active for a moment: the restart retries until it is free.
+    let mut again = f.start(&[]);
+    converge(&f, &again, "events", Duration::from_secs(60)).await;
+    converge(&f, &again, "counter", Duration::from_secs(30)).await;
+    wait_for(&f, &again, "SELECT n::text FROM counter", "60").await;
+    assert!(again.log().contains("resuming from the stored position"), "{}", again.log());
+    assert!(again.stop(), "clean stop\n{}", again.log());
+}
+
+#[tokio::test]
+async fn a_dropped_connection_recovers_and_metrics_are_served() {
+    let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY, v text);", "").await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = f.start(&["--stagingCreateSchema", "--metricsAddr", &addr]);
+    let source = f.src.client().await;
+    source.batch_execute("INSERT INTO t VALUES (1, 'before')").await.expect("insert");
+    converge(&f, &run, "t", Duration::from_secs(30)).await;
+
+    let (status, body) = http_get(&addr, "/_/healthz").await;
+    assert_eq!((status, body.trim()), (200, "OK"));
+    let (status, varz) = http_get(&addr, "/_/varz").await;
+    assert_eq!(status, 200);
+    assert!(varz.contains("pglogical_dial_success_total 1"), "{varz}");
+    assert!(varz.contains(r#"mutation_total{source="pglogical",type="upsert"} 1"#), "{varz}");
+    assert!(varz.contains("apply_upserts_total"), "{varz}");
+
+    // Cut the replication connection from the server side.
+    let terminated: bool = source
+        .query_one(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&f.slot.name],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(terminated);
+    source.batch_execute("INSERT INTO t VALUES (2, 'after')").await.expect("insert");
+    converge(&f, &run, "t", Duration::from_secs(30)).await;
+    assert!(run.log().contains("reconnecting"), "{}", run.log());
+    let (_, varz) = http_get(&addr, "/_/varz").await;
+    assert!(varz.contains("pglogical_dial_success_total 2"), "{varz}");
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}
+
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn scram_authentication_and_the_password_never_shows() {
+    let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY, v text);", "").await;
+    let role = RoleGuard(unique_name("repl"));
+    let password = "s3cr3t-Pa55/word";
+    let admin = pg_connect(&pg_url()).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {r} LOGIN REPLICATION PASSWORD '{password}'; GRANT replicator_password_auth TO {r};",
+            r = role.0
+        ))
+        .await
+        .expect("role");
+    let encoded = "s3cr3t-Pa55%2Fword";
+    let url = f.src.url.replacen("postgres@", &format!("{}:{encoded}@", role.0), 1);
+    let mut run = f.start_from(&url, &["--stagingCreateSchema", "-v"]);
+    f.src.client().await.batch_execute("INSERT INTO t VALUES (1, 'x')").await.expect("insert");
+    converge(&f, &run, "t", Duration::from_secs(30)).await;
+    assert!(run.stop(), "clean stop\n{}", run.log());
+    let log = run.log();
+    assert!(!log.contains("s3cr3t") && !log.contains(encoded), "password in the log:\n{log}");
+
+    // A wrong password fails with the server's message, and still shows no password.
+    let bad = f.src.url.replacen("postgres@", &format!("{}:wr0ngpw@", role.0), 1);
+    let mut failed = f.start_from(&bad, &[]);
+    assert_eq!(failed.wait_exit(Duration::from_secs(30)), Some(false));
+    let log = failed.log();
+    assert!(log.contains("password authentication failed"), "{log}");
+    assert!(!log.contains("wr0ngpw"), "{log}");
+    drop(role);
+}
+
+#[tokio::test]
+async fn same_named_tables_in_two_schemas_are_refused_without_a_script() {
+    let f = Fixture::new(
+        "CREATE SCHEMA archive; CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE archive.t (id int PRIMARY KEY);",
+        "",
+    )
+    .await;
+    let mut run = f.start(&["--stagingCreateSchema"]);
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false));
+    let log = run.log();
+    assert!(log.contains("(archive.t and public.t)"), "{log}");
+    assert!(log.contains("route them apart with a --userscript"), "{log}");
+}
