@@ -393,6 +393,15 @@ api.configureTargetSchema("{db}.public", {{
     assert!(log.contains("pglogical-wal-offset-"), "{log}");
     let rows: i64 = target.query_one("SELECT count(*) FROM orders", &[]).await.expect("n").get(0);
     assert_eq!(rows, 1, "nothing emptied blindly");
+
+    // The way on the message gives works: run its SQL, restart, and replication goes on.
+    let start = log.find("INSERT INTO").expect("the SQL to skip it");
+    let end = start + log[start..].find(';').expect("end of the SQL");
+    target.batch_execute(&log[start..=end]).await.expect("skip the truncate");
+    let script_path = script.to_str().expect("path").to_owned();
+    let again = f.start(&["--userscript", &script_path]);
+    source.batch_execute("INSERT INTO orders VALUES (3, 'fig', 1, 2.00)").await.expect("insert");
+    wait_for(&f, &again, "SELECT count(*)::text FROM orders", "2").await;
 }
 
 #[tokio::test]

@@ -32,8 +32,9 @@ pub enum StageError {
         "source transaction ending at {position} truncates {tables}; with --userscript replicator \
          does not empty target tables blindly (the script may filter, rename or route them). \
          Empty the matching target tables yourself if that is intended, then skip the \
-         transaction by storing its position: UPDATE {memo} SET value = '{position}' WHERE key = \
-         '{key}'; and restart (other changes in that transaction are skipped with it)"
+         transaction by storing its position: INSERT INTO {memo} (key, value) VALUES ('{key}', \
+         '{position}') ON CONFLICT (key) DO UPDATE SET value = excluded.value; and restart (other \
+         changes in that transaction are skipped with it)"
     )]
     TruncateWithScript {
         /// The transaction's end LSN.

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Draining a logical-replication backlog: PostgreSQL's own subscriber against
+# `replicator pglogical`, same rows, same machine, same run.
+#
+#   bash benches/pglogical.sh [ROWS]        (default 300000)
+#
+# The source is the local PostgreSQL on 5432 (tests/databases.sh provisions it); the target is
+# a second cluster on port 5433, created here if missing (Debian's pg_createcluster). One
+# backlog of ROWS rows (mixed types, 1,000-row transactions) is written once and sits in
+# three slots. The native subscription drains one, replicator the second, replicator with a
+# pass-through userscript the third; each into its own target database on 5433. A drain is
+# timed from the start of the consumer until the last row is on the target (commits apply
+# in order, so the last id arriving means every row did). Prints rows/s, the ratios to the
+# native subscriber, and replicator's peak RSS. Connections use the default sslmode
+# (prefer) on both sides, as users run them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows=${1:-300000}
+(( rows % 1000 == 0 )) || { echo "ROWS must be a multiple of 1000" >&2; exit 2; }
+
+src_psql() { psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+tgt_psql() { psql -h 127.0.0.1 -p 5433 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+
+# --- the target cluster on 5433 ---------------------------------------------------------------
+ver=$(ls /etc/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "bench" {f=1} END {exit !f}'; then
+  echo "creating PostgreSQL $ver cluster 'bench' on port 5433"
+  pg_createcluster "$ver" bench --port 5433 >/dev/null
+  hba=/etc/postgresql/$ver/bench/pg_hba.conf
+  { echo "host all all 127.0.0.1/32 trust"; cat "$hba"; } >"$hba.new" && mv "$hba.new" "$hba"
+  chown postgres:postgres "$hba"
+fi
+pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "bench" {print $4}' | grep -q online \
+  || pg_ctlcluster --skip-systemctl-redirect "$ver" bench start
+for _ in $(seq 100); do tgt_psql -c 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+
+cargo build --release --locked --quiet
+bin=target/release/replicator
+
+# --- the backlog ------------------------------------------------------------------------------
+slots=(bench_native bench_replicator bench_script)
+cleanup() {
+  tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub DISABLE" >/dev/null 2>&1 || true
+  tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE)" >/dev/null 2>&1 || true
+  tgt_psql -d bench_native -c "DROP SUBSCRIPTION IF EXISTS bench_sub" >/dev/null 2>&1 || true
+  for s in "${slots[@]}"; do
+    src_psql -d postgres -c "SELECT pg_drop_replication_slot('$s') WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$s')" >/dev/null 2>&1 || true
+  done
+  [ -n "${work:-}" ] && rm -rf "$work"
+}
+trap cleanup EXIT
+cleanup
+
+ddl="CREATE TABLE bench (id bigint PRIMARY KEY, n int, amount numeric(12,2), name text,
+       at timestamptz, ok bool, doc jsonb, ref uuid, f double precision)"
+src_psql -d postgres -c "DROP DATABASE IF EXISTS bench_src WITH (FORCE)" -c "CREATE DATABASE bench_src"
+src_psql -d bench_src -c "$ddl" -c "CREATE PUBLICATION bench_pub FOR TABLE bench"
+for s in "${slots[@]}"; do
+  src_psql -d bench_src -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null
+done
+for db in bench_native bench_replicator bench_script; do
+  tgt_psql -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  tgt_psql -d "$db" -c "$ddl"
+done
+
+echo "writing $rows rows in $((rows / 1000)) transactions of 1,000"
+start=$(date +%s.%N)
+src_psql -d bench_src <<SQL
+DO \$\$
+BEGIN
+  FOR b IN 0..$((rows / 1000 - 1)) LOOP
+    INSERT INTO bench
+    SELECT g, g % 1000, (g % 100000) / 100.0, 'name ' || g || ' ' || md5(g::text),
+           timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g % 2 = 0,
+           jsonb_build_object('k', g, 'tags', jsonb_build_array('a', g % 7)),
+           md5(g::text)::uuid, g / 7.0
+    FROM generate_series(b * 1000 + 1, b * 1000 + 1000) g;
+    COMMIT;
+  END LOOP;
+END
+\$\$;
+SQL
+echo "backlog written in $(echo "$(date +%s.%N) - $start" | bc) s"
+
+wait_last() { # database
+  until [ "$(tgt_psql -d "$1" -c 'SELECT coalesce(max(id), 0) FROM bench')" = "$rows" ]; do sleep 0.05; done
+}
+
+# --- PostgreSQL's subscriber ------------------------------------------------------------------
+tgt_psql -d bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=5432 dbname=bench_src user=postgres' PUBLICATION bench_pub WITH (create_slot = false, slot_name = 'bench_native', copy_data = false, enabled = false)"
+t0=$(date +%s.%N)
+tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub ENABLE"
+wait_last bench_native
+native=$(echo "$(date +%s.%N) - $t0" | bc)
+
+# --- replicator -------------------------------------------------------------------------------
+work=$(mktemp -d)
+run_replicator() { # slot database [extra flags…]
+  local slot=$1 db=$2
+  shift 2
+  local t0 pid secs rss
+  t0=$(date +%s.%N)
+  "$bin" pglogical --sourceConn postgres://postgres@127.0.0.1:5432/bench_src \
+    --targetConn "postgres://postgres@127.0.0.1:5433/$db" --targetSchema "$db.public" \
+    --slotName "$slot" --publicationName bench_pub --stagingSchema _replicator --stagingCreateSchema \
+    "$@" >"$work/$slot.log" 2>&1 &
+  pid=$!
+  wait_last "$db"
+  secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  kill "$pid"
+  wait "$pid" || { echo "replicator failed:"; cat "$work/$slot.log"; exit 1; }
+  echo "$secs $rss"
+}
+read -r plain plain_rss < <(run_replicator bench_replicator bench_replicator)
+cat >"$work/pass.ts" <<'TS'
+import * as api from "replicator@v2";
+api.configureTargetSchema("bench_script.public", {
+  onRowUpsert: (row) => row,
+  onRowDelete: (row) => row,
+});
+TS
+read -r scripted scripted_rss < <(run_replicator bench_script bench_script --userscript "$work/pass.ts")
+
+# --- figures ----------------------------------------------------------------------------------
+rate() { echo "$rows / $1" | bc; }
+ratio() { echo "scale=2; $2 / $1" | bc; }
+echo
+echo "rows: $rows (1,000-row transactions), target: PostgreSQL $ver on 5433"
+printf '%-44s %8.2f s %9s rows/s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$((plain_rss / 1024))"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$((scripted_rss / 1024))"
