@@ -4,6 +4,10 @@
 #
 #   bash benches/pglogical.sh [ROWS]        (default 300000)
 #
+# For profiling: BENCH_ONLY=replicator runs replicator alone (no ratios), and BENCH_WRAP
+# prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"), BENCH_FLAGS
+# adds flags to it (e.g. BENCH_FLAGS="--flushSize 10000").
+#
 # The source is the local PostgreSQL on 5432 (tests/databases.sh provisions it); the target is
 # a second cluster on port 5433, created here if missing (Debian's pg_createcluster). One
 # backlog of ROWS rows (mixed types, 1,000-row transactions) is written once and sits in
@@ -18,8 +22,8 @@ cd "$(dirname "$0")/.."
 rows=${1:-300000}
 (( rows % 1000 == 0 )) || { echo "ROWS must be a multiple of 1000" >&2; exit 2; }
 
-src_psql() { psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
-tgt_psql() { psql -h 127.0.0.1 -p 5433 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+src_psql() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+tgt_psql() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5433 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
 # --- the target cluster on 5433 ---------------------------------------------------------------
 ver=$(ls /etc/postgresql | sort -n | tail -1)
@@ -46,7 +50,7 @@ cleanup() {
   for s in "${slots[@]}"; do
     src_psql -d postgres -c "SELECT pg_drop_replication_slot('$s') WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$s')" >/dev/null 2>&1 || true
   done
-  [ -n "${work:-}" ] && rm -rf "$work"
+  if [ -n "${work:-}" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 cleanup
@@ -87,11 +91,13 @@ wait_last() { # database
 }
 
 # --- PostgreSQL's subscriber ------------------------------------------------------------------
+if [ "${BENCH_ONLY:-}" = replicator ]; then native=1; else
 tgt_psql -d bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=5432 dbname=bench_src user=postgres' PUBLICATION bench_pub WITH (create_slot = false, slot_name = 'bench_native', copy_data = false, enabled = false)"
 t0=$(date +%s.%N)
 tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub ENABLE"
 wait_last bench_native
 native=$(echo "$(date +%s.%N) - $t0" | bc)
+fi
 
 # --- replicator -------------------------------------------------------------------------------
 work=$(mktemp -d)
@@ -100,7 +106,7 @@ run_replicator() { # slot database [extra flags…]
   shift 2
   local t0 pid secs rss
   t0=$(date +%s.%N)
-  "$bin" pglogical --sourceConn postgres://postgres@127.0.0.1:5432/bench_src \
+  ${BENCH_WRAP:-} "$bin" pglogical --sourceConn postgres://postgres@127.0.0.1:5432/bench_src \
     --targetConn "postgres://postgres@127.0.0.1:5433/$db" --targetSchema "$db.public" \
     --slotName "$slot" --publicationName bench_pub --stagingSchema _replicator --stagingCreateSchema \
     "$@" >"$work/$slot.log" 2>&1 &
@@ -108,11 +114,20 @@ run_replicator() { # slot database [extra flags…]
   wait_last "$db"
   secs=$(echo "$(date +%s.%N) - $t0" | bc)
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  kill "$pid"
-  wait "$pid" || { echo "replicator failed:"; cat "$work/$slot.log"; exit 1; }
+  if [ -n "${BENCH_WRAP:-}" ]; then
+    pkill -INT -P "$pid" || true # the wrapped replicator; the wrapper then exits
+    wait "$pid" || true
+  else
+    kill "$pid"
+    wait "$pid" || { echo "replicator failed:" >&2; cat "$work/$slot.log" >&2; exit 1; }
+  fi
   echo "$secs $rss"
 }
-read -r plain plain_rss < <(run_replicator bench_replicator bench_replicator)
+read -r plain plain_rss < <(run_replicator bench_replicator bench_replicator ${BENCH_FLAGS:-})
+if [ "${BENCH_ONLY:-}" = replicator ]; then
+  echo "replicator pglogical: $plain s"
+  exit 0
+fi
 cat >"$work/pass.ts" <<'TS'
 import * as api from "replicator@v2";
 api.configureTargetSchema("bench_script.public", {

@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// Replication allocates and frees many small values per row (rows, column names, text);
+/// mimalloc does that with far less CPU than the system allocator under several threads.
+/// (The userscript engines keep QuickJS's own allocator, which enforces the memory limit.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = replicator::cli::parse();
     let log_file = match cli.log_config().init() {

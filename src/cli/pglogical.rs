@@ -195,6 +195,10 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         sequencer.grace_period,
     )
     .await;
+    // Store the last committed position before leaving.
+    if let Err(e) = checkpoints.flush(sequencer.grace_period).await {
+        tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
+    }
     // The source's and the stage's own failures come first: they are why the queue closed.
     let reader = if reader.is_finished() {
         Some(reader.await)

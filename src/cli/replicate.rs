@@ -175,33 +175,82 @@ pub async fn serve_metrics(
     Ok(())
 }
 
-/// Checkpoints in staging that also announce each committed position (the source tells its
-/// server what it may forget).
-pub struct AnnouncingCheckpoints<P> {
-    inner: StagingCheckpoints,
-    announce: watch::Sender<P>,
-    extract: fn(&Position) -> Option<P>,
+/// Checkpoints in staging, written off the apply path: each committed position is handed to
+/// a background task that saves the latest one (positions arriving while a save runs are
+/// coalesced into the next), then announces it (the source tells its server what it may
+/// forget only once the position is stored). A stored position that lags the target is safe:
+/// a restart replays from it, and replays are idempotent. A failing save is retried; while it
+/// fails, the sequencer is stopped by the next `save` with the error.
+pub struct AnnouncingCheckpoints {
+    latest: watch::Sender<(u64, Option<Committed>)>,
+    stored: watch::Receiver<u64>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-impl<P: Send + Sync> AnnouncingCheckpoints<P> {
+impl AnnouncingCheckpoints {
     /// Saves through `store` on `client` and sends each saved position to `announce`.
-    pub fn new(
+    pub fn new<P: Send + Sync + 'static>(
         client: tokio_postgres::Client,
         store: CheckpointStore,
         announce: watch::Sender<P>,
         extract: fn(&Position) -> Option<P>,
     ) -> Self {
-        Self { inner: StagingCheckpoints::new(client, store), announce, extract }
+        let (latest, mut pending) = watch::channel::<(u64, Option<Committed>)>((0, None));
+        let (stored_tx, stored) = watch::channel(0u64);
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let report = failed.clone();
+        let mut inner = StagingCheckpoints::new(client, store);
+        tokio::spawn(async move {
+            while pending.changed().await.is_ok() {
+                let (seq, committed) = pending.borrow_and_update().clone();
+                let Some(committed) = committed else { continue };
+                let position = extract(committed.position());
+                let mut attempt = 0u32;
+                while let Err(message) = inner.save(committed.clone()).await {
+                    tracing::warn!(error = %message, attempt, "saving the checkpoint failed; retrying");
+                    if let Ok(mut f) = report.lock() {
+                        *f = Some(message);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
+                        .await;
+                }
+                if let Ok(mut f) = report.lock() {
+                    *f = None;
+                }
+                stored_tx.send_replace(seq);
+                if let Some(p) = position {
+                    announce.send_replace(p);
+                }
+            }
+        });
+        Self { latest, stored, failed }
+    }
+
+    /// Waits until the last position handed over is stored, at most `within`.
+    pub async fn flush(&mut self, within: Duration) -> Result<(), String> {
+        let want = self.latest.borrow().0;
+        match tokio::time::timeout(within, self.stored.wait_for(|s| *s >= want)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self
+                .failed
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_else(|| "the last checkpoint was not stored in time".to_owned())),
+        }
     }
 }
 
-impl<P: Send + Sync> Checkpoints for AnnouncingCheckpoints<P> {
+impl Checkpoints for AnnouncingCheckpoints {
     async fn save(&mut self, committed: Committed) -> Result<(), String> {
-        let position = (self.extract)(committed.position());
-        self.inner.save(committed).await?;
-        if let Some(p) = position {
-            self.announce.send_replace(p);
+        if let Some(message) = self.failed.lock().ok().and_then(|f| f.clone()) {
+            return Err(message);
         }
+        self.latest.send_modify(|(seq, c)| {
+            *seq += 1;
+            *c = Some(committed);
+        });
         Ok(())
     }
 }

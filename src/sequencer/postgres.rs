@@ -14,7 +14,9 @@ use super::script_stage::table_level;
 use super::{Target, TargetError};
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
 use crate::target::postgres::PgScriptHost;
-use crate::target::postgres::apply::{ApplyError, Dialect, execute, plan};
+use crate::target::postgres::apply::{
+    ApplyError, Dialect, StatementCache, execute, execute_transaction, plan,
+};
 use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
 use crate::types::{Row, Value};
@@ -33,6 +35,7 @@ pub struct PgTarget {
     script: Option<(Arc<ScriptPool>, String, SourceTag)>,
     refresh_every: Option<std::time::Duration>,
     refreshed_at: std::time::Instant,
+    cache: StatementCache,
 }
 
 impl PgTarget {
@@ -55,6 +58,7 @@ impl PgTarget {
             script: None,
             refresh_every: None,
             refreshed_at: std::time::Instant::now(),
+            cache: StatementCache::default(),
         })
     }
 
@@ -80,6 +84,7 @@ impl PgTarget {
     async fn refresh(&mut self) -> Result<(), tokio_postgres::Error> {
         self.schema = Arc::new(introspect(&*self.client, &self.schema_name).await?);
         self.refreshed_at = std::time::Instant::now();
+        self.cache.clear();
         Ok(())
     }
 
@@ -241,6 +246,25 @@ impl Target for PgTarget {
             message: e.to_string(),
         };
         let metrics = crate::metrics::global();
+        if on_write.is_empty() {
+            // The common case: one pipelined round trip for BEGIN, the statements and COMMIT.
+            if let Err(e) = execute_transaction(&self.client, &mut self.cache, &statements).await {
+                if let ApplyError::Database { table, .. } = &e {
+                    metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
+                }
+                let mut e = classify(e);
+                if !e.transient
+                    && let Some(found) = self.failing_row(&rest).await
+                {
+                    e.message = format!("{} ({found})", e.message);
+                }
+                return Err(e);
+            }
+            for s in &statements {
+                metrics.count_applied(&self.schema_name, &s.table, s.op, s.rows);
+            }
+            return Ok(());
+        }
         self.client.batch_execute("BEGIN").await.map_err(transient)?;
         let outcome: Result<(), TargetError> = async {
             if let Err(e) = execute(&*self.client, &statements).await {

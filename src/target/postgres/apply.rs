@@ -213,27 +213,89 @@ pub async fn execute(
             .apply_duration_seconds
             .with_label_values(&[s.schema.as_str(), s.table.as_str()])
             .start_timer();
-        client.execute(s.sql.as_str(), &refs).await.map_err(|source| {
-            let code = source.code().map(|c| c.code().to_owned());
-            let transient = code.as_deref().is_some_and(|c| {
-                matches!(c, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
-                    || c.starts_with("08")
-            }) || source.is_closed();
-            ApplyError::Database {
-                table: s.table.clone(),
-                message: source
-                    .as_db_error()
-                    .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
-                code: code.map(|c| format!("SQLSTATE {c}")),
-                transient,
-                source: Box::new(source),
-            }
-        })?;
+        client.execute(s.sql.as_str(), &refs).await.map_err(|e| database_error(&s.table, e))?;
+        applied.count(s);
+    }
+    Ok(applied)
+}
+
+impl Applied {
+    fn count(&mut self, s: &Statement) {
         match s.op {
-            Op::Upsert => applied.upserts += s.rows,
-            Op::Delete => applied.deletes += s.rows,
+            Op::Upsert => self.upserts += s.rows,
+            Op::Delete => self.deletes += s.rows,
         }
     }
+}
+
+fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError {
+    let code = source.code().map(|c| c.code().to_owned());
+    let transient = code.as_deref().is_some_and(|c| {
+        matches!(c, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
+            || c.starts_with("08")
+    }) || source.is_closed();
+    ApplyError::Database {
+        table: table.to_owned(),
+        message: source
+            .as_db_error()
+            .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
+        code: code.map(|c| format!("SQLSTATE {c}")),
+        transient,
+        source: Box::new(source),
+    }
+}
+
+/// Prepared statements by SQL text: a batch shape seen before is not parsed and planned again.
+/// Cleared when the schema is re-read.
+#[derive(Debug, Default)]
+pub struct StatementCache(std::collections::HashMap<String, tokio_postgres::Statement>);
+
+impl StatementCache {
+    /// Forgets every prepared statement.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Runs `statements` as one transaction — BEGIN, the statements, COMMIT — sent together
+/// (pipelined), so a batch costs one round trip once its statements are prepared. When a
+/// statement fails, the server ignores the rest and COMMIT rolls back; the statement's error
+/// is returned.
+pub async fn execute_transaction(
+    client: &tokio_postgres::Client,
+    cache: &mut StatementCache,
+    statements: &[Statement],
+) -> Result<Applied, ApplyError> {
+    for s in statements {
+        if !cache.0.contains_key(&s.sql) {
+            let prepared = client.prepare(&s.sql).await.map_err(|e| database_error(&s.table, e))?;
+            cache.0.insert(s.sql.clone(), prepared);
+        }
+    }
+    let params: Vec<Vec<TextParam>> =
+        statements.iter().map(|s| s.params.iter().map(TextParam).collect()).collect();
+    let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
+        params.iter().map(|p| p.iter().map(|p| p as &(dyn ToSql + Sync)).collect()).collect();
+    let _timer = statements.first().map(|s| {
+        crate::metrics::global()
+            .apply_duration_seconds
+            .with_label_values(&[s.schema.as_str(), s.table.as_str()])
+            .start_timer()
+    });
+    let begin = client.batch_execute("BEGIN");
+    let runs = futures_util::future::join_all(
+        statements.iter().zip(&refs).map(|(s, r)| client.execute(&cache.0[&s.sql], r)),
+    );
+    let commit = client.batch_execute("COMMIT");
+    let (begun, ran, committed) = tokio::join!(begin, runs, commit);
+    let first = statements.first().map_or("", |s| s.table.as_str());
+    begun.map_err(|e| database_error(first, e))?;
+    let mut applied = Applied::default();
+    for (s, result) in statements.iter().zip(ran) {
+        result.map_err(|e| database_error(&s.table, e))?;
+        applied.count(s);
+    }
+    committed.map_err(|e| database_error(first, e))?;
     Ok(applied)
 }
 
