@@ -75,6 +75,18 @@ pub enum PgConnError {
     },
 }
 
+/// An error with its causes, `outer: inner: innermost`.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A PostgreSQL-protocol connection's settings, read from a `postgres://` URL.
 #[derive(Clone)]
 pub struct PgParams {
@@ -493,24 +505,28 @@ pub async fn connect_params(params: &PgParams) -> Result<tokio_postgres::Client,
         None => {
             let (client, connection) =
                 config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection closed");
-                }
-            });
+            drive(connection);
             Ok(client)
         }
         Some(tls) => {
             let (client, connection) =
                 config.connect(MakeRustls { config: tls }).await.map_err(failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection closed");
-                }
-            });
+            drive(connection);
             Ok(client)
         }
     }
+}
+
+/// Runs a client's connection on its own task until it closes.
+fn drive<C>(connection: C)
+where
+    C: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    });
 }
 
 /// rustls for tokio-postgres.

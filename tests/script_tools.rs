@@ -350,7 +350,9 @@ api.configureTargetTables(["orders"], {{
         script_test(&script, &input, &["--targetConn", "postgres://nobody:Sekr1t@127.0.0.1:1/x"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("cannot reach --targetConn postgres://nobody:****@127.0.0.1:1/x"),
+        stderr.contains(
+            "cannot reach --targetConn: connecting to postgres://nobody:****@127.0.0.1:1/x failed"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("Sekr1t"), "{stderr}");

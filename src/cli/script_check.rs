@@ -100,13 +100,9 @@ fn check_target(
         .build()
         .map_err(|e| coded(2, e.to_string()))?;
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(conn.expose_secret(), tokio_postgres::NoTls)
-                .await
-                .map_err(|e| coded(2, format!("cannot reach --targetConn {conn}: {e}")))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let client = crate::pgconn::connect(conn).await.map_err(|e| {
+            coded(2, format!("cannot reach --targetConn: {}", crate::pgconn::with_causes(&e)))
+        })?;
         let database: String = client
             .query_one("SELECT current_database()", &[])
             .await

@@ -264,16 +264,9 @@ impl Target {
             .enable_all()
             .build()
             .map_err(|e| failure(2, e.to_string()))?;
-        let client = runtime
-            .block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(conn.expose_secret(), tokio_postgres::NoTls).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                Ok::<_, tokio_postgres::Error>(client)
-            })
-            .map_err(|e| failure(2, format!("cannot reach --targetConn {conn}: {e}")))?;
+        let client = runtime.block_on(crate::pgconn::connect(conn)).map_err(|e| {
+            failure(2, format!("cannot reach --targetConn: {}", crate::pgconn::with_causes(&e)))
+        })?;
         let database: String = runtime
             .block_on(client.query_one("SELECT current_database()", &[]))
             .map_err(|e| failure(2, format!("--targetConn {conn}: {e}")))?
