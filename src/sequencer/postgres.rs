@@ -188,6 +188,23 @@ fn applier_writer(
 }
 
 impl PgTarget {
+    fn count_error(&self, e: &ApplyError) {
+        if let ApplyError::Database { table, .. } = e {
+            let metrics = crate::metrics::global();
+            metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
+        }
+    }
+
+    /// A data error (not a transient one) gains the first row the target refuses.
+    async fn with_failing_row(&self, mut e: TargetError, mutations: &[Mutation]) -> TargetError {
+        if !e.transient
+            && let Some(found) = self.failing_row(mutations).await
+        {
+            e.message = format!("{} ({found})", e.message);
+        }
+        e
+    }
+
     /// Replays `mutations` one by one under savepoints, in a transaction that is rolled back,
     /// to name the first row the target refuses: `first failing row: table "t", key [..]`.
     async fn failing_row(&self, mutations: &[Mutation]) -> Option<String> {
@@ -249,16 +266,8 @@ impl Target for PgTarget {
         if on_write.is_empty() {
             // The common case: one pipelined round trip for BEGIN, the statements and COMMIT.
             if let Err(e) = execute_transaction(&self.client, &mut self.cache, &statements).await {
-                if let ApplyError::Database { table, .. } = &e {
-                    metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
-                }
-                let mut e = classify(e);
-                if !e.transient
-                    && let Some(found) = self.failing_row(&rest).await
-                {
-                    e.message = format!("{} ({found})", e.message);
-                }
-                return Err(e);
+                self.count_error(&e);
+                return Err(self.with_failing_row(classify(e), &rest).await);
             }
             for s in &statements {
                 metrics.count_applied(&self.schema_name, &s.table, s.op, s.rows);
@@ -268,9 +277,7 @@ impl Target for PgTarget {
         self.client.batch_execute("BEGIN").await.map_err(transient)?;
         let outcome: Result<(), TargetError> = async {
             if let Err(e) = execute(&*self.client, &statements).await {
-                if let ApplyError::Database { table, .. } = &e {
-                    metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
-                }
+                self.count_error(&e);
                 return Err(classify(e));
             }
             for (name, table, ops) in on_write {
@@ -303,14 +310,9 @@ impl Target for PgTarget {
             Ok(())
         }
         .await;
-        if let Err(mut e) = outcome {
+        if let Err(e) = outcome {
             let _ = self.client.batch_execute("ROLLBACK").await;
-            if !e.transient
-                && let Some(found) = self.failing_row(&rest).await
-            {
-                e.message = format!("{} ({found})", e.message);
-            }
-            return Err(e);
+            return Err(self.with_failing_row(e, &rest).await);
         }
         self.client.batch_execute("COMMIT").await.map_err(transient)?;
         // Counted only once committed.
@@ -336,14 +338,6 @@ impl StagingCheckpoints {
 
 impl super::Checkpoints for StagingCheckpoints {
     async fn save(&mut self, committed: crate::staging::Committed) -> Result<(), String> {
-        self.store.save(&self.client, &committed).await.map_err(|e| {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            message
-        })
+        self.store.save(&self.client, &committed).await.map_err(|e| crate::pgconn::with_causes(&e))
     }
 }

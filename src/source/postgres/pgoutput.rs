@@ -294,12 +294,7 @@ impl Decoder {
                         fill_missing(&relation, &mut new_row, &old_row);
                     }
                     if key_changed {
-                        let key: Row = relation
-                            .columns
-                            .iter()
-                            .filter(|(_, _, k)| *k)
-                            .filter_map(|(c, _, _)| old_row.get(c).map(|v| (c.clone(), v.clone())))
-                            .collect();
+                        let key = key_of(&relation, &old_row);
                         // An earlier upsert of the old key in this transaction may carry them.
                         if let Some(open) = &self.current
                             && let Some(earlier) = open.mutations.iter().rev().find(|m| {
@@ -354,12 +349,7 @@ impl Decoder {
                     return err("Delete without an old key or tuple");
                 }
                 let old = row_of(&relation, tuple(&mut r)?, kind == b'K')?;
-                let key: Row = relation
-                    .columns
-                    .iter()
-                    .filter(|(_, _, k)| *k)
-                    .filter_map(|(c, _, _)| old.get(c).map(|v| (c.clone(), v.clone())))
-                    .collect();
+                let key = key_of(&relation, &old);
                 let row = if key.is_empty() { old.clone() } else { key };
                 self.push(Mutation {
                     table: relation.table.clone(),
@@ -388,25 +378,25 @@ impl Decoder {
                     Some(open) => {
                         // Earlier changes to a truncated table in this transaction are void.
                         let void = |m: &Mutation| tables.iter().any(|(_, _, t)| *t == m.table);
-                        if open.mutations.iter().any(void) {
-                            let kept: Vec<bool> = open.mutations.iter().map(|m| !void(m)).collect();
-                            let mut index = vec![None; kept.len()];
-                            let mut n = 0;
-                            for (i, k) in kept.iter().enumerate() {
-                                if *k {
-                                    index[i] = Some(n);
-                                    n += 1;
-                                }
+                        // New index of each kept mutation, for the TOAST list.
+                        let index: Vec<Option<usize>> = open
+                            .mutations
+                            .iter()
+                            .scan(0, |kept, m| {
+                                Some((!void(m)).then(|| {
+                                    *kept += 1;
+                                    *kept - 1
+                                }))
+                            })
+                            .collect();
+                        open.mutations.retain(|m| !void(m));
+                        open.toasted.retain_mut(|t| match index[t.mutation] {
+                            Some(i) => {
+                                t.mutation = i;
+                                true
                             }
-                            open.mutations.retain(|m| !void(m));
-                            open.toasted.retain_mut(|t| match index[t.mutation] {
-                                Some(i) => {
-                                    t.mutation = i;
-                                    true
-                                }
-                                None => false,
-                            });
-                        }
+                            None => false,
+                        });
                         open.truncated.extend(tables.into_iter().map(|(ns, name, _)| (ns, name)));
                     }
                     None => return err("Truncate outside a transaction"),
@@ -434,6 +424,16 @@ impl Decoder {
             None => err("row change outside a transaction"),
         }
     }
+}
+
+/// The key columns of `row` (those the relation marks as its replica identity).
+fn key_of(relation: &Relation, row: &Row) -> Row {
+    relation
+        .columns
+        .iter()
+        .filter(|(_, _, k)| *k)
+        .filter_map(|(c, _, _)| row.get(c).map(|v| (c.clone(), v.clone())))
+        .collect()
 }
 
 /// Adds to `row` the columns it lacks (unchanged TOAST values) that `from` has, in the

@@ -1,5 +1,5 @@
 //! A replication connection (`replication=database`): startup and authentication
-//! (trust, password, MD5, SCRAM-SHA-256), simple queries, and the CopyBoth stream that
+//! (trust, password, MD5, SCRAM-SHA-256) and the CopyBoth stream that
 //! `START_REPLICATION … LOGICAL` opens: XLogData and keepalives in, standby status out.
 //!
 //! tokio-postgres cannot open such a connection, so this speaks the protocol itself with
@@ -204,39 +204,6 @@ impl ReplicationConn {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
-    }
-
-    /// Runs a replication command that returns rows (`IDENTIFY_SYSTEM`) or none; returns the
-    /// rows as text.
-    pub async fn simple_query(
-        &mut self,
-        sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
-        frontend::query(sql, &mut self.write)?;
-        self.flush().await?;
-        let mut rows = Vec::new();
-        let mut failed = None;
-        loop {
-            match self.message().await {
-                Ok(backend::Message::DataRow(row)) => {
-                    let buf = row.buffer();
-                    let mut ranges = row.ranges();
-                    let mut values = Vec::new();
-                    while let Some(range) = ranges.next()? {
-                        values.push(range.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
-                    }
-                    rows.push(values);
-                }
-                Ok(backend::Message::ReadyForQuery(_)) => break,
-                Ok(_) => {}
-                Err(e @ ReplicationError::Server { .. }) => failed = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(rows),
-        }
     }
 
     /// Starts streaming pgoutput changes from `slot` at `start` for `publication`.

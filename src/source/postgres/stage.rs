@@ -139,9 +139,7 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
                 });
             }
             // Everything before the truncate must be on the target first.
-            if let Some(before) = last_sent
-                && stage.committed.wait_for(|c| *c >= before).await.is_err()
-            {
+            if !drained(&mut stage.committed, last_sent).await {
                 return Ok(());
             }
             truncate(&stage.truncate, &decoded.truncated).await?;
@@ -149,9 +147,7 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
         let mut tx = decoded.transaction;
         if !decoded.toasted.is_empty() {
             // The old row on the target must be current: let everything before land first.
-            if let Some(before) = last_sent
-                && stage.committed.wait_for(|c| *c >= before).await.is_err()
-            {
+            if !drained(&mut stage.committed, last_sent).await {
                 return Ok(());
             }
             carry_toast(&stage.truncate, &mut tx.mutations, &decoded.toasted, position).await?;
@@ -171,6 +167,15 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
         last_sent = Some(position);
     }
     Ok(())
+}
+
+/// Waits until everything handed to the queue up to `last_sent` has committed; false when
+/// the sequencer has stopped.
+async fn drained(committed: &mut watch::Receiver<PgLsn>, last_sent: Option<PgLsn>) -> bool {
+    match last_sent {
+        Some(before) => committed.wait_for(|c| *c >= before).await.is_ok(),
+        None => true,
+    }
 }
 
 /// Reads the values a key change left out (unchanged TOAST) from the old row on the target.
