@@ -189,8 +189,8 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
     let outcome = run_until(
         apply.run(queue_rx, &mut checkpoints),
         signal(),
-        move || {
-            let _ = stop_tx.send(true);
+        || {
+            stop_tx.send_replace(true);
         },
         sequencer.grace_period,
     )
@@ -200,22 +200,13 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
     }
     // The source's and the stage's own failures come first: they are why the queue closed.
-    let reader = if reader.is_finished() {
-        Some(reader.await)
-    } else {
-        reader.abort();
-        None
-    };
-    let stager = if stager.is_finished() {
-        Some(stager.await)
-    } else {
-        stager.abort();
-        None
-    };
-    if let Some(Ok(Err(e))) = reader {
+    // Both end once told to stop (the reader) or once their input closes (the stage).
+    stop_tx.send_replace(true);
+    let wait = Duration::from_secs(5);
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, reader).await {
         return Err(anyhow::Error::new(e));
     }
-    if let Some(Ok(Err(e))) = stager {
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, stager).await {
         return Err(anyhow::Error::new(e));
     }
     let progress = outcome?;
