@@ -29,6 +29,7 @@ pub mod auth;
 pub mod cli;
 pub mod logging;
 pub mod metrics;
+pub mod myconn;
 pub mod pgconn;
 pub mod script;
 pub mod sequencer;

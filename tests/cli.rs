@@ -62,10 +62,10 @@ fn help_explains_every_flag_of_every_command() {
 
 #[test]
 fn commands_not_built_yet_and_unimplemented_molt_flags_are_refused() {
-    let out = run(&["mylogical", "--sourceConn", "mysql://u:pw@h/db"]);
+    let out = run(&["oraclelogminer", "--sourceConn", "oracle://u:pw@h/db"]);
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("`mylogical` is a MOLT Replicator command"), "{stderr}");
+    assert!(stderr.contains("`oraclelogminer` is a MOLT Replicator command"), "{stderr}");
 
     // A MOLT flag pglogical does not implement yet is refused, not ignored.
     let out = run(&["pglogical", "--dlqTableName=dlq"]);

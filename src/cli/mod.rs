@@ -1,6 +1,6 @@
 //! The command line: MOLT Replicator's commands and flag spellings.
 //!
-//! Commands are registered only when they work. Today: `pglogical`, `version`, `make-jwt`,
+//! Commands are registered only when they work. Today: `pglogical`, `mylogical`, `version`, `make-jwt`,
 //! `script …` and MOLT's legacy `userscript`. The flag
 //! groups in [`groups`] are what the replication commands flatten in. Long flags are
 //! camelCase as in MOLT; boolean flags take `--flag` or `--flag=false`; durations take Go's
@@ -9,6 +9,7 @@
 pub mod groups;
 pub mod make_jwt;
 pub mod molt;
+pub mod mylogical;
 pub mod pglogical;
 pub mod replicate;
 pub mod script;
@@ -94,6 +95,8 @@ pub enum Command {
     Userscript(script::UserscriptArgs),
     /// Replicate from PostgreSQL (logical replication: slot + publication) into CockroachDB or PostgreSQL
     Pglogical(Box<pglogical::PglogicalArgs>),
+    /// Replicate from MySQL or MariaDB (row binlog with GTIDs) into CockroachDB or PostgreSQL
+    Mylogical(Box<mylogical::MylogicalArgs>),
 }
 
 /// An error that ends the process with a specific exit code (commands that document
@@ -152,6 +155,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Script(command) => script::run(command),
         Command::Userscript(args) => script::run_legacy(args),
         Command::Pglogical(args) => pglogical::run(args),
+        Command::Mylogical(args) => mylogical::run(args),
     }
 }
 
@@ -182,9 +186,9 @@ mod tests {
         let note = usage_note(&err).expect("note");
         assert!(note.contains("--flushSize is a MOLT Replicator flag"), "{note}");
 
-        let err = Cli::try_parse_from(["replicator", "mylogical"]).expect_err("not yet");
+        let err = Cli::try_parse_from(["replicator", "oraclelogminer"]).expect_err("not yet");
         let note = usage_note(&err).expect("note");
-        assert!(note.contains("`mylogical` is a MOLT Replicator command"), "{note}");
+        assert!(note.contains("`oraclelogminer` is a MOLT Replicator command"), "{note}");
 
         let err = Cli::try_parse_from(["replicator", "version", "--bogus"]).expect_err("unknown");
         assert_eq!(usage_note(&err), None);

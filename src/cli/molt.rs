@@ -2,7 +2,7 @@
 //! something we do not implement yet gets told so, instead of a bare "unknown".
 
 /// MOLT commands this binary may not register yet.
-pub const COMMANDS: &[&str] = &["mylogical", "oraclelogminer", "start"];
+pub const COMMANDS: &[&str] = &["oraclelogminer", "start"];
 
 /// Every flag MOLT Replicator documents (long names), across its commands.
 pub const FLAGS: &[&str] = &[
@@ -132,7 +132,7 @@ mod tests {
         assert!(note_for_unknown("--slotName").is_some());
         assert!(note_for_unknown("--noSuchFlag").is_none());
         assert!(note_for_unknown("flushSize").is_none());
-        assert!(note_for_unknown_command("mylogical").is_some());
+        assert!(note_for_unknown_command("oraclelogminer").is_some());
         assert!(note_for_unknown_command("frobnicate").is_none());
     }
 }

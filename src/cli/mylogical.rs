@@ -1,0 +1,307 @@
+//! `replicator mylogical`: a MySQL or MariaDB binlog (row format, GTIDs) into a CockroachDB or
+//! PostgreSQL target, through the userscript when one is given. See
+//! [`crate::source::mysql`] for the source's design.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgAction, Args};
+use tokio::sync::{mpsc, watch};
+
+use super::groups::{MetricsArgs, SequencerArgs, SourceArgs, StagingArgs, TargetArgs};
+use super::replicate::{self, AnnouncingCheckpoints, Apply};
+use super::script::ScriptArgs;
+use super::values::go_bool;
+use crate::myconn::MyParams;
+use crate::script::{ScriptPool, SourceTag};
+use crate::sequencer::queue::QueueSender;
+use crate::sequencer::script_stage::schema_level;
+use crate::sequencer::shutdown::{run_until, signal};
+use crate::source::mysql::preflight::preflight;
+use crate::source::mysql::stream::{self, Decoded};
+use crate::source::mysql::{Flavor, rows::Problem};
+use crate::staging::CheckpointStore;
+use crate::target::Protocol;
+use crate::types::mutation::{Op, Position};
+use crate::types::position::GtidSet;
+
+/// How often the source sends a heartbeat while idle.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// `replicator mylogical` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MylogicalArgs {
+    /// Source flags.
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// GTID position to start from on the first run: MySQL's executed set
+    /// (uuid:1-29,uuid2:1-5) or MariaDB's GTID list (0-1-123,1-2-9). Later runs resume from
+    /// the position stored in staging
+    #[arg(long = "defaultGTIDSet", value_name = "GTIDS", help_heading = "Source")]
+    pub default_gtid_set: Option<String>,
+
+    /// Read column names and types from information_schema instead of the binlog's column
+    /// metadata (for servers without binlog_row_metadata=FULL)
+    #[arg(
+        long = "fetchMetadata", value_name = "BOOL", default_value = "false",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        action = ArgAction::Set, value_parser = go_bool, help_heading = "Source"
+    )]
+    pub fetch_metadata: bool,
+
+    /// Server id replicator registers with on the source; unique among its replicas
+    #[arg(
+        long = "replicationProcessID",
+        value_name = "ID",
+        default_value = "10",
+        help_heading = "Source"
+    )]
+    pub replication_process_id: u32,
+
+    /// Target flags.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Staging flags.
+    #[command(flatten)]
+    pub staging: StagingArgs,
+
+    /// Sequencer flags.
+    #[command(flatten)]
+    pub sequencer: SequencerArgs,
+
+    /// Userscript flags.
+    #[command(flatten)]
+    pub script: ScriptArgs,
+
+    /// Metrics flags.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Runs `replicator mylogical` until a signal or a permanent failure.
+pub fn run(args: &MylogicalArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("replicator")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(args.clone()))
+}
+
+fn gtid_of(position: &Position) -> Option<GtidSet> {
+    match position {
+        Position::Gtid(set) => Some(set.clone()),
+        _ => None,
+    }
+}
+
+/// Why the stage stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Values the target cannot hold, and no userscript to map them.
+    #[error(
+        "the source transaction ending at GTID position {position} holds a value the target \
+         cannot hold: {problem}. Map it in a --userscript (e.g. to NULL), or change it on the \
+         source"
+    )]
+    Unrepresentable {
+        /// The transaction's position.
+        position: String,
+        /// The first such value.
+        problem: Problem,
+    },
+    /// A userscript handler failed.
+    #[error("the userscript failed on the source transaction ending at GTID position {position}")]
+    Script {
+        /// The transaction's position.
+        position: String,
+        /// The script's error.
+        #[source]
+        source: crate::script::ScriptError,
+    },
+}
+
+/// Between the reading loop and the queue: values the target cannot hold, metrics, the
+/// userscript's schema-level handlers.
+async fn stage(
+    mut input: mpsc::Receiver<Decoded>,
+    queue: QueueSender,
+    script: Option<(Arc<ScriptPool>, String)>,
+) -> Result<(), StageError> {
+    let metrics = crate::metrics::global();
+    let upserts = metrics.mutation_total.with_label_values(&["mylogical", "upsert"]);
+    let deletes = metrics.mutation_total.with_label_values(&["mylogical", "delete"]);
+    while let Some(decoded) = input.recv().await {
+        let mut tx = decoded.transaction;
+        if let Some(problem) = decoded.problems.into_iter().next() {
+            if script.is_none() {
+                return Err(StageError::Unrepresentable {
+                    position: tx.position.to_string(),
+                    problem,
+                });
+            }
+            tracing::debug!(%problem, "passing a value the target cannot hold to the userscript");
+        }
+        for m in &tx.mutations {
+            if m.op == Op::Upsert { upserts.inc() } else { deletes.inc() }
+        }
+        if let Some((pool, schema)) = &script {
+            let position = tx.position.to_string();
+            tx = schema_level(pool, schema, SourceTag::MyLogical, tx)
+                .await
+                .map_err(|source| StageError::Script { position, source })?;
+        }
+        if queue.send(tx).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
+    // The script first: its setOptions may change the other flags.
+    let pool = replicate::script_pool(&args.script, replicate::flag_names::<MylogicalArgs>())?;
+    if let Some(pool) = &pool
+        && !pool.configured().options.is_empty()
+    {
+        args = replicate::with_script_options("mylogical", &pool.configured().options)?;
+    }
+    let source = args.source.validate(Protocol::MySql)?;
+    let target = args.target.validate()?;
+    let staging = args.staging.validate(&target)?;
+    let sequencer = args.sequencer.validate()?;
+    let metrics = args.metrics.validate()?;
+    let params = MyParams::from_conn(&source.conn)?;
+    let Some(database) = source.conn.database() else {
+        bail!(
+            "--sourceConn {}: name the database to replicate, e.g. mysql://user:pass@tcp(host:3306)/inventory",
+            source.conn
+        );
+    };
+    let default_gtids = match &args.default_gtid_set {
+        Some(text) => {
+            Some(text.parse::<GtidSet>().map_err(|e| anyhow::anyhow!("--defaultGTIDSet: {e}"))?)
+        }
+        None => None,
+    };
+
+    // Preflight over an ordinary connection.
+    let dials = crate::metrics::global();
+    let mut conn = match params.connect().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            dials.mylogical_dial_failure_total.inc();
+            return Err(
+                anyhow::Error::new(e).context(format!("opening the source {}", params.redacted()))
+            );
+        }
+    };
+    let ready = preflight(&mut conn, params.user(), &database, args.fetch_metadata).await?;
+    drop(conn);
+    tracing::info!(flavor = %ready.flavor, version = %ready.version, position = %ready.current_position, "source checked");
+
+    let opened = replicate::open_target(&target).await?;
+    let staging_db = replicate::open_staging(&staging).await?;
+    let key = format!("mysql-wal-offset-{}", target.schema);
+    let store = CheckpointStore::new(staging_db.schema.clone(), key.clone());
+    let stored =
+        store.load_gtid(&staging_db.client).await.context("reading the stored position")?;
+    let start = match (stored, default_gtids) {
+        (Some(stored), _) => {
+            tracing::info!(position = %stored, key = %key, "resuming from the stored position");
+            stored
+        }
+        (None, Some(default)) => {
+            tracing::info!(position = %default, "no stored position: starting at --defaultGTIDSet");
+            default
+        }
+        (None, None) => bail!(
+            "no position is stored under {key:?} in staging, so --defaultGTIDSet is required on \
+             this first run: the GTID position the target's data is consistent with (the \
+             source is now at {:?}; {})",
+            ready.current_position,
+            match ready.flavor {
+                Flavor::MariaDb => "SELECT @@gtid_binlog_pos on MariaDB",
+                Flavor::MySql => "SELECT @@gtid_executed on MySQL",
+            }
+        ),
+    };
+    let start = match (ready.flavor, start) {
+        (Flavor::MariaDb, GtidSet::MySql(m)) if m.is_empty() => {
+            GtidSet::MariaDb(Default::default())
+        }
+        (Flavor::MariaDb, GtidSet::MySql(_)) => bail!(
+            "the source is MariaDB but the starting position {} is a MySQL GTID set: use \
+             MariaDB's domain-server-seq form (SELECT @@gtid_binlog_pos)",
+            args.default_gtid_set.as_deref().unwrap_or_default()
+        ),
+        (Flavor::MySql, GtidSet::MariaDb(_)) => bail!(
+            "the source is MySQL but the starting position is a MariaDB GTID list: use MySQL's \
+             uuid:1-29 form (SELECT @@gtid_executed)"
+        ),
+        (_, start) => start,
+    };
+    replicate::serve_metrics(&metrics, &target.conn, &staging.conn).await?;
+
+    // source → stage → queue → sequencer → target.
+    let (announce, _) = watch::channel(start.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (decoded_tx, decoded_rx) = mpsc::channel(4);
+    let (queue, queue_rx) = crate::sequencer::queue::bounded(sequencer.apply_queue_size);
+    let stream_config = stream::StreamConfig {
+        params,
+        flavor: ready.flavor,
+        server_id: args.replication_process_id,
+        start,
+        database,
+        fetch_metadata: args.fetch_metadata,
+        retry: sequencer.retry,
+        heartbeat: HEARTBEAT,
+    };
+    let memo = (staging_db.schema.table("memo"), key);
+    let reader = tokio::spawn(stream::run(stream_config, decoded_tx, stop_rx, memo));
+    let script = pool.clone().map(|p| (p, target.schema.to_string()));
+    let stager = tokio::spawn(stage(decoded_rx, queue, script));
+
+    let checkpoint_client =
+        crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+    let mut checkpoints = AnnouncingCheckpoints::new(checkpoint_client, store, announce, gtid_of);
+    let apply = Apply {
+        sequencer: &sequencer,
+        target: &target,
+        opened: &opened,
+        script: pool,
+        source: SourceTag::MyLogical,
+    };
+    let outcome = run_until(
+        apply.run(queue_rx, &mut checkpoints),
+        signal(),
+        || {
+            stop_tx.send_replace(true);
+        },
+        sequencer.grace_period,
+    )
+    .await;
+    if let Err(e) = checkpoints.flush(sequencer.grace_period).await {
+        tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
+    }
+    stop_tx.send_replace(true);
+    let wait = Duration::from_secs(5);
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, reader).await {
+        return Err(anyhow::Error::new(e));
+    }
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, stager).await {
+        return Err(anyhow::Error::new(e));
+    }
+    let progress = outcome?;
+    tracing::info!(
+        transactions = progress.transactions,
+        rows = progress.mutations,
+        commits = progress.commits,
+        "stopped"
+    );
+    Ok(())
+}

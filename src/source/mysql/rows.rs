@@ -1,0 +1,553 @@
+//! Rows events into mutations: row images read column by column, each value converted into
+//! the exact form the target and userscripts expect (`crate::types::Value`).
+//!
+//! Numbers keep their exact text (unsigned BIGINT up to 2^64−1, DECIMAL digit for digit);
+//! FLOAT/DOUBLE their shortest round-trip text; DATE `YYYY-MM-DD`; DATETIME
+//! `YYYY-MM-DDTHH:MM:SS[.ffffff]`; TIMESTAMP the same in UTC with `Z`; TIME `HH:MM:SS[.ffffff]`;
+//! YEAR its number; text columns decoded from their character set; binary columns `\x` hex;
+//! JSON (MySQL's binary form) a JSON document; ENUM and SET their labels (`a,b` for a SET);
+//! BIT its bits as `0`/`1` text.
+//!
+//! Values no PostgreSQL-protocol target can hold (zero or partial-zero dates, TIME outside
+//! 00:00:00–24:00:00) are still passed on, as their MySQL text, with a [`Problem`] naming the
+//! table, column and value: without a userscript replication stops with it; a userscript may
+//! map the value.
+
+use mysql_common::binlog::events::RowsEventData;
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
+use mysql_common::io::ParseBuf;
+use mysql_common::proto::MyDeserialize;
+
+use super::schema::{Charset, Column, TableInfo};
+use crate::types::civil::{civil_from_days, days_from_civil};
+use crate::types::mutation::{Mutation, Op};
+use crate::types::{Row, Value};
+
+/// A value the target cannot hold as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `db.table`.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// The value as MySQL shows it.
+    pub value: String,
+    /// Why it cannot go as it is.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{} = {:?}: {}", self.table, self.column, self.value, self.why)
+    }
+}
+
+/// Why a rows event could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading a row of {table} failed at column {column:?}: {message}")]
+pub struct RowError {
+    /// `db.table`.
+    pub table: String,
+    /// The column being read.
+    pub column: String,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Appends the mutations of one rows event; values the target cannot hold go to `problems`.
+pub fn decode<'a>(
+    event: &'a RowsEventData<'a>,
+    table: &'a TableInfo,
+    mutations: &mut Vec<Mutation>,
+    problems: &mut Vec<Problem>,
+) -> Result<(), RowError> {
+    let qualified = || format!("{}.{}", table.schema, table.name);
+    let fail = |column: &str, message: String| RowError {
+        table: qualified(),
+        column: column.to_owned(),
+        message,
+    };
+    if matches!(event, RowsEventData::PartialUpdateRowsEvent(_)) {
+        return Err(fail(
+            "",
+            "partial JSON updates are not supported: SET GLOBAL binlog_row_value_options = ''"
+                .into(),
+        ));
+    }
+    let count = usize::try_from(event.num_columns()).unwrap_or(usize::MAX);
+    if count != table.columns.len() {
+        return Err(fail(
+            "",
+            format!("the row has {count} columns, the table map {}", table.columns.len()),
+        ));
+    }
+    let before: Option<Vec<usize>> = event.columns_before_image().map(|b| b.iter_ones().collect());
+    let after: Option<Vec<usize>> = event.columns_after_image().map(|b| b.iter_ones().collect());
+    let mut buf = ParseBuf(event.rows_data());
+    while !buf.is_empty() {
+        let old = match &before {
+            Some(present) => Some(read_image(&mut buf, table, present, problems, &fail)?),
+            None => None,
+        };
+        let new = match &after {
+            Some(present) => Some(read_image(&mut buf, table, present, problems, &fail)?),
+            None => None,
+        };
+        match (old, new) {
+            (None, Some(row)) => mutations.push(Mutation::upsert(&table.name, row)),
+            (Some(row), None) => mutations.push(Mutation::delete(&table.name, row)),
+            (Some(old), Some(new)) => {
+                let key_changed = table.key.iter().any(|&k| {
+                    let name = &table.columns[k].name;
+                    old.get(name) != new.get(name)
+                });
+                if key_changed {
+                    mutations.push(Mutation::delete(&table.name, old));
+                    mutations.push(Mutation::upsert(&table.name, new));
+                } else {
+                    mutations.push(Mutation {
+                        table: table.name.clone(),
+                        op: Op::Upsert,
+                        row: new,
+                        before: Some(old),
+                    });
+                }
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(())
+}
+
+fn read_image<'a>(
+    buf: &mut ParseBuf<'a>,
+    table: &'a TableInfo,
+    present: &[usize],
+    problems: &mut Vec<Problem>,
+    fail: &dyn Fn(&str, String) -> RowError,
+) -> Result<Row, RowError> {
+    let nulls_len = present.len().div_ceil(8);
+    if buf.len() < nulls_len {
+        return Err(fail("", "the row image ends early".into()));
+    }
+    let nulls = buf.eat(nulls_len);
+    let mut row = Row::with_capacity(present.len());
+    for (n, &i) in present.iter().enumerate() {
+        let column = &table.columns[i];
+        if nulls[n / 8] & (1 << (n % 8)) != 0 {
+            row.insert(column.name.clone(), Value::Null);
+            continue;
+        }
+        let value = read_value(buf, column).map_err(|e| fail(&column.name, e))?;
+        let value = convert(value, column, &mut |value, why| {
+            problems.push(Problem {
+                table: format!("{}.{}", table.schema, table.name),
+                column: column.name.clone(),
+                value,
+                why,
+            })
+        })
+        .map_err(|e| fail(&column.name, e))?;
+        row.insert(column.name.clone(), value);
+    }
+    Ok(row)
+}
+
+/// A raw value: what mysql_common reads, except DATE (read here).
+enum Raw<'a> {
+    Value(BinlogValue<'a>),
+    Date(u32),
+}
+
+fn read_value<'a>(buf: &mut ParseBuf<'a>, column: &'a Column) -> Result<Raw<'a>, String> {
+    if matches!(column.kind, ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE) {
+        if buf.len() < 3 {
+            return Err("the DATE value ends early".into());
+        }
+        let b = buf.eat(3);
+        return Ok(Raw::Date(u32::from(b[0]) | (u32::from(b[1]) << 8) | (u32::from(b[2]) << 16)));
+    }
+    BinlogValue::deserialize((column.kind, column.meta.as_slice(), column.unsigned, false), buf)
+        .map(Raw::Value)
+        .map_err(|e| format!("{e} (type {:?})", column.kind))
+}
+
+fn convert(
+    raw: Raw<'_>,
+    column: &Column,
+    problem: &mut dyn FnMut(String, &'static str),
+) -> Result<Value, String> {
+    use mysql_common::value::Value as My;
+    let value = match raw {
+        Raw::Date(packed) => {
+            let (y, m, d) = (packed >> 9, (packed >> 5) & 15, packed & 31);
+            let text = format!("{y:04}-{m:02}-{d:02}");
+            if !valid_date(y, m, d) {
+                problem(text.clone(), "a zero or incomplete date; PostgreSQL has no such date");
+            }
+            return Ok(Value::String(text));
+        }
+        Raw::Value(BinlogValue::Value(v)) => v,
+        Raw::Value(BinlogValue::Jsonb(j)) => {
+            let json = serde_json::Value::try_from(j).map_err(|e| e.to_string())?;
+            return Ok(Value::Json(json));
+        }
+        Raw::Value(BinlogValue::JsonDiff(_)) => {
+            return Err("a partial JSON update cannot be applied".into());
+        }
+    };
+    Ok(match (column.kind, value) {
+        (_, My::NULL) => Value::Null,
+        (_, My::Int(i)) => match column.kind {
+            ColumnType::MYSQL_TYPE_ENUM => label(column, i, problem),
+            ColumnType::MYSQL_TYPE_TIMESTAMP => timestamp(i, 0, problem),
+            _ => Value::Number(i.to_string()),
+        },
+        (_, My::UInt(u)) => Value::Number(u.to_string()),
+        (_, My::Float(f)) => Value::Number(float_text(f64::from(f), f.to_string())),
+        (_, My::Double(d)) => Value::Number(float_text(d, d.to_string())),
+        (_, My::Date(y, m, d, h, mi, s, us)) => {
+            let text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}", fraction(us));
+            if !valid_date(u32::from(y), u32::from(m), u32::from(d)) {
+                problem(
+                    text.replace('T', " "),
+                    "a zero or incomplete date; PostgreSQL has no such date",
+                );
+            }
+            Value::String(text)
+        }
+        (_, My::Time(negative, days, h, m, s, us)) => {
+            let hours = u64::from(days) * 24 + u64::from(h);
+            let text = format!(
+                "{}{hours:02}:{m:02}:{s:02}{}",
+                if negative { "-" } else { "" },
+                fraction(us)
+            );
+            let over = hours > 24 || (hours == 24 && (m, s, us) != (0, 0, 0));
+            if negative || over {
+                problem(
+                    text.clone(),
+                    "a TIME outside 00:00:00–24:00:00; PostgreSQL time cannot hold it",
+                );
+            }
+            Value::String(text)
+        }
+        (ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL, My::Bytes(b)) => {
+            Value::Number(String::from_utf8_lossy(&b).into_owned())
+        }
+        (ColumnType::MYSQL_TYPE_YEAR, My::Bytes(b)) => {
+            let text = String::from_utf8_lossy(&b).into_owned();
+            // YEAR 0000 is stored as 0, which the library reports as 1900 (not a valid YEAR).
+            Value::Number(if text == "1900" { "0".into() } else { text })
+        }
+        (ColumnType::MYSQL_TYPE_TIMESTAMP2, My::Bytes(b)) => {
+            let text = String::from_utf8_lossy(&b).into_owned();
+            let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
+            let secs: i64 = secs.parse().map_err(|_| format!("bad TIMESTAMP {text:?}"))?;
+            let micros: u32 = micros.parse().map_err(|_| format!("bad TIMESTAMP {text:?}"))?;
+            timestamp(secs, micros, problem)
+        }
+        (ColumnType::MYSQL_TYPE_BIT, My::Bytes(b)) => {
+            let bits = usize::from(column.meta.get(1).copied().unwrap_or(0)) * 8
+                + usize::from(column.meta.first().copied().unwrap_or(0));
+            let all: String =
+                b.iter().map(|byte| format!("{byte:08b}")).collect::<Vec<_>>().concat();
+            Value::String(all[all.len().saturating_sub(bits)..].to_owned())
+        }
+        (ColumnType::MYSQL_TYPE_SET, My::Bytes(b)) => {
+            let mut chosen = Vec::new();
+            for (i, name) in column.labels.iter().enumerate() {
+                if b.get(i / 8).is_some_and(|byte| byte & (1 << (i % 8)) != 0) {
+                    chosen.push(name.as_str());
+                }
+            }
+            if column.labels.is_empty() && b.iter().any(|&x| x != 0) {
+                problem(
+                    hex(&b),
+                    "SET labels unknown (binlog_row_metadata=FULL or --fetchMetadata)",
+                );
+            }
+            Value::String(chosen.join(","))
+        }
+        (_, My::Bytes(b)) => text(b, column, problem),
+    })
+}
+
+fn label(column: &Column, index: i64, problem: &mut dyn FnMut(String, &'static str)) -> Value {
+    if index == 0 {
+        // The "invalid value" MySQL stores as index 0 reads back as ''.
+        return Value::String(String::new());
+    }
+    match usize::try_from(index - 1).ok().and_then(|i| column.labels.get(i)) {
+        Some(l) => Value::String(l.clone()),
+        None => {
+            problem(
+                index.to_string(),
+                "ENUM label unknown (binlog_row_metadata=FULL or --fetchMetadata)",
+            );
+            Value::Number(index.to_string())
+        }
+    }
+}
+
+fn timestamp(secs: i64, micros: u32, problem: &mut dyn FnMut(String, &'static str)) -> Value {
+    if secs == 0 && micros == 0 {
+        let text = "0000-00-00 00:00:00".to_owned();
+        problem(text.clone(), "a zero TIMESTAMP; PostgreSQL has no such time");
+        return Value::String(text);
+    }
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    Value::String(format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        fraction(micros)
+    ))
+}
+
+fn valid_date(y: u32, m: u32, d: u32) -> bool {
+    if !(1..=12).contains(&m) || d == 0 || y == 0 {
+        return false;
+    }
+    let (y, m) = (i64::from(y), i64::from(m));
+    let next = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
+    i64::from(d) <= next - days_from_civil(y, m, 1)
+}
+
+fn fraction(micros: u32) -> String {
+    if micros == 0 {
+        return String::new();
+    }
+    let digits = format!(".{micros:06}");
+    digits.trim_end_matches('0').to_owned()
+}
+
+/// Shortest round-trip text; exponent form outside [1e-6, 1e21) as JavaScript writes it.
+fn float_text(value: f64, shortest: String) -> String {
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
+        let e = format!("{value:e}");
+        match e.split_once('e') {
+            Some((m, exp)) if !exp.starts_with('-') => format!("{m}e+{exp}"),
+            _ => e,
+        }
+    } else {
+        shortest
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + bytes.len() * 2);
+    out.push_str("\\x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn text(bytes: Vec<u8>, column: &Column, problem: &mut dyn FnMut(String, &'static str)) -> Value {
+    let decoded = match &column.charset {
+        Charset::Binary => {
+            let mut bytes = bytes;
+            if column.kind == ColumnType::MYSQL_TYPE_STRING {
+                // BINARY(n) is stored without its trailing zero bytes: put them back.
+                let width = string_width(&column.meta);
+                if bytes.len() < width {
+                    bytes.resize(width, 0);
+                }
+            }
+            return Value::String(hex(&bytes));
+        }
+        Charset::Utf8 => String::from_utf8(bytes).map_err(|e| e.into_bytes()),
+        Charset::Latin1 => Ok(bytes.iter().map(|&b| cp1252(b)).collect()),
+        Charset::Utf16Be | Charset::Utf16Le => {
+            let units: Vec<u16> = bytes
+                .chunks(2)
+                .map(|c| {
+                    let pair = [c[0], c.get(1).copied().unwrap_or(0)];
+                    if column.charset == Charset::Utf16Be {
+                        u16::from_be_bytes(pair)
+                    } else {
+                        u16::from_le_bytes(pair)
+                    }
+                })
+                .collect();
+            String::from_utf16(&units).map_err(|_| bytes)
+        }
+        Charset::Utf32 => bytes
+            .chunks(4)
+            .map(|c| {
+                let mut word = [0u8; 4];
+                word[..c.len()].copy_from_slice(c);
+                char::from_u32(u32::from_be_bytes(word))
+            })
+            .collect::<Option<String>>()
+            .ok_or(bytes),
+        Charset::Other(_) => String::from_utf8(bytes).map_err(|e| e.into_bytes()),
+    };
+    match decoded {
+        Ok(s) => Value::String(s),
+        Err(bytes) => {
+            let why = match &column.charset {
+                Charset::Other(_) => {
+                    "text in a character set replicator does not decode (utf8mb4, latin1, ascii, ucs2, utf16, utf32 are)"
+                }
+                _ => "bytes that are not valid in the column's character set",
+            };
+            let shown = hex(&bytes);
+            problem(shown.clone(), why);
+            Value::String(shown)
+        }
+    }
+}
+
+/// The declared byte width of a CHAR/BINARY column from its table-map metadata.
+fn string_width(meta: &[u8]) -> usize {
+    match meta {
+        [b0, b1, ..] if (b0 & 0x30) != 0x30 => {
+            usize::from(*b1) | (usize::from((b0 & 0x30) ^ 0x30) << 4)
+        }
+        [_, b1, ..] => usize::from(*b1),
+        _ => 0,
+    }
+}
+
+/// MySQL's latin1 is Windows-1252 (its 0x80–0x9F holes map to the C1 controls).
+fn cp1252(b: u8) -> char {
+    const HIGH: [u16; 32] = [
+        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+        0x2039, 0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
+        0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+    ];
+    match b {
+        0x80..=0x9F => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('\u{FFFD}'),
+        _ => char::from(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(kind: ColumnType, meta: Vec<u8>) -> Column {
+        Column {
+            name: "c".into(),
+            kind,
+            meta,
+            unsigned: false,
+            charset: Charset::Utf8,
+            labels: vec!["red".into(), "green".into(), "blue".into()],
+        }
+    }
+
+    fn run(
+        kind: ColumnType,
+        meta: Vec<u8>,
+        value: mysql_common::value::Value,
+    ) -> (Value, Vec<String>) {
+        let mut problems = Vec::new();
+        let v =
+            convert(Raw::Value(BinlogValue::Value(value)), &column(kind, meta), &mut |v, why| {
+                problems.push(format!("{v}: {why}"))
+            })
+            .expect("converts");
+        (v, problems)
+    }
+
+    #[test]
+    fn values_convert_exactly() {
+        use mysql_common::value::Value as My;
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_LONGLONG, vec![], My::UInt(u64::MAX)).0,
+            Value::Number("18446744073709551615".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_DOUBLE, vec![8], My::Double(0.1)).0,
+            Value::Number("0.1".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_DOUBLE, vec![8], My::Double(1e300)).0,
+            Value::Number("1e+300".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_FLOAT, vec![4], My::Float(1.5)).0,
+            Value::Number("1.5".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_ENUM, vec![0, 1], My::Int(2)).0,
+            Value::String("green".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_SET, vec![0, 1], My::Bytes(vec![0b101])).0,
+            Value::String("red,blue".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_BIT, vec![2, 1], My::Bytes(vec![0b10, 0b1000_0001])).0,
+            Value::String("1010000001".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_YEAR, vec![], My::Bytes(b"1900".to_vec())).0,
+            Value::Number("0".into())
+        );
+        assert_eq!(
+            run(
+                ColumnType::MYSQL_TYPE_TIMESTAMP2,
+                vec![6],
+                My::Bytes(b"1700000000.000500".to_vec())
+            )
+            .0,
+            Value::String("2023-11-14T22:13:20.0005Z".into())
+        );
+        assert_eq!(
+            run(
+                ColumnType::MYSQL_TYPE_DATETIME2,
+                vec![3],
+                My::Date(2024, 2, 29, 23, 59, 58, 120_000)
+            )
+            .0,
+            Value::String("2024-02-29T23:59:58.12".into())
+        );
+        assert_eq!(
+            run(ColumnType::MYSQL_TYPE_TIME2, vec![0], My::Time(false, 0, 7, 8, 9, 0)).0,
+            Value::String("07:08:09".into())
+        );
+    }
+
+    #[test]
+    fn values_the_target_cannot_hold_are_problems() {
+        use mysql_common::value::Value as My;
+        let (v, p) = run(ColumnType::MYSQL_TYPE_DATETIME2, vec![0], My::Date(0, 0, 0, 0, 0, 0, 0));
+        assert_eq!(v, Value::String("0000-00-00T00:00:00".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        let (v, p) = run(ColumnType::MYSQL_TYPE_TIME2, vec![0], My::Time(false, 1, 2, 0, 0, 0));
+        assert_eq!(v, Value::String("26:00:00".into()));
+        assert!(p[0].contains("TIME outside"), "{p:?}");
+        let (_, p) = run(ColumnType::MYSQL_TYPE_TIME2, vec![0], My::Time(true, 0, 1, 0, 0, 0));
+        assert_eq!(p.len(), 1);
+        let (_, p) = run(ColumnType::MYSQL_TYPE_TIME2, vec![0], My::Time(false, 1, 0, 0, 0, 0));
+        assert!(p.is_empty(), "24:00:00 fits: {p:?}");
+        assert!(!valid_date(2023, 2, 29));
+        assert!(valid_date(2024, 2, 29));
+    }
+
+    #[test]
+    fn text_in_charsets() {
+        let mut c = column(ColumnType::MYSQL_TYPE_VARCHAR, vec![]);
+        let mut none = |_: String, _: &'static str| panic!("no problem expected");
+        c.charset = Charset::Latin1;
+        assert_eq!(text(vec![0x80, b'a', 0xE9], &c, &mut none), Value::String("€aé".into()));
+        c.charset = Charset::Utf16Be;
+        assert_eq!(text(vec![0, b'h', 0, b'i'], &c, &mut none), Value::String("hi".into()));
+        c.charset = Charset::Binary;
+        assert_eq!(text(vec![0, 0xff], &c, &mut none), Value::String("\\x00ff".into()));
+        c.charset = Charset::Utf8;
+        let mut problems = Vec::new();
+        let v = text(vec![0xff], &c, &mut |v, _| problems.push(v));
+        assert_eq!(v, Value::String("\\xff".into()));
+        assert_eq!(problems, vec!["\\xff".to_owned()]);
+    }
+}

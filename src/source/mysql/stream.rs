@@ -1,0 +1,475 @@
+//! The reading loop: one binlog session after another until told to stop, and the assembly of
+//! binlog events into source transactions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Sid};
+use mysql_common::binlog::consts::EventType;
+use mysql_common::binlog::events::{Event, EventData, GtidEvent, QueryEvent, TableMapEvent};
+use tokio::sync::{mpsc, watch};
+
+use super::Flavor;
+use super::gtid::{self, Gtid};
+use super::rows::{self, Problem, RowError};
+use super::schema::{Catalog, SchemaError, TableInfo};
+use crate::cli::groups::RetryConfig;
+use crate::myconn::MyParams;
+use crate::types::mutation::{Mutation, Position, SourceTransaction};
+use crate::types::position::GtidSet;
+
+/// What the reading loop needs.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// The source connection.
+    pub params: MyParams,
+    /// MySQL or MariaDB.
+    pub flavor: Flavor,
+    /// `--replicationProcessID`.
+    pub server_id: u32,
+    /// Where to start: transactions in this set were applied already.
+    pub start: GtidSet,
+    /// Only this database's tables are replicated.
+    pub database: String,
+    /// `--fetchMetadata`.
+    pub fetch_metadata: bool,
+    /// Backoff between reconnects.
+    pub retry: RetryConfig,
+    /// How often the server sends a heartbeat while idle.
+    pub heartbeat: Duration,
+}
+
+/// A transaction read from the binlog, with the values in it the target cannot hold.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The transaction (only the replicated database's rows; maybe none).
+    pub transaction: SourceTransaction,
+    /// Values the target cannot hold as they are.
+    pub problems: Vec<Problem>,
+}
+
+/// Why events could not be assembled into a transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// A table map could not be described.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// A row could not be read.
+    #[error(transparent)]
+    Row(#[from] RowError),
+    /// An event that cannot be handled.
+    #[error("{0}")]
+    Event(String),
+}
+
+/// Why streaming stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The binlog connection failed in a way reconnecting does not fix.
+    #[error("reading the binlog of {server} failed")]
+    Binlog {
+        /// `host:port`.
+        server: String,
+        /// The failure.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The server cannot send from the position asked for.
+    #[error(
+        "the source cannot send its binlog from GTID position {position:?}: {message}. If the \
+         binlogs holding that position were purged, the changes since are lost to replication: \
+         copy the data again, then restart with --defaultGTIDSet set to the position of that \
+         copy after deleting the stored one (DELETE FROM {memo} WHERE key = '{key}')"
+    )]
+    Unavailable {
+        /// The position asked for.
+        position: String,
+        /// The server's message.
+        message: String,
+        /// The staging memo table.
+        memo: String,
+        /// The memo key.
+        key: String,
+    },
+    /// Events did not assemble.
+    #[error("decoding the binlog after position {after:?} failed")]
+    Decode {
+        /// The last position handed on.
+        after: String,
+        /// What was wrong.
+        #[source]
+        source: AssembleError,
+    },
+}
+
+/// Binlog events into transactions.
+pub struct Assembler {
+    flavor: Flavor,
+    database: String,
+    /// The position of the last transaction handed on.
+    position: GtidSet,
+    open: Option<Open>,
+    catalog: Catalog,
+    /// Table id → its description, or `None` for tables of other databases.
+    tables: HashMap<u64, Option<Arc<TableInfo>>>,
+}
+
+struct Open {
+    gtid: Gtid,
+    began: bool,
+    mutations: Vec<Mutation>,
+    problems: Vec<Problem>,
+    nanos: i64,
+}
+
+impl Assembler {
+    /// An assembler starting after `position`, keeping rows of `database` only.
+    pub fn new(flavor: Flavor, database: &str, position: GtidSet, catalog: Catalog) -> Self {
+        Self {
+            flavor,
+            database: database.to_owned(),
+            position,
+            open: None,
+            catalog,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// The position of the last transaction handed on.
+    pub fn position(&self) -> &GtidSet {
+        &self.position
+    }
+
+    /// Forgets a transaction cut off by a lost connection, and the session's table ids.
+    pub fn reset_session(&mut self) {
+        self.open = None;
+        self.tables.clear();
+    }
+
+    /// Takes one event; returns a transaction when this event ends one.
+    pub async fn handle(
+        &mut self,
+        event: &Event,
+        meta: Option<&mut mysql_async::Conn>,
+    ) -> Result<Option<Decoded>, AssembleError> {
+        let header = event.header();
+        let kind = header.event_type_raw();
+        let io = |e: std::io::Error| AssembleError::Event(format!("event type {kind:#x}: {e}"));
+        let nanos = i64::from(header.timestamp()) * 1_000_000_000;
+        match kind {
+            gtid::MARIADB_GTID => {
+                let gtid = gtid::mariadb(event.data(), header.server_id()).ok_or_else(|| {
+                    AssembleError::Event("a MariaDB GTID event is too short".into())
+                })?;
+                self.begin(gtid, nanos);
+            }
+            k if k == EventType::GTID_EVENT as u8
+                || k == EventType::GTID_TAGGED_LOG_EVENT as u8 =>
+            {
+                let event: GtidEvent = event.read_event().map_err(io)?;
+                self.begin(gtid::mysql(&event), nanos);
+            }
+            k if k == EventType::ANONYMOUS_GTID_EVENT as u8 => {
+                return Err(AssembleError::Event(
+                    "the source wrote a transaction without a GTID (gtid_mode is not ON)".into(),
+                ));
+            }
+            k if k == EventType::QUERY_EVENT as u8 => {
+                let query: QueryEvent<'_> = event.read_event().map_err(io)?;
+                let text = query.query();
+                let statement = text.trim();
+                if statement.eq_ignore_ascii_case("BEGIN") {
+                    if let Some(open) = &mut self.open {
+                        open.began = true;
+                    }
+                } else if statement.eq_ignore_ascii_case("COMMIT")
+                    || statement.eq_ignore_ascii_case("ROLLBACK")
+                {
+                    return self.finish();
+                } else {
+                    tracing::info!(schema = %query.schema(), statement = %shorten(statement), "DDL or other statement in the binlog; table descriptions refreshed");
+                    self.catalog.invalidate();
+                    if self.open.as_ref().is_some_and(|o| !o.began) {
+                        return self.finish();
+                    }
+                }
+            }
+            k if k == EventType::XID_EVENT as u8 => return self.finish(),
+            k if k == EventType::TABLE_MAP_EVENT as u8 => {
+                let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
+                let info = if tme.database_name() == self.database.as_str() {
+                    Some(self.catalog.table(&tme, event.data(), meta).await?)
+                } else {
+                    None
+                };
+                self.tables.insert(tme.table_id(), info);
+            }
+            k if is_rows(k) => {
+                let Some(EventData::RowsEvent(data)) = event.read_data().map_err(io)? else {
+                    return Err(AssembleError::Event(format!(
+                        "rows event {kind:#x} did not parse"
+                    )));
+                };
+                let info = match self.tables.get(&data.table_id()) {
+                    Some(Some(info)) => info.clone(),
+                    Some(None) => return Ok(None),
+                    None => {
+                        return Err(AssembleError::Event(format!(
+                            "a rows event names table id {} without a table map before it",
+                            data.table_id()
+                        )));
+                    }
+                };
+                let Some(open) = &mut self.open else {
+                    return Err(AssembleError::Event(format!(
+                        "rows of {}.{} outside a GTID transaction",
+                        info.schema, info.name
+                    )));
+                };
+                rows::decode(&data, &info, &mut open.mutations, &mut open.problems)?;
+            }
+            k if gtid::MARIADB_COMPRESSED.contains(&k) => {
+                return Err(AssembleError::Event(
+                    "the source writes compressed binlog events: SET GLOBAL log_bin_compress = OFF"
+                        .into(),
+                ));
+            }
+            gtid::MARIADB_START_ENCRYPTION => {
+                return Err(AssembleError::Event(
+                    "the source encrypts its binlog (encrypt_binlog=ON), which replicator cannot read"
+                        .into(),
+                ));
+            }
+            gtid::MARIADB_GTID_LIST => {
+                tracing::debug!(list = ?gtid::mariadb_list(event.data()), "MariaDB GTID list");
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn begin(&mut self, gtid: Gtid, nanos: i64) {
+        if let Some(open) = &self.open {
+            tracing::warn!(gtid = %open.gtid, "a transaction ended without COMMIT or XID; its changes are dropped");
+        }
+        self.open =
+            Some(Open { gtid, began: false, mutations: Vec::new(), problems: Vec::new(), nanos });
+    }
+
+    fn finish(&mut self) -> Result<Option<Decoded>, AssembleError> {
+        let Some(open) = self.open.take() else { return Ok(None) };
+        let added = match &open.gtid {
+            Gtid::MySql { uuid, gno } => self.position.add_mysql(uuid, *gno),
+            Gtid::MariaDb { domain, server, seq, .. } => {
+                self.position.add_mariadb(*domain, *server, *seq)
+            }
+        };
+        added.map_err(|e| {
+            AssembleError::Event(format!("{} after {}: {e}", open.gtid, self.flavor))
+        })?;
+        Ok(Some(Decoded {
+            transaction: SourceTransaction {
+                mutations: open.mutations,
+                position: Position::Gtid(self.position.clone()),
+                commit_nanos: open.nanos,
+            },
+            problems: open.problems,
+        }))
+    }
+}
+
+fn is_rows(kind: u8) -> bool {
+    [
+        EventType::WRITE_ROWS_EVENT_V1,
+        EventType::UPDATE_ROWS_EVENT_V1,
+        EventType::DELETE_ROWS_EVENT_V1,
+        EventType::WRITE_ROWS_EVENT,
+        EventType::UPDATE_ROWS_EVENT,
+        EventType::DELETE_ROWS_EVENT,
+        EventType::PARTIAL_UPDATE_ROWS_EVENT,
+    ]
+    .iter()
+    .any(|t| *t as u8 == kind)
+}
+
+fn shorten(statement: &str) -> String {
+    let mut s: String = statement.chars().take(200).collect();
+    if s.len() < statement.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Whether reconnecting may help.
+pub fn is_transient(error: &mysql_async::Error) -> bool {
+    match error {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+        // Server shutdown, connection killed, query interrupted, too many connections.
+        mysql_async::Error::Server(e) => matches!(e.code, 1040 | 1053 | 1317 | 1927 | 2006 | 2013),
+        _ => false,
+    }
+}
+
+/// Streams until `stop` turns true (`Ok`), `out` closes (`Ok`: the pipeline reports its own
+/// error), or a permanent failure. `memo` names the staging memo table and key, for messages.
+pub async fn run(
+    config: StreamConfig,
+    out: mpsc::Sender<Decoded>,
+    mut stop: watch::Receiver<bool>,
+    memo: (String, String),
+) -> Result<(), StreamError> {
+    let metrics = crate::metrics::global();
+    let mut assembler: Option<Assembler> = None;
+    let mut attempt: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let mut connected = false;
+        let result = session(&config, &mut assembler, &out, &mut stop, &mut connected).await;
+        if connected {
+            attempt = 0;
+        } else {
+            metrics.mylogical_dial_failure_total.inc();
+        }
+        let position = assembler
+            .as_ref()
+            .map_or_else(|| config.start.to_string(), |a| a.position().to_string());
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(SessionError::Assemble(source)) => {
+                return Err(StreamError::Decode { after: position, source });
+            }
+            Err(SessionError::Binlog(e)) => e,
+        };
+        if let mysql_async::Error::Server(server) = &error
+            && server.code == 1236
+        {
+            return Err(StreamError::Unavailable {
+                position,
+                message: server.message.clone(),
+                memo: memo.0,
+                key: memo.1,
+            });
+        }
+        if !is_transient(&error) {
+            return Err(StreamError::Binlog { server: config.params.address(), source: error });
+        }
+        if let Some(a) = &mut assembler {
+            a.reset_session();
+        }
+        let delay = config.retry.backoff(attempt).max(Duration::from_millis(100));
+        tracing::warn!(error = %crate::pgconn::with_causes(&error), retry_in = ?delay, attempt = attempt + 1, "binlog connection lost; reconnecting");
+        attempt += 1;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+enum SessionError {
+    Binlog(mysql_async::Error),
+    Assemble(AssembleError),
+}
+
+impl From<mysql_async::Error> for SessionError {
+    fn from(e: mysql_async::Error) -> Self {
+        SessionError::Binlog(e)
+    }
+}
+
+async fn session(
+    config: &StreamConfig,
+    assembler: &mut Option<Assembler>,
+    out: &mpsc::Sender<Decoded>,
+    stop: &mut watch::Receiver<bool>,
+    connected: &mut bool,
+) -> Result<(), SessionError> {
+    let mut conn = config.params.connect().await?;
+    let mut meta = if config.fetch_metadata { Some(config.params.connect().await?) } else { None };
+    *connected = true;
+    crate::metrics::global().mylogical_dial_success_total.inc();
+    let assembler = match assembler {
+        Some(a) => a,
+        None => {
+            let collations = Catalog::collations(&mut conn).await?;
+            let catalog = Catalog::new(collations, config.fetch_metadata);
+            assembler.insert(Assembler::new(
+                config.flavor,
+                &config.database,
+                config.start.clone(),
+                catalog,
+            ))
+        }
+    };
+    let from = assembler.position().clone();
+    conn.query_drop(format!("SET @master_heartbeat_period = {}", config.heartbeat.as_nanos()))
+        .await?;
+    let request = BinlogStreamRequest::new(config.server_id);
+    let request = match config.flavor {
+        Flavor::MariaDb => {
+            conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+            conn.exec_drop("SET @slave_connect_state = ?", (from.to_string(),)).await?;
+            conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+            request
+        }
+        Flavor::MySql => request.with_gtid().with_gtid_set(mysql_sids(&from)?),
+    };
+    tracing::info!(position = %from, server = %config.params.address(), flavor = %config.flavor, "streaming the binlog");
+    let mut stream = conn.get_binlog_stream(request).await?;
+    let idle = config.heartbeat * 3;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, stream.next()) => next,
+            _ = stop.changed() => return Ok(()),
+        };
+        let event = match next {
+            Err(_) => {
+                return Err(SessionError::Binlog(mysql_async::Error::Io(
+                    mysql_async::IoError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no event or heartbeat from the source for {idle:?}"),
+                    )),
+                )));
+            }
+            Ok(None) => {
+                return Err(SessionError::Binlog(mysql_async::Error::Driver(
+                    mysql_async::DriverError::ConnectionClosed,
+                )));
+            }
+            Ok(Some(event)) => event?,
+        };
+        let decoded =
+            assembler.handle(&event, meta.as_mut()).await.map_err(SessionError::Assemble)?;
+        if let Some(decoded) = decoded {
+            tokio::select! {
+                sent = out.send(decoded) => if sent.is_err() { return Ok(()) },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A MySQL GTID set as the binlog request wants it.
+pub fn mysql_sids(set: &GtidSet) -> Result<Vec<Sid<'static>>, mysql_async::Error> {
+    let GtidSet::MySql(map) = set else {
+        return Err(mysql_async::Error::Other(
+            "a MariaDB GTID position cannot start a MySQL binlog stream".into(),
+        ));
+    };
+    map.iter()
+        .map(|(uuid, intervals)| {
+            let text: Vec<String> = std::iter::once(uuid.clone())
+                .chain(intervals.iter().map(|(a, b)| format!("{a}-{b}")))
+                .collect();
+            text.join(":")
+                .parse::<Sid<'static>>()
+                .map_err(|e| mysql_async::Error::Other(Box::new(e)))
+        })
+        .collect()
+}
