@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
-    PgDatabase, RoleGuard, SlotGuard, TempDir, pg_connect, pg_url, replicator, unique_name,
+    PgDatabase, RoleGuard, Running, SlotGuard, TempDir, dump, pg_connect, pg_url, unique_name,
 };
 
 /// A source and a target database, a publication `pub` of every table and a pgoutput slot.
@@ -71,80 +69,10 @@ impl Fixture {
     }
 
     fn start_from(&self, source_url: &str, extra: &[&str]) -> Running {
-        let log = self.tmp.join(&format!("{}.log", unique_name("run")));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut args = self.args(source_url);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = replicator()
-            .args(&args)
-            .stdout(Stdio::from(file.try_clone().expect("clone")))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("start replicator");
-        Running { child: Some(child), log }
+        Running::spawn(&self.tmp, &args)
     }
-}
-
-/// A running `replicator pglogical`, killed on drop.
-struct Running {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Running {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
-    fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return false };
-        let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
-    }
-
-    /// SIGKILL: no chance to clean up.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits for the process to exit on its own; returns its success.
-    fn wait_exit(&mut self, within: Duration) -> Option<bool> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Some(status.success());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Every row `sql` returns, as text.
-async fn dump(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let messages = client.simple_query(sql).await.expect("dump");
-    messages
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Waits until `table` holds the same rows on both sides; panics with the first difference
@@ -472,9 +400,9 @@ async fn a_dropped_connection_recovers_and_metrics_are_served() {
     source.batch_execute("INSERT INTO t VALUES (1, 'before')").await.expect("insert");
     converge(&f, &run, "t", Duration::from_secs(30)).await;
 
-    let (status, body) = http_get(&addr, "/_/healthz").await;
+    let (status, body) = support::http_get(&addr, "/_/healthz").await;
     assert_eq!((status, body.trim()), (200, "OK"));
-    let (status, varz) = http_get(&addr, "/_/varz").await;
+    let (status, varz) = support::http_get(&addr, "/_/varz").await;
     assert_eq!(status, 200);
     assert!(varz.contains("pglogical_dial_success_total 1"), "{varz}");
     assert!(varz.contains(r#"mutation_total{source="pglogical",type="upsert"} 1"#), "{varz}");
@@ -493,21 +421,9 @@ async fn a_dropped_connection_recovers_and_metrics_are_served() {
     source.batch_execute("INSERT INTO t VALUES (2, 'after')").await.expect("insert");
     converge(&f, &run, "t", Duration::from_secs(30)).await;
     assert!(run.log().contains("reconnecting"), "{}", run.log());
-    let (_, varz) = http_get(&addr, "/_/varz").await;
+    let (_, varz) = support::http_get(&addr, "/_/varz").await;
     assert!(varz.contains("pglogical_dial_success_total 2"), "{varz}");
     assert!(run.stop(), "clean stop\n{}", run.log());
-}
-
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test]

@@ -228,7 +228,8 @@ impl Catalog {
                 }
             }
         } else {
-            self.read_binlog_metadata(tme, &mut columns, &mut key).map_err(|e| malformed(e.to_string()))?;
+            self.read_binlog_metadata(tme, &mut columns, &mut key)
+                .map_err(|e| malformed(e.to_string()))?;
             if columns.iter().any(|c| c.name.is_empty()) {
                 return Err(SchemaError::NoNames { table });
             }

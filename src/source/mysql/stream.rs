@@ -190,7 +190,12 @@ impl Assembler {
                 {
                     return self.finish();
                 } else {
-                    tracing::info!(schema = %query.schema(), statement = %shorten(statement), "DDL or other statement in the binlog; table descriptions refreshed");
+                    let schema = query.schema();
+                    if schema.is_empty() || schema == self.database.as_str() {
+                        tracing::info!(schema = %schema, statement = %shorten(statement), "DDL or other statement in the binlog; table descriptions refreshed");
+                    } else {
+                        tracing::debug!(schema = %schema, statement = %shorten(statement), "statement on another database");
+                    }
                     self.catalog.invalidate();
                     if self.open.as_ref().is_some_and(|o| !o.began) {
                         return self.finish();
@@ -295,7 +300,17 @@ fn is_rows(kind: u8) -> bool {
     .any(|t| *t as u8 == kind)
 }
 
+/// A statement as logged: at most 200 characters, and account statements (which may carry a
+/// password: `CREATE USER … IDENTIFIED BY '…'`, `SET PASSWORD`) cut to their first words.
 fn shorten(statement: &str) -> String {
+    let upper = statement.to_ascii_uppercase();
+    if ["IDENTIFIED", "PASSWORD", "CREATE SERVER", "ALTER SERVER", "CHANGE MASTER"]
+        .iter()
+        .any(|w| upper.contains(w))
+    {
+        let head: Vec<&str> = statement.split_whitespace().take(2).collect();
+        return format!("{} … (the rest is not logged: it may hold a password)", head.join(" "));
+    }
     let mut s: String = statement.chars().take(200).collect();
     if s.len() < statement.len() {
         s.push('…');
@@ -309,7 +324,11 @@ pub fn is_transient(error: &mysql_async::Error) -> bool {
         mysql_async::Error::Io(_) => true,
         mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
         // Server shutdown, connection killed, query interrupted, too many connections.
-        mysql_async::Error::Server(e) => matches!(e.code, 1040 | 1053 | 1317 | 1927 | 2006 | 2013),
+        // 4052: the server still serves our server id to a connection that died (after a
+        // kill -9); it lets go shortly.
+        mysql_async::Error::Server(e) => {
+            matches!(e.code, 1040 | 1053 | 1317 | 1927 | 2006 | 2013 | 4052)
+        }
         _ => false,
     }
 }
@@ -472,4 +491,135 @@ pub fn mysql_sids(set: &GtidSet) -> Result<Vec<Sid<'static>>, mysql_async::Error
                 .map_err(|e| mysql_async::Error::Other(Box::new(e)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! MySQL's GTID path on events built from MySQL's documented binlog format (no MySQL
+    //! server runs here): v4 common header, GTID_EVENT (flags, SID, GNO, logical timestamps),
+    //! QUERY_EVENT (BEGIN / DDL) and XID_EVENT.
+    use super::*;
+    use mysql_common::binlog::EventStreamReader;
+    use mysql_common::binlog::consts::BinlogVersion;
+
+    const UUID: &str = "4c658ae6-e8ad-11ec-9a4e-0242ac110002";
+
+    fn event(reader: &mut EventStreamReader, kind: EventType, body: &[u8]) -> Event {
+        let mut bytes = Vec::new();
+        bytes.extend(1_700_000_000u32.to_le_bytes()); // timestamp
+        bytes.push(kind as u8);
+        bytes.extend(1u32.to_le_bytes()); // server id
+        bytes.extend(u32::try_from(19 + body.len()).expect("size").to_le_bytes());
+        bytes.extend(0u32.to_le_bytes()); // log position
+        bytes.extend(0u16.to_le_bytes()); // flags
+        bytes.extend(body);
+        reader.read(bytes.as_slice()).expect("reads").expect("an event")
+    }
+
+    fn gtid_event(reader: &mut EventStreamReader, uuid: &str, gno: u64) -> Event {
+        let mut body = vec![1u8]; // flags: may commit in parallel
+        let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+        for i in 0..16 {
+            body.push(u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).expect("hex"));
+        }
+        body.extend(gno.to_le_bytes());
+        body.push(2); // logical timestamp type code
+        body.extend(0u64.to_le_bytes()); // last committed
+        body.extend(1u64.to_le_bytes()); // sequence number
+        event(reader, EventType::GTID_EVENT, &body)
+    }
+
+    fn query_event(reader: &mut EventStreamReader, schema: &str, query: &str) -> Event {
+        let mut body = Vec::new();
+        body.extend(7u32.to_le_bytes()); // thread id
+        body.extend(0u32.to_le_bytes()); // execution time
+        body.push(u8::try_from(schema.len()).expect("short"));
+        body.extend(0u16.to_le_bytes()); // error code
+        body.extend(0u16.to_le_bytes()); // status variables length
+        body.extend(schema.as_bytes());
+        body.push(0);
+        body.extend(query.as_bytes());
+        event(reader, EventType::QUERY_EVENT, &body)
+    }
+
+    fn xid_event(reader: &mut EventStreamReader) -> Event {
+        event(reader, EventType::XID_EVENT, &42u64.to_le_bytes())
+    }
+
+    #[tokio::test]
+    async fn mysql_gtids_accumulate_into_the_executed_set() {
+        let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+        let start: GtidSet = format!("{UUID}:1-6").parse().expect("set");
+        let catalog = Catalog::new(HashMap::new(), false);
+        let mut a = Assembler::new(Flavor::MySql, "inventory", start, catalog);
+
+        // GTID, BEGIN, XID: one transaction at uuid:1-7.
+        let events =
+            [gtid_event(&mut reader, UUID, 7), query_event(&mut reader, "inventory", "BEGIN")];
+        for e in &events {
+            assert!(a.handle(e, None).await.expect("handles").is_none());
+        }
+        let done = a.handle(&xid_event(&mut reader), None).await.expect("xid").expect("commit");
+        assert_eq!(done.transaction.position.to_string(), format!("{UUID}:1-7"));
+        assert_eq!(done.transaction.commit_nanos, 1_700_000_000_000_000_000);
+        assert!(done.transaction.mutations.is_empty());
+
+        // DDL: GTID then the statement without BEGIN is a transaction of its own.
+        let other = "11111111-2222-3333-4444-555555555555";
+        assert!(a.handle(&gtid_event(&mut reader, other, 1), None).await.expect("gtid").is_none());
+        let ddl = query_event(&mut reader, "inventory", "ALTER TABLE t ADD COLUMN c INT");
+        let done = a.handle(&ddl, None).await.expect("ddl").expect("ends the transaction");
+        assert_eq!(done.transaction.position.to_string(), format!("{other}:1,{UUID}:1-7"));
+
+        // A gap stays a gap; the request carries every interval.
+        a.handle(&gtid_event(&mut reader, UUID, 9), None).await.expect("gtid");
+        a.handle(&query_event(&mut reader, "inventory", "BEGIN"), None).await.expect("begin");
+        let done = a
+            .handle(&query_event(&mut reader, "inventory", "COMMIT"), None)
+            .await
+            .expect("commit")
+            .expect("ends");
+        assert_eq!(done.transaction.position.to_string(), format!("{other}:1,{UUID}:1-7:9"));
+        let sids = mysql_sids(a.position()).expect("sids");
+        let text: Vec<String> = sids.iter().map(ToString::to_string).collect();
+        assert_eq!(text, vec![format!("{other}:1"), format!("{UUID}:1-7:9")]);
+
+        // A MariaDB position cannot start a MySQL stream; anonymous GTIDs are refused.
+        let mariadb: GtidSet = "0-1-5".parse().expect("mariadb");
+        assert!(mysql_sids(&mariadb).is_err());
+        let anonymous = event(&mut reader, EventType::ANONYMOUS_GTID_EVENT, &[0u8; 42]);
+        let err = a.handle(&anonymous, None).await.expect_err("anonymous");
+        assert!(err.to_string().contains("gtid_mode"), "{err}");
+    }
+
+    #[test]
+    fn account_statements_are_not_logged_whole() {
+        let shown = shorten("CREATE USER 'u'@'%' IDENTIFIED BY 'hunter2'");
+        assert!(!shown.contains("hunter2") && shown.starts_with("CREATE USER"), "{shown}");
+        assert!(!shorten("SET PASSWORD FOR u = PASSWORD('hunter2')").contains("hunter2"));
+        assert_eq!(shorten("ALTER TABLE t ADD c INT"), "ALTER TABLE t ADD c INT");
+    }
+
+    #[tokio::test]
+    async fn mariadb_gtid_events_move_their_domain() {
+        let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+        let catalog = Catalog::new(HashMap::new(), false);
+        let start: GtidSet = "0-1-10".parse().expect("set");
+        let mut a = Assembler::new(Flavor::MariaDb, "inventory", start, catalog);
+        let mut body = 11u64.to_le_bytes().to_vec();
+        body.extend(3u32.to_le_bytes());
+        body.push(0);
+        let mut bytes = Vec::new();
+        bytes.extend(1_700_000_000u32.to_le_bytes());
+        bytes.push(gtid::MARIADB_GTID);
+        bytes.extend(2u32.to_le_bytes());
+        bytes.extend(u32::try_from(19 + body.len()).expect("size").to_le_bytes());
+        bytes.extend(0u32.to_le_bytes());
+        bytes.extend(0u16.to_le_bytes());
+        bytes.extend(&body);
+        let gtid = reader.read(bytes.as_slice()).expect("reads").expect("event");
+        a.handle(&gtid, None).await.expect("gtid");
+        let done = a.handle(&xid_event(&mut reader), None).await.expect("xid").expect("ends");
+        assert_eq!(done.transaction.position.to_string(), "0-1-10,3-2-11");
+    }
 }
