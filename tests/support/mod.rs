@@ -113,7 +113,7 @@ fn with_database(url: &str, db: &str) -> String {
 
 /// Runs `f` on a fresh thread with its own runtime: lets `Drop` do async cleanup even when
 /// the test's runtime is gone or busy.
-fn block_on_thread<F>(f: F)
+pub fn block_on_thread<F>(f: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
