@@ -84,7 +84,7 @@ fn value_error(
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Source")]
 pub struct SourceArgs {
-    /// Source database URL, e.g. postgres://user:pass@host:5432/db (the password is never logged)
+    /// Source database URL: postgres://user:pass@host:5432/db or mysql://user:pass@tcp(host:3306)/db (the password is never logged)
     #[arg(long = "sourceConn", value_name = "URL", value_parser = ConnStringParser)]
     pub source_conn: ConnString,
 }
