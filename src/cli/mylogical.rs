@@ -17,7 +17,6 @@ use crate::myconn::MyParams;
 use crate::script::{ScriptPool, SourceTag};
 use crate::sequencer::queue::QueueSender;
 use crate::sequencer::script_stage::schema_level;
-use crate::sequencer::shutdown::{run_until, signal};
 use crate::source::mysql::preflight::preflight;
 use crate::source::mysql::stream::{self, Decoded};
 use crate::source::mysql::{Flavor, rows::Problem};
@@ -276,32 +275,5 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
         script: pool,
         source: SourceTag::MyLogical,
     };
-    let outcome = run_until(
-        apply.run(queue_rx, &mut checkpoints),
-        signal(),
-        || {
-            stop_tx.send_replace(true);
-        },
-        sequencer.grace_period,
-    )
-    .await;
-    if let Err(e) = checkpoints.flush(sequencer.grace_period).await {
-        tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
-    }
-    stop_tx.send_replace(true);
-    let wait = Duration::from_secs(5);
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, reader).await {
-        return Err(anyhow::Error::new(e));
-    }
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, stager).await {
-        return Err(anyhow::Error::new(e));
-    }
-    let progress = outcome?;
-    tracing::info!(
-        transactions = progress.transactions,
-        rows = progress.mutations,
-        commits = progress.commits,
-        "stopped"
-    );
-    Ok(())
+    apply.run_to_end(queue_rx, &mut checkpoints, &stop_tx, reader, stager).await
 }

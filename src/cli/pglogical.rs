@@ -15,7 +15,6 @@ use super::script::ScriptArgs;
 use super::values::{go_bool, go_duration};
 use crate::pgconn::PgParams;
 use crate::script::SourceTag;
-use crate::sequencer::shutdown::{run_until, signal};
 use crate::source::postgres::preflight::preflight;
 use crate::source::postgres::{stage, stream};
 use crate::staging::CheckpointStore;
@@ -186,37 +185,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         script: pool,
         source: SourceTag::PgLogical,
     };
-    let outcome = run_until(
-        apply.run(queue_rx, &mut checkpoints),
-        signal(),
-        || {
-            stop_tx.send_replace(true);
-        },
-        sequencer.grace_period,
-    )
-    .await;
-    // Store the last committed position before leaving.
-    if let Err(e) = checkpoints.flush(sequencer.grace_period).await {
-        tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
-    }
-    // The source's and the stage's own failures come first: they are why the queue closed.
-    // Both end once told to stop (the reader) or once their input closes (the stage).
-    stop_tx.send_replace(true);
-    let wait = Duration::from_secs(5);
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, reader).await {
-        return Err(anyhow::Error::new(e));
-    }
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, stager).await {
-        return Err(anyhow::Error::new(e));
-    }
-    let progress = outcome?;
-    tracing::info!(
-        transactions = progress.transactions,
-        rows = progress.mutations,
-        commits = progress.commits,
-        "stopped"
-    );
-    Ok(())
+    apply.run_to_end(queue_rx, &mut checkpoints, &stop_tx, reader, stager).await
 }
 
 /// Table names the publication has in more than one schema: an error without a userscript;

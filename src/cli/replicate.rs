@@ -288,6 +288,54 @@ impl Apply<'_> {
         Ok(target)
     }
 
+    /// Runs the sequencer until the source ends, a signal asks to stop, or a batch fails; then
+    /// stores the last checkpoint, stops the source (`stop`) and reports the first failure:
+    /// the source's (`reader`), the stage's (`stager`), then the sequencer's — the first two are
+    /// why the queue closed.
+    pub async fn run_to_end<E1, E2>(
+        &self,
+        input: mpsc::Receiver<SourceTransaction>,
+        checkpoints: &mut AnnouncingCheckpoints,
+        stop: &watch::Sender<bool>,
+        reader: tokio::task::JoinHandle<Result<(), E1>>,
+        stager: tokio::task::JoinHandle<Result<(), E2>>,
+    ) -> anyhow::Result<()>
+    where
+        E1: std::error::Error + Send + Sync + 'static,
+        E2: std::error::Error + Send + Sync + 'static,
+    {
+        let grace = self.sequencer.grace_period;
+        let outcome = crate::sequencer::shutdown::run_until(
+            self.run(input, checkpoints),
+            crate::sequencer::shutdown::signal(),
+            || {
+                stop.send_replace(true);
+            },
+            grace,
+        )
+        .await;
+        if let Err(e) = checkpoints.flush(grace).await {
+            tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
+        }
+        // Both end once told to stop (the reader) or once their input closes (the stage).
+        stop.send_replace(true);
+        let wait = Duration::from_secs(5);
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, reader).await {
+            return Err(anyhow::Error::new(e));
+        }
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, stager).await {
+            return Err(anyhow::Error::new(e));
+        }
+        let progress = outcome?;
+        tracing::info!(
+            transactions = progress.transactions,
+            rows = progress.mutations,
+            commits = progress.commits,
+            "stopped"
+        );
+        Ok(())
+    }
+
     /// Runs the sequencer over `input` until it closes or a batch fails.
     pub async fn run<C: Checkpoints>(
         &self,

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Draining a MariaDB binlog backlog into PostgreSQL with `replicator mylogical`, against COPY
+# of the same rows into the same target table (the ingest limit), same machine, same run.
+#
+#   bash benches/mylogical.sh [ROWS]        (default 300000)
+#
+# BENCH_FLAGS adds flags to replicator (e.g. BENCH_FLAGS="--flushSize 5000"); BENCH_WRAP
+# prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --").
+#
+# The source is the local MariaDB on 3306, the target the local PostgreSQL on 5432
+# (tests/databases.sh provisions both). ROWS rows of mixed types are written in 1,000-row
+# transactions after the GTID position is noted, then exported to a file. COPY loads that
+# file into the empty target table (timed, then the table is emptied again); replicator
+# drains the binlog from the noted position into the same table, timed from its start until
+# the last row is on the target (commits apply in order, so the last id arriving means every
+# row did). Prints both rates, the ratio, and replicator's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows=${1:-300000}
+(( rows % 1000 == 0 )) || { echo "ROWS must be a multiple of 1000" >&2; exit 2; }
+
+my() { mariadb -uroot -h127.0.0.1 -P3306 -N -B "$@"; }
+pg() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+
+cargo build --release --locked --quiet
+bin=target/release/replicator
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+my -e "DROP DATABASE IF EXISTS bench_my; CREATE DATABASE bench_my"
+my bench_my -e "CREATE TABLE bench (id BIGINT PRIMARY KEY, n INT, amount DECIMAL(12,2), name VARCHAR(80),
+  at DATETIME(6), ok BOOLEAN, ref CHAR(32), f DOUBLE, flags TINYINT UNSIGNED)"
+pg -d postgres -c "DROP DATABASE IF EXISTS bench_my_tgt WITH (FORCE)" -c "CREATE DATABASE bench_my_tgt"
+pg -d bench_my_tgt -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, amount numeric(12,2), name text,
+  at timestamp(6), ok smallint, ref text, f double precision, flags smallint)"
+position=$(my -e "SELECT @@gtid_binlog_pos")
+
+echo "writing $rows rows in $((rows / 1000)) transactions of 1,000"
+start=$(date +%s.%N)
+for ((b = 0; b < rows / 1000; b++)); do
+  echo "INSERT INTO bench WITH RECURSIVE s(g) AS (SELECT $((b * 1000 + 1)) UNION ALL SELECT g + 1 FROM s WHERE g < $((b * 1000 + 1000)))
+    SELECT g, g % 1000, (g % 100000) / 100.0, CONCAT('name ', g, ' ', MD5(g)),
+           TIMESTAMP '2024-01-01 00:00:00' + INTERVAL g SECOND, g % 2 = 0, MD5(g), g / 7.0, g % 256 FROM s;"
+done | my bench_my
+echo "backlog written in $(echo "$(date +%s.%N) - $start" | bc) s"
+[ "$(my bench_my -e 'SELECT COUNT(*) FROM bench')" = "$rows" ] || { echo "the backlog is incomplete" >&2; exit 1; }
+
+# --- COPY: the same rows, from a file, into the same table -------------------------------------
+my bench_my -e "SELECT id, n, amount, name, DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f'), ok, ref, f, flags FROM bench ORDER BY id" >"$work/rows.tsv"
+t0=$(date +%s.%N)
+pg -d bench_my_tgt -c "\\copy bench FROM '$work/rows.tsv'"
+copy=$(echo "$(date +%s.%N) - $t0" | bc)
+[ "$(pg -d bench_my_tgt -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "COPY loaded the wrong count" >&2; exit 1; }
+pg -d bench_my_tgt -c "TRUNCATE bench" -c "VACUUM bench"
+
+# --- replicator -------------------------------------------------------------------------------
+t0=$(date +%s.%N)
+# shellcheck disable=SC2086
+${BENCH_WRAP:-} "$bin" mylogical --sourceConn 'mysql://root@tcp(127.0.0.1:3306)/bench_my' \
+  --targetConn postgres://postgres@127.0.0.1:5432/bench_my_tgt --targetSchema bench_my_tgt.public \
+  --defaultGTIDSet "$position" --stagingSchema _replicator --stagingCreateSchema \
+  --replicationProcessID 4343 ${BENCH_FLAGS:-} >"$work/replicator.log" 2>&1 &
+pid=$!
+until [ "$(pg -d bench_my_tgt -c 'SELECT coalesce(max(id), 0) FROM bench')" = "$rows" ]; do
+  kill -0 "$pid" 2>/dev/null || { echo "replicator exited:" >&2; cat "$work/replicator.log" >&2; exit 1; }
+  sleep 0.05
+done
+secs=$(echo "$(date +%s.%N) - $t0" | bc)
+rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+if [ -n "${BENCH_WRAP:-}" ]; then
+  pkill -INT -P "$pid" || true
+  wait "$pid" || true
+else
+  kill "$pid"
+  wait "$pid" || { echo "replicator failed:" >&2; cat "$work/replicator.log" >&2; exit 1; }
+fi
+# Same rows on both sides.
+want=$(my bench_my -e "SELECT CONCAT(COUNT(*), '/', SUM(n), '/', SUM(amount), '/', SUM(flags)) FROM bench")
+got=$(pg -d bench_my_tgt -c "SELECT count(*) || '/' || sum(n) || '/' || sum(amount) || '/' || sum(flags) FROM bench")
+[ "$want" = "$got" ] || { echo "target differs: source $want, target $got" >&2; exit 1; }
+
+rate() { echo "$rows / $1" | bc; }
+echo
+echo "rows: $rows (1,000-row transactions), MariaDB $(my -e 'SELECT VERSION()') → PostgreSQL on 5432"
+printf '%-34s %8.2f s %9s rows/s\n' "COPY into the target table" "$copy" "$(rate "$copy")"
+printf '%-34s %8.2f s %9s rows/s  %s of COPY  peak RSS %s MiB\n' "replicator mylogical" "$secs" "$(rate "$secs")" \
+  "$(echo "scale=0; 100 * $copy / $secs" | bc)%" "$((rss / 1024))"
