@@ -479,3 +479,40 @@ async fn first_run_without_default_gtid_set_says_what_to_pass() {
     assert!(stderr.contains("--defaultGTIDSet is required"), "{stderr}");
     assert!(stderr.contains("@@gtid_binlog_pos"), "{stderr}");
 }
+
+#[tokio::test]
+async fn large_transactions_load_by_copy_and_existing_keys_fall_back_to_upserts() {
+    let f = Fixture::new(
+        &["CREATE TABLE t (id INT PRIMARY KEY, v TEXT, n INT)"],
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT, n INT)",
+    )
+    .await;
+    let mut run = f.start(&[]);
+    wait_for_log(&run, "streaming the binlog");
+    // 500 new rows in one transaction (COPY), values that COPY's text format must escape;
+    // then an update of all of them (keys exist: the upsert runs), then more new rows.
+    f.source(
+        r#"INSERT INTO t
+             WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 500)
+             SELECT g, CASE g % 6 WHEN 0 THEN CONCAT('tab\there ', g) WHEN 1 THEN 'line\nnext\r'
+               WHEN 2 THEN 'back\\slash \\N' WHEN 3 THEN '' WHEN 4 THEN NULL ELSE 'plain' END, g FROM s;
+           UPDATE t SET n = n * 2, v = CONCAT(IFNULL(v, 'was null'), '!') WHERE id % 2 = 0;
+           INSERT INTO t
+             WITH RECURSIVE s(g) AS (SELECT 501 UNION ALL SELECT g + 1 FROM s WHERE g < 800)
+             SELECT g, CONCAT('later\t', g), -g FROM s;"#,
+    )
+    .await;
+    f.converge(
+        &run,
+        "SELECT CONCAT(COUNT(*), '/', MD5(GROUP_CONCAT(CONCAT_WS('|', id, IFNULL(v, '<null>'), n) ORDER BY id SEPARATOR ','))) FROM t",
+        "SELECT count(*) || '/' || md5(string_agg(concat_ws('|', id, coalesce(v, '<null>'), n), ',' ORDER BY id)) FROM t",
+    )
+    .await;
+    f.expect_rows(
+        &run,
+        "SELECT v FROM t WHERE id IN (2, 6, 7) ORDER BY id",
+        &[&[Some("back\\slash \\N!")], &[Some("tab\there 6!")], &[Some("line\nnext\r")]],
+    )
+    .await;
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}

@@ -53,7 +53,24 @@ pub struct Statement {
     pub params: Vec<Value>,
     /// Rows it writes.
     pub rows: usize,
+    /// PostgreSQL upserts: the same rows as COPY, for when none of their keys exist yet.
+    pub copy: Option<CopyIn>,
 }
+
+/// An upsert that can also load its rows with COPY: new rows skip the cost of
+/// `ON CONFLICT` (speculative insertion) and of parsing array parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyIn {
+    /// `COPY "s"."t" ("c1", …) FROM STDIN`.
+    pub copy_sql: String,
+    /// `SELECT EXISTS (…)`: whether any of the rows' keys is on the target already.
+    pub exists_sql: String,
+    /// Which of the statement's parameters are the key columns, in key order.
+    pub key_params: Vec<usize>,
+}
+
+/// Below this many rows an upsert runs as it is: the key check and COPY cost more round trips.
+pub const COPY_MIN_ROWS: usize = 200;
 
 /// Plans the statements for `mutations` (already named by target table) on `schema`.
 pub fn plan(
@@ -149,6 +166,21 @@ fn upserts(
             .iter()
             .map(|&i| text_array(rows.iter().map(|r| r[i].clone().flatten())))
             .collect();
+        let key_params: Vec<usize> =
+            table.key.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
+        let copy = (dialect == Dialect::Postgres && key_params.len() == table.key.len()).then(|| {
+            let (casts, from) = source(table, &table.key);
+            let keys: Vec<String> =
+                table.key.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
+            CopyIn {
+                copy_sql: format!("COPY {target} ({}) FROM STDIN", names.join(", ")),
+                exists_sql: format!(
+                    "SELECT EXISTS (SELECT 1 FROM {target} WHERE ({}) IN (SELECT {casts} FROM {from}))",
+                    keys.join(", ")
+                ),
+                key_params,
+            }
+        });
         out.push(Statement {
             schema: schema.to_owned(),
             table: table.name.clone(),
@@ -156,6 +188,7 @@ fn upserts(
             sql,
             params,
             rows: rows.len(),
+            copy,
         });
     }
 }
@@ -187,6 +220,7 @@ fn deletes(
         sql,
         params,
         rows: keys.len(),
+        copy: None,
     });
 }
 
@@ -266,6 +300,9 @@ pub async fn execute_transaction(
     cache: &mut StatementCache,
     statements: &[Statement],
 ) -> Result<Applied, ApplyError> {
+    if statements.iter().any(|s| s.copy.is_some() && s.rows >= COPY_MIN_ROWS) {
+        return execute_with_copy(client, cache, statements).await;
+    }
     for s in statements {
         if !cache.0.contains_key(&s.sql) {
             let prepared = client.prepare(&s.sql).await.map_err(|e| database_error(&s.table, e))?;
@@ -297,6 +334,119 @@ pub async fn execute_transaction(
     }
     committed.map_err(|e| database_error(first, e))?;
     Ok(applied)
+}
+
+/// Like [`execute_transaction`], for batches with large upserts: each such upsert first asks
+/// whether any of its keys is on the target; when none is (a backlog of inserts), its rows go
+/// in with COPY, otherwise the upsert runs. All in one transaction, so the answer holds until
+/// the rows are in (replicator is the target tables' only writer; another writer's row would
+/// make COPY fail on the key, and the batch is retried).
+async fn execute_with_copy(
+    client: &tokio_postgres::Client,
+    cache: &mut StatementCache,
+    statements: &[Statement],
+) -> Result<Applied, ApplyError> {
+    for s in statements {
+        let exists = s.copy.as_ref().map(|c| c.exists_sql.as_str());
+        for sql in std::iter::once(s.sql.as_str()).chain(exists) {
+            if !cache.0.contains_key(sql) {
+                let prepared =
+                    client.prepare(sql).await.map_err(|e| database_error(&s.table, e))?;
+                cache.0.insert(sql.to_owned(), prepared);
+            }
+        }
+    }
+    let first = statements.first().map_or("", |s| s.table.as_str());
+    let _timer = statements.first().map(|s| {
+        crate::metrics::global()
+            .apply_duration_seconds
+            .with_label_values(&[s.schema.as_str(), s.table.as_str()])
+            .start_timer()
+    });
+    client.batch_execute("BEGIN").await.map_err(|e| database_error(first, e))?;
+    let mut applied = Applied::default();
+    let ran: Result<(), ApplyError> = async {
+        for s in statements {
+            let run = |e| database_error(&s.table, e);
+            if let Some(copy) = &s.copy
+                && s.rows >= COPY_MIN_ROWS
+            {
+                let keys: Vec<TextParam> =
+                    copy.key_params.iter().map(|&i| TextParam(&s.params[i])).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    keys.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let exists: bool =
+                    client.query_one(&cache.0[&copy.exists_sql], &refs).await.map_err(run)?.get(0);
+                if !exists {
+                    copy_rows(client, &copy.copy_sql, s).await.map_err(run)?;
+                    applied.count(s);
+                    continue;
+                }
+            }
+            let params: Vec<TextParam> = s.params.iter().map(TextParam).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            client.execute(&cache.0[&s.sql], &refs).await.map_err(run)?;
+            applied.count(s);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = ran {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    client.batch_execute("COMMIT").await.map_err(|e| database_error(first, e))?;
+    Ok(applied)
+}
+
+/// Sends an upsert's rows (its column arrays) as COPY text.
+async fn copy_rows(
+    client: &tokio_postgres::Client,
+    copy_sql: &str,
+    s: &Statement,
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let columns: Vec<&[Value]> = s
+        .params
+        .iter()
+        .map(|p| match p {
+            Value::Array(items) => items.as_slice(),
+            _ => &[],
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::with_capacity(s.rows * 16 * columns.len().max(1));
+    for r in 0..s.rows {
+        for (c, column) in columns.iter().enumerate() {
+            if c > 0 {
+                buf.extend_from_slice(b"\t");
+            }
+            match column.get(r) {
+                Some(Value::String(text)) | Some(Value::Number(text)) => {
+                    copy_escape(text, &mut buf)
+                }
+                _ => buf.extend_from_slice(b"\\N"),
+            }
+        }
+        buf.extend_from_slice(b"\n");
+    }
+    let sink = client.copy_in::<_, bytes::Bytes>(copy_sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(buf.freeze()).await?;
+    sink.finish().await.map(|_| ())
+}
+
+/// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
+fn copy_escape(text: &str, out: &mut bytes::BytesMut) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.extend_from_slice(&[b]),
+        }
+    }
 }
 
 #[cfg(test)]
