@@ -16,6 +16,10 @@
 //! unchanged TOAST value) keeps the earlier upsert's value, and when no mutation of the batch
 //! carried the column the statement leaves it out, so the target keeps its current value.
 //! Upserts run parents first, deletes children first (foreign keys, [`crate::target::order`]).
+//!
+//! On PostgreSQL an upsert of [`COPY_MIN_ROWS`] rows or more first asks whether any of its keys
+//! is on the target; when none is (a backlog of inserts) its rows go in with COPY in the same
+//! transaction, which skips `ON CONFLICT`'s speculative insertion and the parameter parsing.
 
 use indexmap::IndexMap;
 use tokio_postgres::GenericClient;
