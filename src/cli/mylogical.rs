@@ -9,9 +9,8 @@ use anyhow::{Context, bail};
 use clap::{ArgAction, Args};
 use tokio::sync::{mpsc, watch};
 
-use super::groups::{MetricsArgs, SequencerArgs, SourceArgs, StagingArgs, TargetArgs};
-use super::replicate::{self, AnnouncingCheckpoints, Apply};
-use super::script::ScriptArgs;
+use super::groups::SourceArgs;
+use super::replicate::{self, AnnouncingCheckpoints, Apply, PipelineArgs, PipelineConfig};
 use super::values::go_bool;
 use crate::myconn::MyParams;
 use crate::script::{ScriptPool, SourceTag};
@@ -59,25 +58,9 @@ pub struct MylogicalArgs {
     )]
     pub replication_process_id: u32,
 
-    /// Target flags.
+    /// Target, staging, sequencer, userscript and metrics flags.
     #[command(flatten)]
-    pub target: TargetArgs,
-
-    /// Staging flags.
-    #[command(flatten)]
-    pub staging: StagingArgs,
-
-    /// Sequencer flags.
-    #[command(flatten)]
-    pub sequencer: SequencerArgs,
-
-    /// Userscript flags.
-    #[command(flatten)]
-    pub script: ScriptArgs,
-
-    /// Metrics flags.
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// Runs `replicator mylogical` until a signal or a permanent failure.
@@ -162,17 +145,15 @@ async fn stage(
 
 async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
     // The script first: its setOptions may change the other flags.
-    let pool = replicate::script_pool(&args.script, replicate::flag_names::<MylogicalArgs>())?;
+    let pool =
+        replicate::script_pool(&args.pipeline.script, replicate::flag_names::<MylogicalArgs>())?;
     if let Some(pool) = &pool
         && !pool.configured().options.is_empty()
     {
         args = replicate::with_script_options("mylogical", &pool.configured().options)?;
     }
     let source = args.source.validate(Protocol::MySql)?;
-    let target = args.target.validate()?;
-    let staging = args.staging.validate(&target)?;
-    let sequencer = args.sequencer.validate()?;
-    let metrics = args.metrics.validate()?;
+    let PipelineConfig { target, staging, sequencer, metrics } = args.pipeline.validate()?;
     let params = MyParams::from_conn(&source.conn)?;
     let Some(database) = source.conn.database() else {
         bail!(

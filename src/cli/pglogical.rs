@@ -9,9 +9,8 @@ use anyhow::{Context, bail};
 use clap::{ArgAction, Args};
 use tokio::sync::{mpsc, watch};
 
-use super::groups::{MetricsArgs, SequencerArgs, SourceArgs, StagingArgs, TargetArgs};
-use super::replicate::{self, AnnouncingCheckpoints, Apply};
-use super::script::ScriptArgs;
+use super::groups::SourceArgs;
+use super::replicate::{self, AnnouncingCheckpoints, Apply, PipelineArgs, PipelineConfig};
 use super::values::{go_bool, go_duration};
 use crate::pgconn::PgParams;
 use crate::script::SourceTag;
@@ -54,25 +53,9 @@ pub struct PglogicalArgs {
     #[arg(long = "standbyTimeout", value_name = "DURATION", default_value = "5s", value_parser = go_duration, help_heading = "Source")]
     pub standby_timeout: Duration,
 
-    /// Target flags.
+    /// Target, staging, sequencer, userscript and metrics flags.
     #[command(flatten)]
-    pub target: TargetArgs,
-
-    /// Staging flags.
-    #[command(flatten)]
-    pub staging: StagingArgs,
-
-    /// Sequencer flags.
-    #[command(flatten)]
-    pub sequencer: SequencerArgs,
-
-    /// Userscript flags.
-    #[command(flatten)]
-    pub script: ScriptArgs,
-
-    /// Metrics flags.
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
+    pub pipeline: PipelineArgs,
 }
 
 /// Runs `replicator pglogical` until a signal or a permanent failure.
@@ -94,17 +77,15 @@ fn lsn_of(position: &Position) -> Option<PgLsn> {
 
 async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
     // The script first: its setOptions may change the other flags.
-    let pool = replicate::script_pool(&args.script, replicate::flag_names::<PglogicalArgs>())?;
+    let pool =
+        replicate::script_pool(&args.pipeline.script, replicate::flag_names::<PglogicalArgs>())?;
     if let Some(pool) = &pool
         && !pool.configured().options.is_empty()
     {
         args = replicate::with_script_options("pglogical", &pool.configured().options)?;
     }
     let source = args.source.validate(Protocol::Postgres)?;
-    let target = args.target.validate()?;
-    let staging = args.staging.validate(&target)?;
-    let sequencer = args.sequencer.validate()?;
-    let metrics = args.metrics.validate()?;
+    let PipelineConfig { target, staging, sequencer, metrics } = args.pipeline.validate()?;
     let Some(publication) = args.publication_name.clone() else {
         bail!(
             "--publicationName is required: name the publication of the tables to replicate \

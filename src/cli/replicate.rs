@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches};
 use tokio::sync::{mpsc, watch};
 
+use super::groups::{ConfigError, MetricsArgs, SequencerArgs, StagingArgs, TargetArgs};
 use super::groups::{DEFAULT_STAGING_SCHEMA_COCKROACH, DEFAULT_STAGING_SCHEMA_POSTGRES};
 use super::groups::{MetricsConfig, SequencerConfig, StagingConfig, TargetConfig};
 use super::script::ScriptArgs;
@@ -22,6 +23,57 @@ use crate::target::postgres::apply::Dialect;
 use crate::target::postgres::{Server, check_database};
 use crate::types::ConnString;
 use crate::types::mutation::{Position, SourceTransaction};
+
+/// The flags every replication command takes after its source's: target, staging, sequencer,
+/// userscript and metrics.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Target flags.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Staging flags.
+    #[command(flatten)]
+    pub staging: StagingArgs,
+
+    /// Sequencer flags.
+    #[command(flatten)]
+    pub sequencer: SequencerArgs,
+
+    /// Userscript flags.
+    #[command(flatten)]
+    pub script: ScriptArgs,
+
+    /// Metrics flags.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// [`PipelineArgs`], validated (the script is compiled separately: see [`script_pool`]).
+pub struct PipelineConfig {
+    /// The target.
+    pub target: TargetConfig,
+    /// Staging.
+    pub staging: StagingConfig,
+    /// The sequencer.
+    pub sequencer: SequencerConfig,
+    /// Metrics.
+    pub metrics: MetricsConfig,
+}
+
+impl PipelineArgs {
+    /// Checks every group; nothing connects yet.
+    pub fn validate(&self) -> Result<PipelineConfig, ConfigError> {
+        let target = self.target.validate()?;
+        let staging = self.staging.validate(&target)?;
+        Ok(PipelineConfig {
+            sequencer: self.sequencer.validate()?,
+            metrics: self.metrics.validate()?,
+            target,
+            staging,
+        })
+    }
+}
 
 /// The target, opened and checked.
 pub struct OpenedTarget {
