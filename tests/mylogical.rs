@@ -366,20 +366,7 @@ async fn kill_9_mid_stream_then_restart_without_default_gtid_set_converges() {
             }
         })
     };
-    let target = f.tgt.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = target
-            .query_one("SELECT count(*) FROM events", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        if n >= 1000 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing arrived\n{}", run.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_for_rows(&f.tgt.client().await, "SELECT count(*) FROM events", 1000, &run).await;
     run.kill9();
     writer.await.expect("writer");
     let mut again = f.restart(&[]);

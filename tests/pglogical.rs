@@ -362,20 +362,7 @@ async fn kill_9_mid_stream_then_restart_converges() {
         })
     };
     // Kill it while rows are flowing.
-    let target = f.tgt.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = target
-            .query_one("SELECT count(*) FROM events", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        if n >= 1000 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing arrived\n{}", run.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_for_rows(&f.tgt.client().await, "SELECT count(*) FROM events", 1000, &run).await;
     run.kill9();
     writer.await.expect("writer");
     // The slot may still look active for a moment: the restart retries until it is free.

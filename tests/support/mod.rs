@@ -352,6 +352,28 @@ pub async fn dump(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<
         .collect()
 }
 
+/// Waits until `sql` (a count on `client`) reaches `at_least`; panics with the log after 30 s.
+pub async fn wait_for_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    at_least: i64,
+    run: &Running,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = client.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(0);
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrived ({sql} stayed below {at_least})\n{}",
+            run.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// GET `path` from `addr` over plain HTTP/1.1: the status and the body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
