@@ -227,6 +227,22 @@ impl Metrics {
         self.mutations_applied.with_label_values(&labels).inc_by(rows);
     }
 
+    /// Counts a source transaction's mutations under `mutation_total{source, type}`.
+    pub fn count_source_mutations(
+        &self,
+        source: &str,
+        mutations: &[crate::types::mutation::Mutation],
+    ) {
+        let upserts =
+            mutations.iter().filter(|m| m.op == crate::types::mutation::Op::Upsert).count() as u64;
+        let deletes = mutations.len() as u64 - upserts;
+        for (kind, n) in [("upsert", upserts), ("delete", deletes)] {
+            if n > 0 {
+                self.mutation_total.with_label_values(&[source, kind]).inc_by(n);
+            }
+        }
+    }
+
     /// Everything, in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -21,7 +21,7 @@ use crate::source::mysql::stream::{self, Decoded};
 use crate::source::mysql::{Flavor, rows::Problem};
 use crate::staging::CheckpointStore;
 use crate::target::Protocol;
-use crate::types::mutation::{Op, Position};
+use crate::types::mutation::Position;
 use crate::types::position::GtidSet;
 
 /// How often the source sends a heartbeat while idle.
@@ -114,8 +114,6 @@ async fn stage(
     script: Option<(Arc<ScriptPool>, String)>,
 ) -> Result<(), StageError> {
     let metrics = crate::metrics::global();
-    let upserts = metrics.mutation_total.with_label_values(&["mylogical", "upsert"]);
-    let deletes = metrics.mutation_total.with_label_values(&["mylogical", "delete"]);
     while let Some(decoded) = input.recv().await {
         let mut tx = decoded.transaction;
         if let Some(problem) = decoded.problems.into_iter().next() {
@@ -127,9 +125,7 @@ async fn stage(
             }
             tracing::debug!(%problem, "passing a value the target cannot hold to the userscript");
         }
-        for m in &tx.mutations {
-            if m.op == Op::Upsert { upserts.inc() } else { deletes.inc() }
-        }
+        metrics.count_source_mutations("mylogical", &tx.mutations);
         if let Some((pool, schema)) = &script {
             let position = tx.position.to_string();
             tx = schema_level(pool, schema, SourceTag::MyLogical, tx)

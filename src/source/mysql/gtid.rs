@@ -12,10 +12,6 @@ use mysql_common::binlog::events::GtidEvent;
 pub const MARIADB_GTID: u8 = 0xa2;
 /// MariaDB's GTID list event type.
 pub const MARIADB_GTID_LIST: u8 = 0xa3;
-/// MariaDB's annotate-rows event type.
-pub const MARIADB_ANNOTATE_ROWS: u8 = 0xa0;
-/// MariaDB's binlog checkpoint event type.
-pub const MARIADB_CHECKPOINT: u8 = 0xa1;
 /// MariaDB's start-encryption event type.
 pub const MARIADB_START_ENCRYPTION: u8 = 0xa4;
 /// MariaDB's compressed query and rows events (0xa5–0xab).

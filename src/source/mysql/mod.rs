@@ -16,7 +16,7 @@
 //! command; instead the session sets `@mariadb_slave_capability=4` (so GTID events are sent as
 //! themselves, not as dummy queries), `@slave_connect_state` (the last GTID per replication
 //! domain, `0-1-123,1-2-9`) and `@slave_gtid_strict_mode=1`, then sends a plain COM_BINLOG_DUMP.
-//! MariaDB's own events (GTID 0xa2, GTID list 0xa3, checkpoint 0xa1) are parsed here
+//! MariaDB's own events (GTID 0xa2, GTID list 0xa3) are parsed here
 //! ([`gtid`]), since the binlog library only knows MySQL's. The server sends a heartbeat every
 //! few seconds while idle; silence for longer than three heartbeats counts as a lost
 //! connection.

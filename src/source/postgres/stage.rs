@@ -21,7 +21,6 @@ use crate::sequencer::script_stage::schema_level;
 use crate::target::postgres::introspect::introspect;
 use crate::target::postgres::quote_ident;
 use crate::types::Value;
-use crate::types::mutation::Op;
 use crate::types::position::PgLsn;
 
 /// Why the stage stopped.
@@ -152,10 +151,7 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
             }
             carry_toast(&stage.truncate, &mut tx.mutations, &decoded.toasted, position).await?;
         }
-        for m in &tx.mutations {
-            let kind = if m.op == Op::Upsert { "upsert" } else { "delete" };
-            metrics.mutation_total.with_label_values(&["pglogical", kind]).inc();
-        }
+        metrics.count_source_mutations("pglogical", &tx.mutations);
         if let Some((pool, schema)) = &stage.script {
             tx = schema_level(pool, schema, SourceTag::PgLogical, tx)
                 .await
