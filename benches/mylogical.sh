@@ -61,11 +61,13 @@ ${BENCH_WRAP:-} "$bin" mylogical --sourceConn 'mysql://root@tcp(127.0.0.1:3306)/
   --defaultGTIDSet "$position" --stagingSchema _replicator --stagingCreateSchema \
   --replicationProcessID 4343 ${BENCH_FLAGS:-} >"$work/replicator.log" 2>&1 &
 pid=$!
-# One session polls inside the server (a new psql every 50 ms would cost more CPU than it
-# measures); it gives up after 10 minutes.
-pg -d bench_my_tgt -c "DO \$\$ BEGIN
+# One session polls inside the server: a new psql every 50 ms costs more CPU than it
+# measures, and EXECUTE plans the query afresh each time (a plan cached while the table was
+# empty would scan the whole table). It gives up after 10 minutes.
+pg -d bench_my_tgt -c "DO \$\$ DECLARE last bigint; BEGIN
   FOR i IN 1..12000 LOOP
-    EXIT WHEN (SELECT coalesce(max(id), 0) FROM bench) >= $rows;
+    EXECUTE 'SELECT coalesce(max(id), 0) FROM bench' INTO last;
+    EXIT WHEN last >= $rows;
     PERFORM pg_sleep(0.05);
   END LOOP; END \$\$"
 secs=$(echo "$(date +%s.%N) - $t0" | bc)

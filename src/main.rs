@@ -5,6 +5,9 @@ use std::process::ExitCode;
 /// Replication allocates and frees many small values per row (rows, column names, text);
 /// mimalloc does that with far less CPU than the system allocator under several threads.
 /// (The userscript engines keep QuickJS's own allocator, which enforces the memory limit.)
+/// Built without transparent huge pages (`no_thp`): with them, every fresh 2 MiB page is
+/// zeroed on first touch, and a replication stream that frees and refills its batches kept
+/// the kernel zeroing pages (~10% of replicator's CPU in benches/mylogical.sh).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -57,14 +57,12 @@ fn classify(e: ApplyError) -> TargetError {
 impl MyTarget {
     /// Replays `mutations` one by one under savepoints, in a transaction that is rolled back,
     /// to name the first row the target refuses.
-    async fn failing_row(&mut self, mutations: &[Mutation]) -> Option<String> {
+    async fn failing_row(&mut self, mutations: &[&Mutation]) -> Option<String> {
         use mysql_async::prelude::Queryable as _;
         let mut tx = self.conn.start_transaction(mysql_async::TxOpts::default()).await.ok()?;
         let mut found = None;
-        for m in mutations {
-            let Ok(statements) =
-                plan(&self.schema, std::slice::from_ref(m), true, MAX_PLACEHOLDERS)
-            else {
+        for &m in mutations {
+            let Ok(statements) = plan(&self.schema, [m], true, MAX_PLACEHOLDERS) else {
                 continue;
             };
             if tx.query_drop("SAVEPOINT replicator_probe").await.is_err() {
@@ -92,13 +90,13 @@ impl Target for MyTarget {
         if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
             self.refresh().await?;
         }
-        let mutations: Vec<Mutation> =
-            transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
-        let statements = match plan(&self.schema, &mutations, self.collapse, MAX_PLACEHOLDERS) {
+        let mutations: Vec<&Mutation> = transactions.iter().flat_map(|t| &t.mutations).collect();
+        let all = mutations.iter().copied();
+        let statements = match plan(&self.schema, all.clone(), self.collapse, MAX_PLACEHOLDERS) {
             Ok(s) => s,
             Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
                 self.refresh().await?;
-                plan(&self.schema, &mutations, self.collapse, MAX_PLACEHOLDERS).map_err(classify)?
+                plan(&self.schema, all, self.collapse, MAX_PLACEHOLDERS).map_err(classify)?
             }
             Err(e) => return Err(classify(e)),
         };

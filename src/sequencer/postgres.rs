@@ -88,18 +88,19 @@ impl PgTarget {
         Ok(())
     }
 
-    async fn plan(
+    async fn plan<'a>(
         &mut self,
-        mutations: &[Mutation],
-    ) -> Result<Vec<crate::target::postgres::apply::Statement>, TargetError> {
-        match plan(&self.schema, mutations, self.collapse, self.dialect) {
+        mutations: &[&'a Mutation],
+    ) -> Result<Vec<crate::target::postgres::apply::Statement<'a>>, TargetError> {
+        match plan(&self.schema, mutations.iter().copied(), self.collapse, self.dialect) {
             Ok(s) => Ok(s),
             // A table or column we do not know may have been added since we looked: look again.
             Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
                 self.refresh()
                     .await
                     .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
-                plan(&self.schema, mutations, self.collapse, self.dialect).map_err(classify)
+                plan(&self.schema, mutations.iter().copied(), self.collapse, self.dialect)
+                    .map_err(classify)
             }
             Err(e) => Err(classify(e)),
         }
@@ -107,14 +108,17 @@ impl PgTarget {
 
     /// Mutations of tables with an `onWrite`, as the script's row operations, by registered
     /// name; the rest are returned for the default write.
-    fn split_on_write(&self, mutations: Vec<Mutation>) -> (Vec<Mutation>, OnWriteBatches) {
+    fn split_on_write<'a>(
+        &self,
+        mutations: &[&'a Mutation],
+    ) -> (Vec<&'a Mutation>, OnWriteBatches) {
         let Some((pool, script_schema, source)) = &self.script else {
-            return (mutations, Vec::new());
+            return (mutations.to_vec(), Vec::new());
         };
         let configured = pool.configured();
         let mut rest = Vec::new();
         let mut by_table: OnWriteBatches = Vec::new();
-        for m in mutations {
+        for &m in mutations {
             let Some(config) = configured.table(script_schema, &m.table).filter(|c| c.write) else {
                 rest.push(m);
                 continue;
@@ -196,7 +200,7 @@ impl PgTarget {
     }
 
     /// A data error (not a transient one) gains the first row the target refuses.
-    async fn with_failing_row(&self, mut e: TargetError, mutations: &[Mutation]) -> TargetError {
+    async fn with_failing_row(&self, mut e: TargetError, mutations: &[&Mutation]) -> TargetError {
         if !e.transient
             && let Some(found) = self.failing_row(mutations).await
         {
@@ -207,12 +211,11 @@ impl PgTarget {
 
     /// Replays `mutations` one by one under savepoints, in a transaction that is rolled back,
     /// to name the first row the target refuses: `first failing row: table "t", key [..]`.
-    async fn failing_row(&self, mutations: &[Mutation]) -> Option<String> {
+    async fn failing_row(&self, mutations: &[&Mutation]) -> Option<String> {
         self.client.batch_execute("BEGIN").await.ok()?;
         let mut found = None;
-        for m in mutations {
-            let Ok(statements) = plan(&self.schema, std::slice::from_ref(m), true, self.dialect)
-            else {
+        for &m in mutations {
+            let Ok(statements) = plan(&self.schema, [m], true, self.dialect) else {
                 continue;
             };
             if self.client.batch_execute("SAVEPOINT replicator_probe").await.is_err() {
@@ -242,19 +245,22 @@ impl Target for PgTarget {
                 .await
                 .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
         }
-        let mutations: Vec<Mutation> = match &self.script {
-            None => transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect(),
+        // Planned from the transactions' own rows (no copies); a script's output is owned here.
+        let scripted: Vec<Mutation>;
+        let mutations: Vec<&Mutation> = match &self.script {
+            None => transactions.iter().flat_map(|t| &t.mutations).collect(),
             Some((pool, script_schema, source)) => {
                 let schema = &self.schema;
                 let key_of = |table: &str| schema.table(table).map(|t| t.key_names());
-                table_level(pool, script_schema, *source, transactions, key_of)
+                scripted = table_level(pool, script_schema, *source, transactions, key_of)
                     .await
-                    .map_err(|e| TargetError { message: e.to_string(), transient: false })?
+                    .map_err(|e| TargetError { message: e.to_string(), transient: false })?;
+                scripted.iter().collect()
             }
         };
         // Resolve unknown names before splitting, so onWrite tables see the fresh schema too.
         let mut statements = self.plan(&mutations).await?;
-        let (rest, on_write) = self.split_on_write(mutations);
+        let (rest, on_write) = self.split_on_write(&mutations);
         if !on_write.is_empty() {
             statements = self.plan(&rest).await?;
         }

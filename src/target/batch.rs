@@ -6,6 +6,7 @@
 //! table the target lacks, or a missing key value, is an error naming table and column.
 //! Without collapsing, a repeated key starts a new round, applied after the previous one.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
@@ -80,30 +81,34 @@ impl ApplyError {
     }
 }
 
-/// A column value in the dialect's text form; `None` is SQL NULL.
-pub type Cell = Option<String>;
+/// A column value in the dialect's text form; `None` is SQL NULL. It borrows the mutation's
+/// text where the dialect takes it as it is (most values), so planning copies no values.
+pub type Cell<'a> = Option<Cow<'a, str>>;
+
+/// A primary key's values, in key order.
+pub type Key<'a> = Vec<Cow<'a, str>>;
 
 /// The last state of one key within a round.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Pending {
+pub enum Pending<'a> {
     /// Cells by column index; `None` where no mutation carried the column.
-    Upsert(Vec<Option<Cell>>),
+    Upsert(Vec<Option<Cell<'a>>>),
     /// Delete by these key values.
-    Delete(Vec<String>),
+    Delete(Key<'a>),
 }
 
 /// One round: per target table, the final state of each key, in first-seen order.
-pub type Round = BTreeMap<String, IndexMap<Vec<String>, Pending>>;
+pub type Round<'a> = BTreeMap<String, IndexMap<Key<'a>, Pending<'a>>>;
 
 /// Maps and collapses `mutations`; `cell` renders a value for a column in the dialect's
 /// text form.
-pub fn rounds(
+pub fn rounds<'a>(
     schema: &Schema,
-    mutations: &[Mutation],
+    mutations: impl IntoIterator<Item = &'a Mutation>,
     collapse: bool,
-    cell: impl Fn(&Value, &Column) -> Cell,
-) -> Result<Vec<Round>, ApplyError> {
-    let mut rounds: Vec<Round> = vec![BTreeMap::new()];
+    cell: impl Fn(&'a Value, &Column) -> Cell<'a>,
+) -> Result<Vec<Round<'a>>, ApplyError> {
+    let mut rounds: Vec<Round<'a>> = vec![BTreeMap::new()];
     for m in mutations {
         let table = schema.table(&m.table).ok_or_else(|| ApplyError::UnknownTable {
             schema: schema.name.clone(),
@@ -112,7 +117,7 @@ pub fn rounds(
         if table.key.is_empty() {
             return Err(ApplyError::NoPrimaryKey { table: table.name.clone() });
         }
-        let mut cells: Vec<Option<Cell>> = vec![None; table.columns.len()];
+        let mut cells: Vec<Option<Cell<'a>>> = vec![None; table.columns.len()];
         for (name, value) in &m.row {
             let (i, column) = table.column(name).ok_or_else(|| ApplyError::UnknownColumn {
                 table: table.name.clone(),
@@ -126,7 +131,7 @@ pub fn rounds(
             Op::Upsert => "upsert",
             Op::Delete => "delete",
         };
-        let key: Vec<String> = table
+        let key: Key<'a> = table
             .key
             .iter()
             .map(|&i| {
@@ -142,8 +147,11 @@ pub fn rounds(
         {
             rounds.push(BTreeMap::new());
         }
-        let pending =
-            rounds.last_mut().expect("one round at least").entry(table.name.clone()).or_default();
+        let round = rounds.last_mut().expect("one round at least");
+        if !round.contains_key(&table.name) {
+            round.insert(table.name.clone(), IndexMap::new());
+        }
+        let pending = round.get_mut(&table.name).expect("inserted above");
         let next = match (m.op, pending.shift_remove(&key)) {
             (Op::Delete, _) => Pending::Delete(key.clone()),
             (Op::Upsert, Some(Pending::Upsert(earlier))) => Pending::Upsert(
@@ -162,22 +170,36 @@ pub fn table_order(schema: &Schema) -> Vec<String> {
 }
 
 /// The upserts of one table grouped by their set of present columns, in first-seen order.
-pub fn upserts_by_columns(
-    pending: &IndexMap<Vec<String>, Pending>,
-) -> IndexMap<Vec<usize>, Vec<&Vec<Option<Cell>>>> {
-    let mut by_columns: IndexMap<Vec<usize>, Vec<&Vec<Option<Cell>>>> = IndexMap::new();
+pub fn upserts_by_columns<'p, 'a>(
+    pending: &'p IndexMap<Key<'a>, Pending<'a>>,
+) -> IndexMap<Vec<usize>, Vec<&'p Vec<Option<Cell<'a>>>>> {
+    let mut by_columns: IndexMap<Vec<usize>, Vec<&Vec<Option<Cell<'a>>>>> = IndexMap::new();
+    let mut present: Vec<usize> = Vec::new();
+    // Rows mostly share the previous row's columns: that group is found without hashing.
+    let mut last: Option<usize> = None;
     for p in pending.values() {
         if let Pending::Upsert(cells) = p {
-            let present: Vec<usize> =
-                cells.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i).collect();
-            by_columns.entry(present).or_default().push(cells);
+            present.clear();
+            present.extend(cells.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i));
+            let same = |g: &usize| by_columns.get_index(*g).is_some_and(|(k, _)| *k == present);
+            let group = match last.filter(same) {
+                Some(g) => g,
+                None => {
+                    let entry = by_columns.entry(present.clone());
+                    let g = entry.index();
+                    entry.or_default();
+                    g
+                }
+            };
+            by_columns[group].push(cells);
+            last = Some(group);
         }
     }
     by_columns
 }
 
 /// The delete keys of one table, in first-seen order.
-pub fn delete_keys(pending: &IndexMap<Vec<String>, Pending>) -> Vec<&Vec<String>> {
+pub fn delete_keys<'p, 'a>(pending: &'p IndexMap<Key<'a>, Pending<'a>>) -> Vec<&'p Key<'a>> {
     pending
         .values()
         .filter_map(|p| if let Pending::Delete(k) = p { Some(k) } else { None })

@@ -88,23 +88,23 @@ pub async fn introspect(
 }
 
 /// A value as text MySQL parses for the column.
-fn cell(value: &Value, column: &Column) -> Cell {
+fn cell<'a>(value: &'a Value, column: &Column) -> Cell<'a> {
     match value {
         Value::Null => None,
         Value::Bool(b) => Some(if *b { "1".into() } else { "0".into() }),
-        Value::Number(s) => Some(s.clone()),
+        Value::Number(s) => Some(s.as_str().into()),
         Value::String(s) if column.kind == ColumnKind::Bool => Some(match s.as_str() {
             "t" | "true" | "TRUE" | "True" => "1".into(),
             "f" | "false" | "FALSE" | "False" => "0".into(),
-            other => other.to_owned(),
+            other => other.into(),
         }),
         Value::String(s) if column.kind == ColumnKind::Temporal => {
             let t = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00")).unwrap_or(s);
-            Some(t.replacen('T', " ", 1))
+            Some(t.replacen('T', " ", 1).into())
         }
-        Value::String(s) => Some(s.clone()),
-        Value::Json(j) => Some(j.to_string()),
-        Value::Array(_) => Some(value.to_json().to_string()),
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Json(j) => Some(j.to_string().into()),
+        Value::Array(_) => Some(value.to_json().to_string().into()),
     }
 }
 
@@ -132,16 +132,16 @@ fn param(cell: &Cell, column: &Column) -> mysql_async::Value {
                 .step_by(2)
                 .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
                 .collect();
-            mysql_async::Value::Bytes(bytes.unwrap_or_else(|| text.clone().into_bytes()))
+            mysql_async::Value::Bytes(bytes.unwrap_or_else(|| text.as_bytes().to_vec()))
         }
-        Some(text) => mysql_async::Value::Bytes(text.clone().into_bytes()),
+        Some(text) => mysql_async::Value::Bytes(text.as_bytes().to_vec()),
     }
 }
 
 /// Plans the statements for `mutations` on `schema`, at most `budget` placeholders each.
-pub fn plan(
+pub fn plan<'a>(
     schema: &Schema,
-    mutations: &[Mutation],
+    mutations: impl IntoIterator<Item = &'a Mutation>,
     collapse: bool,
     budget: usize,
 ) -> Result<Vec<Statement>, ApplyError> {
@@ -179,9 +179,9 @@ pub fn plan(
                     let params = chunk
                         .iter()
                         .flat_map(|row| {
-                            columns
-                                .iter()
-                                .map(|&i| param(&row[i].clone().flatten(), &table.columns[i]))
+                            columns.iter().map(|&i| {
+                                param(row[i].as_ref().unwrap_or(&None), &table.columns[i])
+                            })
                         })
                         .collect();
                     out.push(Statement {

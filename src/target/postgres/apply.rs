@@ -17,19 +17,28 @@
 //! carried the column the statement leaves it out, so the target keeps its current value.
 //! Upserts run parents first, deletes children first (foreign keys, [`crate::target::order`]).
 //!
-//! On PostgreSQL an upsert of [`COPY_MIN_ROWS`] rows or more first asks whether any of its keys
-//! is on the target; when none is (a backlog of inserts) its rows go in with COPY in the same
-//! transaction, which skips `ON CONFLICT`'s speculative insertion and the parameter parsing.
+//! Parameters go in binary format (a `text[]` is lengths and bytes), and the cells borrow the
+//! mutations' text, so planning copies no values.
+//!
+//! On PostgreSQL an upsert of [`COPY_MIN_ROWS`] rows or more is first loaded with COPY, which
+//! skips `ON CONFLICT`'s speculative insertion and the parameter parsing: a backlog of inserts
+//! goes in at close to COPY's speed. When a key is on the target already COPY fails, the
+//! transaction is rolled back and written again with the upserts, and COPY rests for a while
+//! (1, 2, 4 … 1,024 batches while it keeps failing) so a stream of updates does not pay twice.
 
 use indexmap::IndexMap;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
-use super::codec::{TextParam, array_literal};
+use std::borrow::Cow;
+
+use super::codec::{TextArray, array_literal};
 use super::introspect::{Schema, Table};
 use super::quote_ident;
 pub use crate::target::batch::ApplyError;
-use crate::target::batch::{Cell, Pending, delete_keys, rounds, table_order, upserts_by_columns};
+use crate::target::batch::{
+    Cell, Key, Pending, delete_keys, rounds, table_order, upserts_by_columns,
+};
 use crate::types::Value;
 use crate::types::mutation::{Mutation, Op};
 
@@ -42,9 +51,10 @@ pub enum Dialect {
     Cockroach,
 }
 
-/// One statement of a plan: SQL and its text-array parameters (one per column).
+/// One statement of a plan: SQL and its text-array parameters (one per column), which borrow
+/// the planned mutations' values.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Statement {
+pub struct Statement<'a> {
     /// The target schema.
     pub schema: String,
     /// The target table.
@@ -53,8 +63,8 @@ pub struct Statement {
     pub op: Op,
     /// The SQL.
     pub sql: String,
-    /// One array literal per parameter.
-    pub params: Vec<Value>,
+    /// One column of cells per parameter, sent as a binary `text[]`.
+    pub params: Vec<Vec<Cell<'a>>>,
     /// Rows it writes.
     pub rows: usize,
     /// PostgreSQL upserts: the same rows as COPY, for when none of their keys exist yet.
@@ -67,22 +77,18 @@ pub struct Statement {
 pub struct CopyIn {
     /// `COPY "s"."t" ("c1", …) FROM STDIN`.
     pub copy_sql: String,
-    /// `SELECT EXISTS (…)`: whether any of the rows' keys is on the target already.
-    pub exists_sql: String,
-    /// Which of the statement's parameters are the key columns, in key order.
-    pub key_params: Vec<usize>,
 }
 
-/// Below this many rows an upsert runs as it is: the key check and COPY cost more round trips.
+/// Below this many rows an upsert runs as it is: COPY costs more round trips.
 pub const COPY_MIN_ROWS: usize = 200;
 
 /// Plans the statements for `mutations` (already named by target table) on `schema`.
-pub fn plan(
+pub fn plan<'a>(
     schema: &Schema,
-    mutations: &[Mutation],
+    mutations: impl IntoIterator<Item = &'a Mutation>,
     collapse: bool,
     dialect: Dialect,
-) -> Result<Vec<Statement>, ApplyError> {
+) -> Result<Vec<Statement<'a>>, ApplyError> {
     let rounds = rounds(schema, mutations, collapse, |value, column| cell(value, column.json))?;
     let order = table_order(schema);
     let mut statements = Vec::new();
@@ -102,19 +108,15 @@ pub fn plan(
 }
 
 /// A value as text in the column's input syntax.
-fn cell(value: &Value, json: bool) -> Cell {
+fn cell(value: &Value, json: bool) -> Cell<'_> {
     match value {
         Value::Null => None,
-        Value::Bool(b) => Some(if *b { "t".into() } else { "f".into() }),
-        Value::Number(s) | Value::String(s) => Some(s.clone()),
-        Value::Json(j) => Some(j.to_string()),
-        Value::Array(items) if json => Some(Value::Array(items.clone()).to_json().to_string()),
-        Value::Array(items) => Some(array_literal(items)),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "t" } else { "f" })),
+        Value::Number(s) | Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Json(j) => Some(j.to_string().into()),
+        Value::Array(_) if json => Some(value.to_json().to_string().into()),
+        Value::Array(items) => Some(array_literal(items).into()),
     }
-}
-
-fn text_array(cells: impl Iterator<Item = Cell>) -> Value {
-    Value::Array(cells.map(|c| c.map_or(Value::Null, Value::String)).collect())
 }
 
 fn source(table: &Table, columns: &[usize]) -> (String, String) {
@@ -128,12 +130,12 @@ fn source(table: &Table, columns: &[usize]) -> (String, String) {
     (casts.join(", "), format!("unnest({}) AS u({})", params.join(", "), aliases.join(", ")))
 }
 
-fn upserts(
+fn upserts<'a>(
     schema: &str,
     table: &Table,
-    pending: &IndexMap<Vec<String>, Pending>,
+    pending: &IndexMap<Key<'a>, Pending<'a>>,
     dialect: Dialect,
-    out: &mut Vec<Statement>,
+    out: &mut Vec<Statement<'a>>,
 ) {
     // One statement per set of present columns, in first-seen order.
     let by_columns = upserts_by_columns(pending);
@@ -168,22 +170,12 @@ fn upserts(
         };
         let params = columns
             .iter()
-            .map(|&i| text_array(rows.iter().map(|r| r[i].clone().flatten())))
+            .map(|&i| rows.iter().map(|r| r[i].clone().flatten()).collect())
             .collect();
-        let key_params: Vec<usize> =
-            table.key.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
-        let copy = (dialect == Dialect::Postgres && key_params.len() == table.key.len()).then(|| {
-            let (casts, from) = source(table, &table.key);
-            let keys: Vec<String> =
-                table.key.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
-            CopyIn {
-                copy_sql: format!("COPY {target} ({}) FROM STDIN", names.join(", ")),
-                exists_sql: format!(
-                    "SELECT EXISTS (SELECT 1 FROM {target} WHERE ({}) IN (SELECT {casts} FROM {from}))",
-                    keys.join(", ")
-                ),
-                key_params,
-            }
+        // Every key column must be there: COPY cannot leave out what identifies the row.
+        let has_key = table.key.iter().all(|k| columns.contains(k));
+        let copy = (dialect == Dialect::Postgres && has_key).then(|| CopyIn {
+            copy_sql: format!("COPY {target} ({}) FROM STDIN", names.join(", ")),
         });
         out.push(Statement {
             schema: schema.to_owned(),
@@ -197,11 +189,11 @@ fn upserts(
     }
 }
 
-fn deletes(
+fn deletes<'a>(
     schema: &str,
     table: &Table,
-    pending: &IndexMap<Vec<String>, Pending>,
-    out: &mut Vec<Statement>,
+    pending: &IndexMap<Key<'a>, Pending<'a>>,
+    out: &mut Vec<Statement<'a>>,
 ) {
     let keys = delete_keys(pending);
     if keys.is_empty() {
@@ -216,7 +208,7 @@ fn deletes(
         names.join(", ")
     );
     let params =
-        (0..table.key.len()).map(|n| text_array(keys.iter().map(|k| Some(k[n].clone())))).collect();
+        (0..table.key.len()).map(|n| keys.iter().map(|k| Some(k[n].clone())).collect()).collect();
     out.push(Statement {
         schema: schema.to_owned(),
         table: table.name.clone(),
@@ -240,11 +232,11 @@ pub struct Applied {
 /// Runs a plan's statements on `client` (the caller's transaction), in order.
 pub async fn execute(
     client: &impl GenericClient,
-    statements: &[Statement],
+    statements: &[Statement<'_>],
 ) -> Result<Applied, ApplyError> {
     let mut applied = Applied::default();
     for s in statements {
-        let params: Vec<TextParam> = s.params.iter().map(TextParam).collect();
+        let params: Vec<TextArray> = s.params.iter().map(|p| TextArray(p)).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let _timer = crate::metrics::global()
@@ -258,7 +250,7 @@ pub async fn execute(
 }
 
 impl Applied {
-    fn count(&mut self, s: &Statement) {
+    fn count(&mut self, s: &Statement<'_>) {
         match s.op {
             Op::Upsert => self.upserts += s.rows,
             Op::Delete => self.deletes += s.rows,
@@ -284,14 +276,51 @@ fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError {
 }
 
 /// Prepared statements by SQL text: a batch shape seen before is not parsed and planned again.
-/// Cleared when the schema is re-read.
+/// Cleared when the schema is re-read. Also remembers how the COPY path has fared.
 #[derive(Debug, Default)]
-pub struct StatementCache(std::collections::HashMap<String, tokio_postgres::Statement>);
+pub struct StatementCache {
+    prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
+    /// Batches to write without COPY before trying it again (after COPY found existing keys).
+    copy_pause: u32,
+    /// How long the next pause is: doubles while COPY keeps failing, back to 1 once it works.
+    copy_backoff: u32,
+}
 
 impl StatementCache {
     /// Forgets every prepared statement.
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.prepared.clear();
+    }
+
+    async fn prepare(
+        &mut self,
+        client: &tokio_postgres::Client,
+        sql: &str,
+        table: &str,
+    ) -> Result<(), ApplyError> {
+        if !self.prepared.contains_key(sql) {
+            let prepared = client.prepare(sql).await.map_err(|e| database_error(table, e))?;
+            self.prepared.insert(sql.to_owned(), prepared);
+        }
+        Ok(())
+    }
+
+    /// Whether to try COPY for this batch.
+    fn try_copy(&mut self) -> bool {
+        if self.copy_pause > 0 {
+            self.copy_pause -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn copy_worked(&mut self) {
+        self.copy_backoff = 0;
+    }
+
+    fn copy_failed(&mut self) {
+        self.copy_backoff = (self.copy_backoff * 2).clamp(1, 1024);
+        self.copy_pause = self.copy_backoff;
     }
 }
 
@@ -299,22 +328,34 @@ impl StatementCache {
 /// (pipelined), so a batch costs one round trip once its statements are prepared. When a
 /// statement fails, the server ignores the rest and COMMIT rolls back; the statement's error
 /// is returned.
+///
+/// Upserts of [`COPY_MIN_ROWS`] rows or more are first tried with COPY (see
+/// [`execute_with_copy`]); when that fails the transaction is rolled back and written again
+/// this way.
 pub async fn execute_transaction(
     client: &tokio_postgres::Client,
     cache: &mut StatementCache,
-    statements: &[Statement],
+    statements: &[Statement<'_>],
 ) -> Result<Applied, ApplyError> {
-    if statements.iter().any(|s| s.copy.is_some() && s.rows >= COPY_MIN_ROWS) {
-        return execute_with_copy(client, cache, statements).await;
-    }
-    for s in statements {
-        if !cache.0.contains_key(&s.sql) {
-            let prepared = client.prepare(&s.sql).await.map_err(|e| database_error(&s.table, e))?;
-            cache.0.insert(s.sql.clone(), prepared);
+    if statements.iter().any(|s| s.copy.is_some() && s.rows >= COPY_MIN_ROWS) && cache.try_copy() {
+        match execute_with_copy(client, cache, statements).await {
+            Ok(applied) => {
+                cache.copy_worked();
+                return Ok(applied);
+            }
+            // A lost connection is not COPY's fault, and the upserts would fail the same way.
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "COPY refused the batch (keys already on the target?); writing it with upserts");
+                cache.copy_failed();
+            }
         }
     }
-    let params: Vec<Vec<TextParam>> =
-        statements.iter().map(|s| s.params.iter().map(TextParam).collect()).collect();
+    for s in statements {
+        cache.prepare(client, &s.sql, &s.table).await?;
+    }
+    let params: Vec<Vec<TextArray>> =
+        statements.iter().map(|s| s.params.iter().map(|p| TextArray(p)).collect()).collect();
     let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
         params.iter().map(|p| p.iter().map(|p| p as &(dyn ToSql + Sync)).collect()).collect();
     let _timer = statements.first().map(|s| {
@@ -325,7 +366,7 @@ pub async fn execute_transaction(
     });
     let begin = client.batch_execute("BEGIN");
     let runs = futures_util::future::join_all(
-        statements.iter().zip(&refs).map(|(s, r)| client.execute(&cache.0[&s.sql], r)),
+        statements.iter().zip(&refs).map(|(s, r)| client.execute(&cache.prepared[&s.sql], r)),
     );
     let commit = client.batch_execute("COMMIT");
     let (begun, ran, committed) = tokio::join!(begin, runs, commit);
@@ -340,25 +381,23 @@ pub async fn execute_transaction(
     Ok(applied)
 }
 
-/// Like [`execute_transaction`], for batches with large upserts: each such upsert first asks
-/// whether any of its keys is on the target; when none is (a backlog of inserts), its rows go
-/// in with COPY, otherwise the upsert runs. All in one transaction, so the answer holds until
-/// the rows are in (replicator is the target tables' only writer; another writer's row would
-/// make COPY fail on the key, and the batch is retried).
+/// Like [`execute_transaction`], with each large upsert loaded by COPY instead: a backlog of
+/// new rows skips `ON CONFLICT`'s speculative insertion and the parameter parsing. COPY
+/// cannot update, so a row whose key is on the target already makes it fail (and the caller
+/// writes the batch again with upserts); nothing is checked beforehand, which would cost an
+/// index probe per row and a round trip. BEGIN goes out with the first statement, and each
+/// COPY's rows are rendered while the server answers its start.
 async fn execute_with_copy(
     client: &tokio_postgres::Client,
     cache: &mut StatementCache,
-    statements: &[Statement],
+    statements: &[Statement<'_>],
 ) -> Result<Applied, ApplyError> {
+    fn copies<'s>(s: &'s Statement<'_>) -> Option<&'s CopyIn> {
+        s.copy.as_ref().filter(|_| s.rows >= COPY_MIN_ROWS)
+    }
     for s in statements {
-        let exists = s.copy.as_ref().map(|c| c.exists_sql.as_str());
-        for sql in std::iter::once(s.sql.as_str()).chain(exists) {
-            if !cache.0.contains_key(sql) {
-                let prepared =
-                    client.prepare(sql).await.map_err(|e| database_error(&s.table, e))?;
-                cache.0.insert(sql.to_owned(), prepared);
-            }
-        }
+        let sql = copies(s).map_or(s.sql.as_str(), |c| c.copy_sql.as_str());
+        cache.prepare(client, sql, &s.table).await?;
     }
     let first = statements.first().map_or("", |s| s.table.as_str());
     let _timer = statements.first().map(|s| {
@@ -367,90 +406,86 @@ async fn execute_with_copy(
             .with_label_values(&[s.schema.as_str(), s.table.as_str()])
             .start_timer()
     });
-    client.batch_execute("BEGIN").await.map_err(|e| database_error(first, e))?;
-    let mut applied = Applied::default();
-    let ran: Result<(), ApplyError> = async {
+    let prepared = &cache.prepared;
+    let body = async {
+        let mut applied = Applied::default();
         for s in statements {
             let run = |e| database_error(&s.table, e);
-            if let Some(copy) = &s.copy
-                && s.rows >= COPY_MIN_ROWS
-            {
-                let keys: Vec<TextParam> =
-                    copy.key_params.iter().map(|&i| TextParam(&s.params[i])).collect();
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    keys.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let exists: bool =
-                    client.query_one(&cache.0[&copy.exists_sql], &refs).await.map_err(run)?.get(0);
-                if !exists {
-                    copy_rows(client, &copy.copy_sql, s).await.map_err(run)?;
-                    applied.count(s);
-                    continue;
+            match copies(s) {
+                Some(copy) => copy_rows(client, &prepared[&copy.copy_sql], s).await.map_err(run)?,
+                None => {
+                    let params: Vec<TextArray> = s.params.iter().map(|p| TextArray(p)).collect();
+                    let refs: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                    client.execute(&prepared[&s.sql], &refs).await.map_err(run)?;
                 }
             }
-            let params: Vec<TextParam> = s.params.iter().map(TextParam).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            client.execute(&cache.0[&s.sql], &refs).await.map_err(run)?;
             applied.count(s);
         }
-        Ok(())
+        Ok::<_, ApplyError>(applied)
+    };
+    let (begun, ran) = tokio::join!(client.batch_execute("BEGIN"), body);
+    let outcome = begun.map_err(|e| database_error(first, e)).and(ran);
+    match outcome {
+        Ok(applied) => {
+            client.batch_execute("COMMIT").await.map_err(|e| database_error(first, e))?;
+            Ok(applied)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
     }
-    .await;
-    if let Err(e) = ran {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e);
-    }
-    client.batch_execute("COMMIT").await.map_err(|e| database_error(first, e))?;
-    Ok(applied)
 }
 
-/// Sends an upsert's rows (its column arrays) as COPY text.
+/// Sends an upsert's rows (its column arrays) as COPY text; the rows are rendered while the
+/// server answers the COPY's start.
 async fn copy_rows(
     client: &tokio_postgres::Client,
-    copy_sql: &str,
-    s: &Statement,
+    copy: &tokio_postgres::Statement,
+    s: &Statement<'_>,
 ) -> Result<(), tokio_postgres::Error> {
     use futures_util::SinkExt;
-    let columns: Vec<&[Value]> = s
-        .params
-        .iter()
-        .map(|p| match p {
-            Value::Array(items) => items.as_slice(),
-            _ => &[],
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::with_capacity(s.rows * 16 * columns.len().max(1));
-    for r in 0..s.rows {
-        for (c, column) in columns.iter().enumerate() {
-            if c > 0 {
-                buf.extend_from_slice(b"\t");
-            }
-            match column.get(r) {
-                Some(Value::String(text)) | Some(Value::Number(text)) => {
-                    copy_escape(text, &mut buf)
+    let render = async {
+        let mut buf = bytes::BytesMut::with_capacity(s.rows * 16 * s.params.len().max(1));
+        for r in 0..s.rows {
+            for (c, column) in s.params.iter().enumerate() {
+                if c > 0 {
+                    buf.extend_from_slice(b"\t");
                 }
-                _ => buf.extend_from_slice(b"\\N"),
+                match column.get(r) {
+                    Some(Some(text)) => copy_escape(text, &mut buf),
+                    _ => buf.extend_from_slice(b"\\N"),
+                }
             }
+            buf.extend_from_slice(b"\n");
         }
-        buf.extend_from_slice(b"\n");
-    }
-    let sink = client.copy_in::<_, bytes::Bytes>(copy_sql).await?;
+        buf.freeze()
+    };
+    let (sink, rows) = tokio::join!(client.copy_in::<_, bytes::Bytes>(copy), render);
+    let sink = sink?;
     futures_util::pin_mut!(sink);
-    sink.send(buf.freeze()).await?;
+    sink.send(rows).await?;
     sink.finish().await.map(|_| ())
 }
 
 /// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
 fn copy_escape(text: &str, out: &mut bytes::BytesMut) {
-    for &b in text.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.extend_from_slice(&[b]),
-        }
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 #[cfg(test)]
@@ -555,13 +590,7 @@ mod tests {
             r#"UPSERT INTO "public"."orders" ("id", "Note") SELECT u.c1::bigint, u.c2::text FROM unnest($1::text[], $2::text[]) AS u(c1, c2)"#
         );
         assert_eq!(crdb[3].sql, pg[3].sql, "deletes are the same in both dialects");
-        assert_eq!(
-            pg[1].params,
-            [
-                Value::Array(vec![Value::String("1".into())]),
-                Value::Array(vec![Value::String("a".into())])
-            ]
-        );
+        assert_eq!(pg[1].params, [vec![Some("1".into())], vec![Some("a".into())]]);
     }
 
     #[test]
@@ -588,16 +617,12 @@ mod tests {
         assert_eq!(statements[0].rows, 1);
         assert_eq!(
             statements[0].params,
-            [
-                Value::Array(vec![Value::String("1".into())]),
-                Value::Array(vec![Value::String("first".into())]),
-                Value::Array(vec![Value::String("2.00".into())]),
-            ],
+            [vec![Some("1".into())], vec![Some("first".into())], vec![Some("2.00".into())]],
             "the later upsert's total, the earlier upsert's note"
         );
         assert_eq!(
             statements[1].params[1],
-            Value::Array(vec![Value::String("[1,null]".into())]),
+            [Some("[1,null]".into())],
             "arrays into JSON columns become JSON"
         );
         assert_eq!(statements[2].op, Op::Delete);
@@ -608,6 +633,32 @@ mod tests {
             uncollapsed.iter().filter(|s| s.op == Op::Upsert).map(|s| s.rows).sum::<usize>(),
             4
         );
+    }
+
+    #[test]
+    fn copy_text_escapes_only_what_copy_reads_specially() {
+        let mut out = bytes::BytesMut::new();
+        copy_escape("a\tb\nc\rd\\e \"f\" é", &mut out);
+        assert_eq!(&out[..], "a\\tb\\nc\\rd\\\\e \"f\" é".as_bytes());
+    }
+
+    #[test]
+    fn copy_rests_longer_while_it_keeps_failing() {
+        let mut cache = StatementCache::default();
+        assert!(cache.try_copy());
+        cache.copy_failed();
+        assert!(!cache.try_copy(), "one batch without COPY");
+        assert!(cache.try_copy());
+        cache.copy_failed();
+        assert_eq!((0..2).filter(|_| !cache.try_copy()).count(), 2, "then two");
+        assert!(cache.try_copy());
+        cache.copy_worked();
+        cache.copy_failed();
+        assert!(!cache.try_copy() && cache.try_copy(), "success starts over at one");
+        for _ in 0..20 {
+            cache.copy_failed();
+        }
+        assert_eq!(cache.copy_pause, 1024, "at most 1,024 batches");
     }
 
     #[test]

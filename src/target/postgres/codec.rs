@@ -12,6 +12,7 @@ use std::error::Error;
 use bytes::BytesMut;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 
+use crate::target::batch::Cell;
 use crate::types::Value;
 use crate::types::civil::civil_from_days;
 
@@ -39,6 +40,43 @@ impl ToSql for TextParam<'_> {
 
     fn encode_format(&self, _ty: &Type) -> tokio_postgres::types::Format {
         tokio_postgres::types::Format::Text
+    }
+
+    to_sql_checked!();
+}
+
+/// A column of cells sent as a one-dimensional `text[]` in binary format: each element goes
+/// as its length and bytes, so nothing is quoted here and the server parses no array literal
+/// (the statement casts the elements to the column's type).
+#[derive(Debug)]
+pub struct TextArray<'c, 'a>(pub &'c [Cell<'a>]);
+
+impl ToSql for TextArray<'_, '_> {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        use bytes::BufMut;
+        let len = |n: usize| i32::try_from(n).map_err(|_| "a text[] parameter exceeds 2 GiB");
+        let count = len(self.0.len())?;
+        out.put_i32(i32::from(count > 0)); // dimensions (an empty array has none)
+        out.put_i32(i32::from(self.0.iter().any(Option::is_none)));
+        out.put_u32(Type::TEXT.oid());
+        if count > 0 {
+            out.put_i32(count);
+            out.put_i32(1); // lower bound
+        }
+        for cell in self.0 {
+            match cell {
+                None => out.put_i32(-1),
+                Some(text) => {
+                    out.put_i32(len(text.len())?);
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(ty.kind(), Kind::Array(member) if *member == Type::TEXT)
     }
 
     to_sql_checked!();
@@ -350,6 +388,24 @@ fn decode_array(element: &Type, raw: &[u8]) -> Result<Value, BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_arrays_go_as_lengths_and_bytes() {
+        let cells: Vec<Cell> = vec![Some("ab".into()), None, Some("".into())];
+        let mut out = BytesMut::new();
+        TextArray(&cells).to_sql(&Type::TEXT_ARRAY, &mut out).expect("encodes");
+        let words = |b: &[u8]| {
+            b.chunks(4)
+                .map(|c| i32::from_be_bytes(c.try_into().expect("4 bytes")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(words(&out[..20]), [1, 1, 25, 3, 1], "one dimension, has NULL, text, 3 from 1");
+        assert_eq!(&out[20..], b"\0\0\0\x02ab\xff\xff\xff\xff\0\0\0\0");
+        let mut empty = BytesMut::new();
+        TextArray(&[]).to_sql(&Type::TEXT_ARRAY, &mut empty).expect("encodes");
+        assert_eq!(words(&empty), [0, 0, 25], "no dimensions");
+        assert!(TextArray::accepts(&Type::TEXT_ARRAY) && !TextArray::accepts(&Type::INT8_ARRAY));
+    }
 
     fn numeric(ndigits: i16, weight: i16, sign: u16, dscale: i16, digits: &[i16]) -> Vec<u8> {
         let mut raw = Vec::new();
