@@ -5,7 +5,8 @@
 #   bash benches/mylogical.sh [ROWS]        (default 300000)
 #
 # BENCH_FLAGS adds flags to replicator (e.g. BENCH_FLAGS="--flushSize 5000"); BENCH_WRAP
-# prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --").
+# prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"); BENCH_LOG
+# names a file to keep replicator's log in.
 #
 # The source is the local MariaDB on 3306, the target the local PostgreSQL on 5432
 # (tests/databases.sh provisions both). ROWS rows of mixed types are written in 1,000-row
@@ -25,7 +26,7 @@ pg() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U p
 cargo build --release --locked --quiet
 bin=target/release/replicator
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -z "${BENCH_LOG:-}" ] || cp "$work/replicator.log" "$BENCH_LOG"; rm -rf "$work"' EXIT
 
 my -e "DROP DATABASE IF EXISTS bench_my; CREATE DATABASE bench_my"
 my bench_my -e "CREATE TABLE bench (id BIGINT PRIMARY KEY, n INT, amount DECIMAL(12,2), name VARCHAR(80),
@@ -33,6 +34,9 @@ my bench_my -e "CREATE TABLE bench (id BIGINT PRIMARY KEY, n INT, amount DECIMAL
 pg -d postgres -c "DROP DATABASE IF EXISTS bench_my_tgt WITH (FORCE)" -c "CREATE DATABASE bench_my_tgt"
 pg -d bench_my_tgt -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, amount numeric(12,2), name text,
   at timestamp(6), ok smallint, ref text, f double precision, flags smallint)"
+# A fresh binlog file: the server finds the start position without reading through what
+# earlier runs left in the current one.
+my -e "FLUSH BINARY LOGS"
 position=$(my -e "SELECT @@gtid_binlog_pos")
 
 echo "writing $rows rows in $((rows / 1000)) transactions of 1,000"

@@ -94,6 +94,37 @@ async fn transactions_coalesce_up_to_the_flush_size_and_are_never_split() {
 }
 
 #[tokio::test]
+async fn batches_ready_behind_the_one_being_written_are_planned_ahead() {
+    let input = feed((1..=12).map(|n| tx(n, 1 + n as usize % 3)).collect()).await;
+    let mut target =
+        FaultyTarget { plan_ahead: true, transient_failures: 1, ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    let progress =
+        run_immediate(&config(4, 50, 3), input, &mut target, &mut checkpoints).await.expect("run");
+    let applied: Vec<String> =
+        target.committed.iter().flatten().map(|m| m.row["id"].to_string()).collect();
+    let expected: Vec<String> =
+        (1..=12u64).flat_map(|n| (0..1 + n % 3).map(move |i| (n * 1000 + i).to_string())).collect();
+    assert_eq!(applied, expected, "every row once, in source order");
+    assert_eq!(progress.transactions, 12);
+    assert_eq!(
+        lsns(&checkpoints.saved).last(),
+        Some(&12),
+        "checkpoints follow the commits: {:?}",
+        checkpoints.saved
+    );
+    assert!(lsns(&checkpoints.saved).windows(2).all(|w| w[0] < w[1]));
+    // The first batch is gathered while nothing is being written, and the one retried after
+    // the transient failure is planned again in `apply`; the rest came with their plans.
+    assert!(
+        target.planned >= target.committed.len() - 2 && target.planned > 0,
+        "{} of {} batches planned ahead",
+        target.planned,
+        target.committed.len()
+    );
+}
+
+#[tokio::test]
 async fn the_flush_period_bounds_how_long_a_transaction_waits() {
     let (sender, receiver) = mpsc::channel(8);
     let run = tokio::spawn(async move {

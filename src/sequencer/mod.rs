@@ -11,6 +11,7 @@
 //! checkpoint where the last commit left it, so a restart resumes from there.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -30,7 +31,31 @@ pub trait Target: Send {
         &mut self,
         transactions: &[SourceTransaction],
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
+
+    /// Plans batches ahead of their turn: the sequencer runs it on another thread while the
+    /// batch before is written, and hands the result to [`Target::apply_planned`]. `None` (the
+    /// default): this target plans in `apply`.
+    fn planner(&self) -> Option<Planner> {
+        None
+    }
+
+    /// Like [`Target::apply`], with what the planner made of `transactions` (`None` when it
+    /// could not plan them: `apply` then plans, and re-reads the schema if it must).
+    fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send {
+        let _ = planned;
+        self.apply(transactions)
+    }
 }
+
+/// A batch planned ahead, for the target that planned it.
+pub type Planned = Box<dyn std::any::Any + Send>;
+
+/// Plans a batch ahead of its turn (see [`Target::planner`]).
+pub type Planner = Arc<dyn Fn(&[SourceTransaction]) -> Option<Planned> + Send + Sync>;
 
 /// Where committed positions go.
 pub trait Checkpoints: Send {
@@ -97,6 +122,10 @@ pub struct Progress {
 
 /// Applies source transactions from `input` until it closes (then returns the progress) or a
 /// batch fails.
+///
+/// When the target plans ahead ([`Target::planner`]), whatever the source has ready when a
+/// batch starts to be written becomes the next batch at once, and is planned on a blocking
+/// thread meanwhile; a written batch is also freed there, off the apply path.
 pub async fn run_immediate<T: Target, C: Checkpoints>(
     config: &SequencerConfig,
     mut input: mpsc::Receiver<SourceTransaction>,
@@ -106,47 +135,108 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
     let mut progress = Progress::default();
     let mut pending: Option<SourceTransaction> = None;
     let mut report = Report::new();
+    let planner = target.planner();
+    let mut ahead: Option<Ahead> = None;
     loop {
-        let first = match pending.take() {
-            Some(tx) => tx,
-            None => match input.recv().await {
-                Some(tx) => tx,
+        let Ahead { batch, rows, plan } = match ahead.take() {
+            Some(next) => next,
+            None => match gather(config, &mut input, &mut pending).await {
+                Some((batch, rows)) => Ahead { batch: Arc::new(batch), rows, plan: None },
                 None => return Ok(progress),
             },
         };
-        let deadline = Instant::now() + config.flush_period;
-        let mut batch = vec![first];
-        let mut rows = batch[0].mutations.len();
-        // Coalesce what arrives before the flush period ends, up to the flush size.
-        while rows < config.flush_size {
-            let next = match input.try_recv() {
-                Ok(tx) => Some(tx),
-                // Waiting past the deadline (an elapsed timeout) ends the batch.
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, input.recv()).await.unwrap_or_default()
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-            };
-            let Some(next) = next else { break };
-            if rows + next.mutations.len() > config.flush_size {
-                pending = Some(next);
-                break;
-            }
-            rows += next.mutations.len();
-            batch.push(next);
+        if let Some(planner) = &planner {
+            ahead = gather_ready(config, &mut input, &mut pending).map(|(next, rows)| {
+                let next = Arc::new(next);
+                let (planner, planning) = (planner.clone(), next.clone());
+                let plan = tokio::task::spawn_blocking(move || planner(&planning));
+                Ahead { batch: next, rows, plan: Some(plan) }
+            });
         }
+        let planned = match plan {
+            Some(plan) => plan.await.ok().flatten(),
+            None => None,
+        };
+        let (ahead_now, planned_ahead) = (ahead.is_some(), planned.is_some());
         let last = batch.last().expect("a batch has one transaction at least").position.clone();
-        apply_with_retries(&config.retry, target, &batch, &last.to_string()).await?;
+        apply_with_retries(&config.retry, target, &batch, planned, &last.to_string()).await?;
         progress.commits += 1;
         progress.transactions += batch.len() as u64;
         progress.mutations += rows as u64;
-        tracing::debug!(position = %last, transactions = batch.len(), rows, "committed");
+        tracing::debug!(position = %last, transactions = batch.len(), rows, planned_ahead, next_ready = ahead_now, "committed");
         let commit_nanos = batch.last().map_or(0, |tx| tx.commit_nanos);
         report.committed(rows, &last, commit_nanos);
         checkpoints.save(Committed::after_commit(last.clone())).await.map_err(|message| {
             SequencerError::Checkpoint { position: last.to_string(), message }
         })?;
+        if planner.is_some() {
+            // Freeing a batch's rows costs as much as planning them.
+            tokio::task::spawn_blocking(move || drop(batch));
+        }
     }
+}
+
+/// The next batch, and its plan when one is being made.
+struct Ahead {
+    batch: Arc<Vec<SourceTransaction>>,
+    rows: usize,
+    plan: Option<tokio::task::JoinHandle<Option<Planned>>>,
+}
+
+/// Waits for a transaction, then coalesces what arrives before `--flushPeriod` ends, up to
+/// `--flushSize` rows (a larger transaction goes alone; one that would overflow the batch
+/// waits in `pending` for the next). `None` once the input is closed and drained.
+async fn gather(
+    config: &SequencerConfig,
+    input: &mut mpsc::Receiver<SourceTransaction>,
+    pending: &mut Option<SourceTransaction>,
+) -> Option<(Vec<SourceTransaction>, usize)> {
+    let first = match pending.take() {
+        Some(tx) => tx,
+        None => input.recv().await?,
+    };
+    let deadline = Instant::now() + config.flush_period;
+    let mut rows = first.mutations.len();
+    let mut batch = vec![first];
+    while rows < config.flush_size {
+        let next = match input.try_recv() {
+            Ok(tx) => Some(tx),
+            // Waiting past the deadline (an elapsed timeout) ends the batch.
+            Err(mpsc::error::TryRecvError::Empty) => {
+                tokio::time::timeout_at(deadline, input.recv()).await.unwrap_or_default()
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        let Some(next) = next else { break };
+        if rows + next.mutations.len() > config.flush_size {
+            *pending = Some(next);
+            break;
+        }
+        rows += next.mutations.len();
+        batch.push(next);
+    }
+    Some((batch, rows))
+}
+
+/// Like [`gather`], without waiting: what the source has ready now (`None` if nothing is).
+fn gather_ready(
+    config: &SequencerConfig,
+    input: &mut mpsc::Receiver<SourceTransaction>,
+    pending: &mut Option<SourceTransaction>,
+) -> Option<(Vec<SourceTransaction>, usize)> {
+    let first = pending.take().or_else(|| input.try_recv().ok())?;
+    let mut rows = first.mutations.len();
+    let mut batch = vec![first];
+    while rows < config.flush_size {
+        let Ok(next) = input.try_recv() else { break };
+        if rows + next.mutations.len() > config.flush_size {
+            *pending = Some(next);
+            break;
+        }
+        rows += next.mutations.len();
+        batch.push(next);
+    }
+    Some((batch, rows))
 }
 
 /// Progress lines at info level every few seconds while rows flow: rows/s, lag, position.
@@ -192,11 +282,17 @@ async fn apply_with_retries<T: Target>(
     retry: &RetryConfig,
     target: &mut T,
     batch: &[SourceTransaction],
+    mut planned: Option<Planned>,
     position: &str,
 ) -> Result<(), SequencerError> {
     let mut attempt: u32 = 0;
     loop {
-        match target.apply(batch).await {
+        // A plan made ahead serves the first attempt; retries plan again.
+        let outcome = match planned.take() {
+            Some(plan) => target.apply_planned(batch, Some(plan)).await,
+            None => target.apply(batch).await,
+        };
+        match outcome {
             Ok(()) => return Ok(()),
             Err(e) if e.transient && attempt < retry.max_retries => {
                 let delay: Duration = retry.backoff(attempt);

@@ -11,11 +11,11 @@ use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
 use super::script_stage::table_level;
-use super::{Target, TargetError};
+use super::{Planned, Planner, Target, TargetError};
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
 use crate::target::postgres::PgScriptHost;
 use crate::target::postgres::apply::{
-    ApplyError, Dialect, StatementCache, execute, execute_transaction, plan,
+    ApplyError, Dialect, StatementCache, Wire, execute, execute_transaction, plan, render,
 };
 use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
@@ -30,6 +30,8 @@ pub struct PgTarget {
     database: String,
     schema_name: String,
     schema: Arc<Schema>,
+    /// The schema the planner plans with (the same as `schema`).
+    shared_schema: Arc<std::sync::Mutex<Arc<Schema>>>,
     dialect: Dialect,
     collapse: bool,
     script: Option<(Arc<ScriptPool>, String, SourceTag)>,
@@ -48,11 +50,13 @@ impl PgTarget {
     ) -> Result<Self, tokio_postgres::Error> {
         let info = introspect(&client, schema).await?;
         let database: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
+        let info = Arc::new(info);
         Ok(Self {
             client: Arc::new(client),
             database,
             schema_name: schema.to_owned(),
-            schema: Arc::new(info),
+            shared_schema: Arc::new(std::sync::Mutex::new(info.clone())),
+            schema: info,
             dialect,
             collapse,
             script: None,
@@ -83,8 +87,34 @@ impl PgTarget {
 
     async fn refresh(&mut self) -> Result<(), tokio_postgres::Error> {
         self.schema = Arc::new(introspect(&*self.client, &self.schema_name).await?);
+        if let Ok(mut shared) = self.shared_schema.lock() {
+            *shared = self.schema.clone();
+        }
         self.refreshed_at = std::time::Instant::now();
         self.cache.clear();
+        Ok(())
+    }
+
+    async fn refresh_if_due(&mut self) -> Result<(), TargetError> {
+        if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
+            self.refresh()
+                .await
+                .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+        }
+        Ok(())
+    }
+
+    /// Writes rendered statements in one transaction; `mutations` are what they were planned
+    /// from, to name a failing row.
+    async fn write(&mut self, wires: &[Wire], mutations: &[&Mutation]) -> Result<(), TargetError> {
+        if let Err(e) = execute_transaction(&self.client, &mut self.cache, wires).await {
+            self.count_error(&e);
+            return Err(self.with_failing_row(classify(e), mutations).await);
+        }
+        let metrics = crate::metrics::global();
+        for w in wires {
+            metrics.count_applied(&self.schema_name, &w.table, w.op, w.rows);
+        }
         Ok(())
     }
 
@@ -238,13 +268,48 @@ impl PgTarget {
     }
 }
 
+/// A batch planned ahead: its statements in wire form, and the schema they were planned on.
+struct PrePlanned {
+    schema: Arc<Schema>,
+    wires: Vec<Wire>,
+}
+
 impl Target for PgTarget {
-    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
-        if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
-            self.refresh()
-                .await
-                .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+    /// Plans ahead unless a userscript is loaded (its table-level handlers run in `apply`).
+    fn planner(&self) -> Option<Planner> {
+        if self.script.is_some() {
+            return None;
         }
+        let (shared, collapse, dialect) = (self.shared_schema.clone(), self.collapse, self.dialect);
+        Some(Arc::new(move |transactions: &[SourceTransaction]| {
+            let schema = shared.lock().ok()?.clone();
+            let mutations = transactions.iter().flat_map(|t| &t.mutations);
+            // A name the schema lacks is left to `apply`, which re-reads the schema.
+            let statements = plan(&schema, mutations, collapse, dialect).ok()?;
+            let wires = render(&statements).ok()?;
+            Some(Box::new(PrePlanned { schema, wires }) as Planned)
+        }))
+    }
+
+    async fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+    ) -> Result<(), TargetError> {
+        self.refresh_if_due().await?;
+        let planned = planned.and_then(|p| p.downcast::<PrePlanned>().ok());
+        match planned {
+            Some(p) if self.script.is_none() && Arc::ptr_eq(&p.schema, &self.schema) => {
+                let mutations: Vec<&Mutation> =
+                    transactions.iter().flat_map(|t| &t.mutations).collect();
+                self.write(&p.wires, &mutations).await
+            }
+            _ => self.apply(transactions).await,
+        }
+    }
+
+    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        self.refresh_if_due().await?;
         // Planned from the transactions' own rows (no copies); a script's output is owned here.
         let scripted: Vec<Mutation>;
         let mutations: Vec<&Mutation> = match &self.script {
@@ -271,14 +336,8 @@ impl Target for PgTarget {
         let metrics = crate::metrics::global();
         if on_write.is_empty() {
             // The common case: one pipelined round trip for BEGIN, the statements and COMMIT.
-            if let Err(e) = execute_transaction(&self.client, &mut self.cache, &statements).await {
-                self.count_error(&e);
-                return Err(self.with_failing_row(classify(e), &rest).await);
-            }
-            for s in &statements {
-                metrics.count_applied(&self.schema_name, &s.table, s.op, s.rows);
-            }
-            return Ok(());
+            let wires = render(&statements).map_err(classify)?;
+            return self.write(&wires, &rest).await;
         }
         self.client.batch_execute("BEGIN").await.map_err(transient)?;
         let outcome: Result<(), TargetError> = async {

@@ -1,7 +1,7 @@
 //! Test doubles for the sequencer's boundaries: a target that fails on cue and an in-memory
 //! checkpoint store. Used by the crate's tests and by integration tests.
 
-use super::{Checkpoints, Target, TargetError};
+use super::{Checkpoints, Planned, Planner, Target, TargetError};
 use crate::staging::Committed;
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 
@@ -20,6 +20,10 @@ pub struct FaultyTarget {
     pub attempts: u32,
     /// How long each write takes.
     pub delay: std::time::Duration,
+    /// Offer a planner (its plan of a batch is the batch's row count).
+    pub plan_ahead: bool,
+    /// Writes that came with a plan made ahead (each checked against its batch).
+    pub planned: usize,
 }
 
 impl FaultyTarget {
@@ -30,6 +34,34 @@ impl FaultyTarget {
 }
 
 impl Target for FaultyTarget {
+    fn planner(&self) -> Option<Planner> {
+        self.plan_ahead.then(|| {
+            let planner: Planner = std::sync::Arc::new(|transactions: &[SourceTransaction]| {
+                let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();
+                Some(Box::new(rows) as Planned)
+            });
+            planner
+        })
+    }
+
+    async fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+    ) -> Result<(), TargetError> {
+        if let Some(plan) = planned {
+            let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();
+            if plan.downcast_ref::<usize>() != Some(&rows) {
+                return Err(TargetError {
+                    message: "a plan was handed to another batch".into(),
+                    transient: false,
+                });
+            }
+            self.planned += 1;
+        }
+        self.apply(transactions).await
+    }
+
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
         let mutations: Vec<Mutation> =
             transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();

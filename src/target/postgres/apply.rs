@@ -32,7 +32,7 @@ use tokio_postgres::types::ToSql;
 
 use std::borrow::Cow;
 
-use super::codec::{TextArray, array_literal};
+use super::codec::{EncodedTextArray, TextArray, array_literal, encode_text_array};
 use super::introspect::{Schema, Table};
 use super::quote_ident;
 pub use crate::target::batch::ApplyError;
@@ -324,20 +324,176 @@ impl StatementCache {
     }
 }
 
+/// A planned statement in the form it goes on the wire: it owns its bytes (one copy of each
+/// value), so a batch can be planned on another thread while the previous one is written.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    /// The target schema.
+    pub schema: String,
+    /// The target table.
+    pub table: String,
+    /// Upsert or delete.
+    pub op: Op,
+    /// The statement's SQL.
+    pub sql: String,
+    /// Rows it writes.
+    pub rows: usize,
+    /// `COPY … FROM STDIN` when the rows go in by COPY first.
+    pub copy_sql: Option<String>,
+    /// The rows.
+    pub data: WireData,
+}
+
+/// A [`Wire`] statement's rows.
+#[derive(Debug, Clone)]
+pub enum WireData {
+    /// One binary `text[]` per parameter.
+    Params(Vec<bytes::Bytes>),
+    /// The rows in COPY's text format (the parameters are read back from it if COPY fails).
+    Copy {
+        /// Tab-separated, newline-terminated rows.
+        text: bytes::Bytes,
+        /// Columns per row.
+        columns: usize,
+    },
+}
+
+/// Renders planned statements into their wire form: large upserts that COPY can load as COPY
+/// text, everything else as binary `text[]` parameters.
+pub fn render(statements: &[Statement<'_>]) -> Result<Vec<Wire>, ApplyError> {
+    statements
+        .iter()
+        .map(|s| {
+            let copy_sql =
+                s.copy.as_ref().filter(|_| s.rows >= COPY_MIN_ROWS).map(|c| c.copy_sql.clone());
+            let data = if copy_sql.is_some() {
+                WireData::Copy { text: copy_text(s), columns: s.params.len() }
+            } else {
+                WireData::Params(encode_params(&s.params).map_err(|e| ApplyError::Database {
+                    table: s.table.clone(),
+                    message: e.to_string(),
+                    code: None,
+                    transient: false,
+                    source: e,
+                })?)
+            };
+            Ok(Wire {
+                schema: s.schema.clone(),
+                table: s.table.clone(),
+                op: s.op,
+                sql: s.sql.clone(),
+                rows: s.rows,
+                copy_sql,
+                data,
+            })
+        })
+        .collect()
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn encode_params(params: &[Vec<Cell<'_>>]) -> Result<Vec<bytes::Bytes>, BoxError> {
+    params
+        .iter()
+        .map(|column| {
+            let size: usize = column.iter().map(|c| 4 + c.as_ref().map_or(0, |t| t.len())).sum();
+            let mut out = bytes::BytesMut::with_capacity(20 + size);
+            encode_text_array(column, &mut out)?;
+            Ok(out.freeze())
+        })
+        .collect()
+}
+
+/// The rows of an upsert (its column arrays) in COPY's text format.
+fn copy_text(s: &Statement<'_>) -> bytes::Bytes {
+    let size: usize =
+        s.params.iter().flatten().map(|c| 1 + c.as_ref().map_or(2, |t| t.len())).sum();
+    let mut buf = bytes::BytesMut::with_capacity(size + size / 16);
+    for r in 0..s.rows {
+        for (c, column) in s.params.iter().enumerate() {
+            if c > 0 {
+                buf.extend_from_slice(b"\t");
+            }
+            match column.get(r) {
+                Some(Some(text)) => copy_escape(text, &mut buf),
+                _ => buf.extend_from_slice(b"\\N"),
+            }
+        }
+        buf.extend_from_slice(b"\n");
+    }
+    buf.freeze()
+}
+
+/// The parameters of a statement rendered as COPY text, read back from that text (when COPY
+/// is resting or has failed and the upsert runs instead).
+fn params_from_copy(text: &[u8], columns: usize) -> Result<Vec<bytes::Bytes>, BoxError> {
+    let mut params: Vec<Vec<Cell<'static>>> = vec![Vec::new(); columns];
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        for (c, field) in line.split(|&b| b == b'\t').enumerate() {
+            let cell = (field != b"\\N").then(|| copy_unescape(field).into());
+            params.get_mut(c).ok_or("a COPY row has more fields than columns")?.push(cell);
+        }
+    }
+    encode_params(&params)
+}
+
+fn copy_unescape(field: &[u8]) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        out.push(match bytes.next() {
+            Some(b't') => b'\t',
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(&other) => other,
+            None => b'\\',
+        });
+    }
+    // The text was UTF-8 when it was escaped, and escapes are ASCII.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Wire {
+    fn params(&self) -> Result<Cow<'_, [bytes::Bytes]>, ApplyError> {
+        match &self.data {
+            WireData::Params(p) => Ok(Cow::Borrowed(p)),
+            WireData::Copy { text, columns } => {
+                params_from_copy(text, *columns).map(Cow::Owned).map_err(|e| ApplyError::Database {
+                    table: self.table.clone(),
+                    message: e.to_string(),
+                    code: None,
+                    transient: false,
+                    source: e,
+                })
+            }
+        }
+    }
+
+    fn count(&self, applied: &mut Applied) {
+        match self.op {
+            Op::Upsert => applied.upserts += self.rows,
+            Op::Delete => applied.deletes += self.rows,
+        }
+    }
+}
+
 /// Runs `statements` as one transaction — BEGIN, the statements, COMMIT — sent together
 /// (pipelined), so a batch costs one round trip once its statements are prepared. When a
 /// statement fails, the server ignores the rest and COMMIT rolls back; the statement's error
 /// is returned.
 ///
-/// Upserts of [`COPY_MIN_ROWS`] rows or more are first tried with COPY (see
-/// [`execute_with_copy`]); when that fails the transaction is rolled back and written again
-/// this way.
+/// Statements rendered as COPY text are first loaded with COPY (see [`execute_with_copy`]);
+/// when that fails the transaction is rolled back and written again this way.
 pub async fn execute_transaction(
     client: &tokio_postgres::Client,
     cache: &mut StatementCache,
-    statements: &[Statement<'_>],
+    statements: &[Wire],
 ) -> Result<Applied, ApplyError> {
-    if statements.iter().any(|s| s.copy.is_some() && s.rows >= COPY_MIN_ROWS) && cache.try_copy() {
+    if statements.iter().any(|s| s.copy_sql.is_some()) && cache.try_copy() {
         match execute_with_copy(client, cache, statements).await {
             Ok(applied) => {
                 cache.copy_worked();
@@ -354,10 +510,11 @@ pub async fn execute_transaction(
     for s in statements {
         cache.prepare(client, &s.sql, &s.table).await?;
     }
-    let params: Vec<Vec<TextArray>> =
-        statements.iter().map(|s| s.params.iter().map(|p| TextArray(p)).collect()).collect();
+    let params = statements.iter().map(Wire::params).collect::<Result<Vec<_>, _>>()?;
+    let encoded: Vec<Vec<EncodedTextArray>> =
+        params.iter().map(|p| p.iter().map(|b| EncodedTextArray(b)).collect()).collect();
     let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
-        params.iter().map(|p| p.iter().map(|p| p as &(dyn ToSql + Sync)).collect()).collect();
+        encoded.iter().map(|p| p.iter().map(|p| p as &(dyn ToSql + Sync)).collect()).collect();
     let _timer = statements.first().map(|s| {
         crate::metrics::global()
             .apply_duration_seconds
@@ -375,29 +532,25 @@ pub async fn execute_transaction(
     let mut applied = Applied::default();
     for (s, result) in statements.iter().zip(ran) {
         result.map_err(|e| database_error(&s.table, e))?;
-        applied.count(s);
+        s.count(&mut applied);
     }
     committed.map_err(|e| database_error(first, e))?;
     Ok(applied)
 }
 
-/// Like [`execute_transaction`], with each large upsert loaded by COPY instead: a backlog of
-/// new rows skips `ON CONFLICT`'s speculative insertion and the parameter parsing. COPY
-/// cannot update, so a row whose key is on the target already makes it fail (and the caller
-/// writes the batch again with upserts); nothing is checked beforehand, which would cost an
-/// index probe per row and a round trip. BEGIN goes out with the first statement, and each
-/// COPY's rows are rendered while the server answers its start.
+/// Like [`execute_transaction`], with the statements rendered as COPY text loaded by COPY: a
+/// backlog of new rows skips `ON CONFLICT`'s speculative insertion and the parameter parsing.
+/// COPY cannot update, so a row whose key is on the target already makes it fail (and the
+/// caller writes the batch again with upserts); nothing is checked beforehand, which would
+/// cost an index probe per row and a round trip. BEGIN goes out with the first statement and
+/// COMMIT right behind the last COPY's rows.
 async fn execute_with_copy(
     client: &tokio_postgres::Client,
     cache: &mut StatementCache,
-    statements: &[Statement<'_>],
+    statements: &[Wire],
 ) -> Result<Applied, ApplyError> {
-    fn copies<'s>(s: &'s Statement<'_>) -> Option<&'s CopyIn> {
-        s.copy.as_ref().filter(|_| s.rows >= COPY_MIN_ROWS)
-    }
     for s in statements {
-        let sql = copies(s).map_or(s.sql.as_str(), |c| c.copy_sql.as_str());
-        cache.prepare(client, sql, &s.table).await?;
+        cache.prepare(client, s.copy_sql.as_deref().unwrap_or(&s.sql), &s.table).await?;
     }
     let first = statements.first().map_or("", |s| s.table.as_str());
     let _timer = statements.first().map(|s| {
@@ -411,16 +564,20 @@ async fn execute_with_copy(
         let mut applied = Applied::default();
         for s in statements {
             let run = |e| database_error(&s.table, e);
-            match copies(s) {
-                Some(copy) => copy_rows(client, &prepared[&copy.copy_sql], s).await.map_err(run)?,
-                None => {
-                    let params: Vec<TextArray> = s.params.iter().map(|p| TextArray(p)).collect();
+            match (&s.copy_sql, &s.data) {
+                (Some(copy), WireData::Copy { text, .. }) => {
+                    copy_rows(client, &prepared[copy], text.clone()).await.map_err(run)?
+                }
+                _ => {
+                    let params = s.params()?;
+                    let encoded: Vec<EncodedTextArray> =
+                        params.iter().map(|b| EncodedTextArray(b)).collect();
                     let refs: Vec<&(dyn ToSql + Sync)> =
-                        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                        encoded.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                     client.execute(&prepared[&s.sql], &refs).await.map_err(run)?;
                 }
             }
-            applied.count(s);
+            s.count(&mut applied);
         }
         Ok::<_, ApplyError>(applied)
     };
@@ -438,32 +595,14 @@ async fn execute_with_copy(
     }
 }
 
-/// Sends an upsert's rows (its column arrays) as COPY text; the rows are rendered while the
-/// server answers the COPY's start.
+/// Sends rows in COPY text format through the prepared `COPY … FROM STDIN`.
 async fn copy_rows(
     client: &tokio_postgres::Client,
     copy: &tokio_postgres::Statement,
-    s: &Statement<'_>,
+    rows: bytes::Bytes,
 ) -> Result<(), tokio_postgres::Error> {
     use futures_util::SinkExt;
-    let render = async {
-        let mut buf = bytes::BytesMut::with_capacity(s.rows * 16 * s.params.len().max(1));
-        for r in 0..s.rows {
-            for (c, column) in s.params.iter().enumerate() {
-                if c > 0 {
-                    buf.extend_from_slice(b"\t");
-                }
-                match column.get(r) {
-                    Some(Some(text)) => copy_escape(text, &mut buf),
-                    _ => buf.extend_from_slice(b"\\N"),
-                }
-            }
-            buf.extend_from_slice(b"\n");
-        }
-        buf.freeze()
-    };
-    let (sink, rows) = tokio::join!(client.copy_in::<_, bytes::Bytes>(copy), render);
-    let sink = sink?;
+    let sink = client.copy_in::<_, bytes::Bytes>(copy).await?;
     futures_util::pin_mut!(sink);
     sink.send(rows).await?;
     sink.finish().await.map(|_| ())
@@ -640,6 +779,27 @@ mod tests {
         let mut out = bytes::BytesMut::new();
         copy_escape("a\tb\nc\rd\\e \"f\" é", &mut out);
         assert_eq!(&out[..], "a\\tb\\nc\\rd\\\\e \"f\" é".as_bytes());
+    }
+
+    #[test]
+    fn parameters_read_back_from_copy_text_are_the_cells() {
+        let cells: Vec<Vec<Cell>> = vec![
+            vec![Some("1".into()), Some("2".into()), Some("3".into())],
+            vec![Some("a\tb\\N\n".into()), None, Some("\\N".into())],
+            vec![Some("".into()), Some("\r\\".into()), None],
+        ];
+        let statement = Statement {
+            schema: "public".into(),
+            table: "t".into(),
+            op: Op::Upsert,
+            sql: String::new(),
+            params: cells.clone(),
+            rows: 3,
+            copy: None,
+        };
+        let text = copy_text(&statement);
+        let read_back = params_from_copy(&text, 3).expect("reads");
+        assert_eq!(read_back, encode_params(&cells).expect("encodes"));
     }
 
     #[test]

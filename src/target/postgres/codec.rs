@@ -53,30 +53,53 @@ pub struct TextArray<'c, 'a>(pub &'c [Cell<'a>]);
 
 impl ToSql for TextArray<'_, '_> {
     fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        use bytes::BufMut;
-        let len = |n: usize| i32::try_from(n).map_err(|_| "a text[] parameter exceeds 2 GiB");
-        let count = len(self.0.len())?;
-        out.put_i32(i32::from(count > 0)); // dimensions (an empty array has none)
-        out.put_i32(i32::from(self.0.iter().any(Option::is_none)));
-        out.put_u32(Type::TEXT.oid());
-        if count > 0 {
-            out.put_i32(count);
-            out.put_i32(1); // lower bound
-        }
-        for cell in self.0 {
-            match cell {
-                None => out.put_i32(-1),
-                Some(text) => {
-                    out.put_i32(len(text.len())?);
-                    out.extend_from_slice(text.as_bytes());
-                }
-            }
-        }
+        encode_text_array(self.0, out)?;
         Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
         matches!(ty.kind(), Kind::Array(member) if *member == Type::TEXT)
+    }
+
+    to_sql_checked!();
+}
+
+/// Writes `cells` as a binary one-dimensional `text[]` (what [`TextArray`] sends).
+pub fn encode_text_array(cells: &[Cell<'_>], out: &mut BytesMut) -> Result<(), BoxError> {
+    use bytes::BufMut;
+    let len = |n: usize| i32::try_from(n).map_err(|_| "a text[] parameter exceeds 2 GiB");
+    let count = len(cells.len())?;
+    out.put_i32(i32::from(count > 0)); // dimensions (an empty array has none)
+    out.put_i32(i32::from(cells.iter().any(Option::is_none)));
+    out.put_u32(Type::TEXT.oid());
+    if count > 0 {
+        out.put_i32(count);
+        out.put_i32(1); // lower bound
+    }
+    for cell in cells {
+        match cell {
+            None => out.put_i32(-1),
+            Some(text) => {
+                out.put_i32(len(text.len())?);
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `text[]` parameter encoded ahead by [`encode_text_array`].
+#[derive(Debug)]
+pub struct EncodedTextArray<'a>(pub &'a [u8]);
+
+impl ToSql for EncodedTextArray<'_> {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        TextArray::accepts(ty)
     }
 
     to_sql_checked!();
