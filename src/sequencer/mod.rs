@@ -9,6 +9,10 @@
 //! (invariant 1); a transient failure is retried with exponential backoff, and after
 //! `--maxRetries`, or on any other failure, the sequencer stops with the error and the
 //! checkpoint where the last commit left it, so a restart resumes from there.
+//!
+//! While a batch is written, the next one (what the source has ready by then) is planned on
+//! another thread when the target can plan ahead ([`Target::planner`]): the target's work and
+//! replicator's overlap, and commits still happen one after another, in order.
 
 use std::future::Future;
 use std::sync::Arc;
