@@ -543,7 +543,7 @@ pub async fn execute_transaction(
 /// COPY cannot update, so a row whose key is on the target already makes it fail (and the
 /// caller writes the batch again with upserts); nothing is checked beforehand, which would
 /// cost an index probe per row and a round trip. BEGIN goes out with the first statement and
-/// COMMIT right behind the last COPY's rows.
+/// COMMIT right behind the last statement.
 async fn execute_with_copy(
     client: &tokio_postgres::Client,
     cache: &mut StatementCache,
@@ -560,37 +560,52 @@ async fn execute_with_copy(
             .start_timer()
     });
     let prepared = &cache.prepared;
+    let run = |s| run_wire(client, prepared, s);
     let body = async {
         let mut applied = Applied::default();
-        for s in statements {
-            let run = |e| database_error(&s.table, e);
-            match (&s.copy_sql, &s.data) {
-                (Some(copy), WireData::Copy { text, .. }) => {
-                    copy_rows(client, &prepared[copy], text.clone()).await.map_err(run)?
-                }
-                _ => {
-                    let params = s.params()?;
-                    let encoded: Vec<EncodedTextArray> =
-                        params.iter().map(|b| EncodedTextArray(b)).collect();
-                    let refs: Vec<&(dyn ToSql + Sync)> =
-                        encoded.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                    client.execute(&prepared[&s.sql], &refs).await.map_err(run)?;
-                }
-            }
+        let Some((last, rest)) = statements.split_last() else { return Ok(applied) };
+        for s in rest {
+            run(s).await?;
             s.count(&mut applied);
         }
+        // COMMIT goes out right behind the last statement (the connection sends it once the
+        // COPY's rows are through). Should that statement fail, the server answers this COMMIT
+        // with a rollback, and the error below is what counts.
+        let (ran, committed) = tokio::join!(run(last), client.batch_execute("COMMIT"));
+        ran?;
+        committed.map_err(|e| database_error(first, e))?;
+        last.count(&mut applied);
         Ok::<_, ApplyError>(applied)
     };
     let (begun, ran) = tokio::join!(client.batch_execute("BEGIN"), body);
-    let outcome = begun.map_err(|e| database_error(first, e)).and(ran);
-    match outcome {
-        Ok(applied) => {
-            client.batch_execute("COMMIT").await.map_err(|e| database_error(first, e))?;
-            Ok(applied)
-        }
+    match begun.map_err(|e| database_error(first, e)).and(ran) {
+        Ok(applied) => Ok(applied),
         Err(e) => {
+            // Ends whatever is left open (nothing, if COMMIT already rolled back).
             let _ = client.batch_execute("ROLLBACK").await;
             Err(e)
+        }
+    }
+}
+
+/// Runs one statement of [`execute_with_copy`]: its COPY, or its upsert.
+async fn run_wire(
+    client: &tokio_postgres::Client,
+    prepared: &std::collections::HashMap<String, tokio_postgres::Statement>,
+    s: &Wire,
+) -> Result<(), ApplyError> {
+    let failed = |e| database_error(&s.table, e);
+    match (&s.copy_sql, &s.data) {
+        (Some(copy), WireData::Copy { text, .. }) => {
+            copy_rows(client, &prepared[copy], text.clone()).await.map_err(failed)
+        }
+        _ => {
+            let params = s.params()?;
+            let encoded: Vec<EncodedTextArray> =
+                params.iter().map(|b| EncodedTextArray(b)).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                encoded.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            client.execute(&prepared[&s.sql], &refs).await.map(|_| ()).map_err(failed)
         }
     }
 }
