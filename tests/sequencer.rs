@@ -125,6 +125,47 @@ async fn batches_ready_behind_the_one_being_written_are_planned_ahead() {
 }
 
 #[tokio::test]
+async fn a_commit_that_fails_takes_the_batch_sent_behind_it_down_too() {
+    // The next batch goes out with the COMMIT of the one before; it must not commit when
+    // that COMMIT fails. A deferred unique constraint fails only at COMMIT.
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE t (id int8 PRIMARY KEY, v text UNIQUE DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .await
+        .expect("schema");
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    let mut checkpoints = MemoryCheckpoints::default();
+    // tx(n, rows) gives all its rows v = "tx{n}": transaction 4 breaks the constraint.
+    let txs = vec![tx(1, 1), tx(2, 1), tx(3, 1), tx(4, 2), tx(5, 1), tx(6, 1)];
+    let err = run_immediate(&config(1, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
+        .await
+        .expect_err("the deferred constraint fails at COMMIT");
+    assert!(err.to_string().contains("up to 0/4"), "{err}");
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert_eq!(lsns(&checkpoints.saved), [1, 2, 3]);
+    let ids: Vec<i64> = admin
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1000, 2000, 3000], "nothing after the failed commit");
+    drop(target);
+    // The rest applies once the offending transaction is out of the way.
+    let rest = feed(vec![tx(5, 1), tx(6, 1)]).await;
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    run_immediate(&config(1, 20, 0), rest, &mut target, &mut checkpoints).await.expect("run");
+    let count: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("n").get(0);
+    assert_eq!(count, 5);
+}
+
+#[tokio::test]
 async fn the_flush_period_bounds_how_long_a_transaction_waits() {
     let (sender, receiver) = mpsc::channel(8);
     let run = tokio::spawn(async move {

@@ -11,8 +11,11 @@
 //! checkpoint where the last commit left it, so a restart resumes from there.
 //!
 //! While a batch is written, the next one (what the source has ready by then) is planned on
-//! another thread when the target can plan ahead ([`Target::planner`]): the target's work and
-//! replicator's overlap, and commits still happen one after another, in order.
+//! another thread when the target can plan ahead ([`Target::planner`]), and the target may send
+//! it right behind the current batch's COMMIT ([`Upcoming`]): the target's work and
+//! replicator's overlap. Commits still happen one after another, in order: a batch sent ahead
+//! commits only in its own turn, after the one before committed, and is rolled back if that
+//! COMMIT fails.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,14 +48,48 @@ pub trait Target: Send {
 
     /// Like [`Target::apply`], with what the planner made of `transactions` (`None` when it
     /// could not plan them: `apply` then plans, and re-reads the schema if it must).
+    /// `upcoming` is the batch after this one: a target may start writing it before it
+    /// returns (taking its plan), as long as it commits it only in its own `apply_planned`,
+    /// after this batch committed.
     fn apply_planned(
         &mut self,
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
+        upcoming: Option<Upcoming<'_>>,
     ) -> impl Future<Output = Result<(), TargetError>> + Send {
-        let _ = planned;
+        let _ = (planned, upcoming);
         self.apply(transactions)
     }
+}
+
+/// The batch after the one being applied, and its plan if it is ready.
+pub struct Upcoming<'a> {
+    /// Its transactions.
+    pub transactions: &'a [SourceTransaction],
+    plan: &'a mut PlanSlot,
+}
+
+impl Upcoming<'_> {
+    /// Its plan, once made (then it is the taker's; `None` if it could not be planned ahead).
+    pub async fn take_plan(&mut self) -> Option<Planned> {
+        match std::mem::replace(self.plan, PlanSlot::Taken) {
+            PlanSlot::Planning(handle) => handle.await.ok().flatten(),
+            other => {
+                *self.plan = other;
+                None
+            }
+        }
+    }
+}
+
+/// Where a planned-ahead batch's plan is.
+enum PlanSlot {
+    /// Nobody plans it ahead.
+    None,
+    /// Being made on a blocking thread.
+    Planning(tokio::task::JoinHandle<Option<Planned>>),
+    /// Taken by the target while it wrote the batch before.
+    Taken,
 }
 
 /// A batch planned ahead, for the target that planned it.
@@ -145,7 +182,7 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
         let Ahead { batch, rows, plan } = match ahead.take() {
             Some(next) => next,
             None => match gather(config, &mut input, &mut pending).await {
-                Some((batch, rows)) => Ahead { batch: Arc::new(batch), rows, plan: None },
+                Some((batch, rows)) => Ahead { batch: Arc::new(batch), rows, plan: PlanSlot::None },
                 None => return Ok(progress),
             },
         };
@@ -154,16 +191,21 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
                 let next = Arc::new(next);
                 let (planner, planning) = (planner.clone(), next.clone());
                 let plan = tokio::task::spawn_blocking(move || planner(&planning));
-                Ahead { batch: next, rows, plan: Some(plan) }
+                Ahead { batch: next, rows, plan: PlanSlot::Planning(plan) }
             });
         }
-        let planned = match plan {
-            Some(plan) => plan.await.ok().flatten(),
-            None => None,
+        let (planned, started) = match plan {
+            PlanSlot::Planning(plan) => (plan.await.ok().flatten(), false),
+            PlanSlot::Taken => (None, true),
+            PlanSlot::None => (None, false),
         };
-        let (ahead_now, planned_ahead) = (ahead.is_some(), planned.is_some());
+        let (ahead_now, planned_ahead) = (ahead.is_some(), planned.is_some() || started);
+        let upcoming = ahead
+            .as_mut()
+            .map(|a| Upcoming { transactions: a.batch.as_slice(), plan: &mut a.plan });
         let last = batch.last().expect("a batch has one transaction at least").position.clone();
-        apply_with_retries(&config.retry, target, &batch, planned, &last.to_string()).await?;
+        let position = last.to_string();
+        apply_with_retries(&config.retry, target, &batch, planned, upcoming, &position).await?;
         progress.commits += 1;
         progress.transactions += batch.len() as u64;
         progress.mutations += rows as u64;
@@ -184,7 +226,7 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
 struct Ahead {
     batch: Arc<Vec<SourceTransaction>>,
     rows: usize,
-    plan: Option<tokio::task::JoinHandle<Option<Planned>>>,
+    plan: PlanSlot,
 }
 
 /// Waits for a transaction, then coalesces what arrives before `--flushPeriod` ends, up to
@@ -287,15 +329,17 @@ async fn apply_with_retries<T: Target>(
     target: &mut T,
     batch: &[SourceTransaction],
     mut planned: Option<Planned>,
+    mut upcoming: Option<Upcoming<'_>>,
     position: &str,
 ) -> Result<(), SequencerError> {
     let mut attempt: u32 = 0;
     loop {
-        // A plan made ahead serves the first attempt; retries plan again.
-        let outcome = match planned.take() {
-            Some(plan) => target.apply_planned(batch, Some(plan)).await,
-            None => target.apply(batch).await,
-        };
+        // A plan made ahead serves the first attempt; retries plan again. Every attempt goes
+        // through `apply_planned`: the target may have started this batch already.
+        let next = upcoming
+            .as_mut()
+            .map(|u| Upcoming { transactions: u.transactions, plan: &mut *u.plan });
+        let outcome = target.apply_planned(batch, planned.take(), next).await;
         match outcome {
             Ok(()) => return Ok(()),
             Err(e) if e.transient && attempt < retry.max_retries => {

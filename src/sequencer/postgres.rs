@@ -11,14 +11,15 @@ use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
 use super::script_stage::table_level;
-use super::{Planned, Planner, Target, TargetError};
+use super::{Planned, Planner, Target, TargetError, Upcoming};
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
 use crate::target::postgres::PgScriptHost;
 use crate::target::postgres::apply::{
-    ApplyError, Dialect, StatementCache, Wire, execute, execute_transaction, plan, render,
+    ApplyError, Dialect, Started, StartedError, StatementCache, Wire, execute, execute_transaction,
+    plan, render, start,
 };
 use crate::target::postgres::introspect::{Schema, introspect};
-use crate::types::mutation::{Mutation, Op, SourceTransaction};
+use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
 use crate::types::{Row, Value};
 
 /// Operations for tables with an `onWrite`: (registered name, target table, operations).
@@ -38,6 +39,18 @@ pub struct PgTarget {
     refresh_every: Option<std::time::Duration>,
     refreshed_at: std::time::Instant,
     cache: StatementCache,
+    /// The next batch, sent while the one before committed; committed in its own turn.
+    in_flight: Option<InFlight>,
+}
+
+/// A batch whose BEGIN and statements are on the connection, uncommitted.
+struct InFlight {
+    /// The position of its last transaction (which batch it is).
+    position: Position,
+    /// The schema it was planned on.
+    schema: Arc<Schema>,
+    wires: Arc<Vec<Wire>>,
+    started: Started,
 }
 
 impl PgTarget {
@@ -63,6 +76,7 @@ impl PgTarget {
             refresh_every: None,
             refreshed_at: std::time::Instant::now(),
             cache: StatementCache::default(),
+            in_flight: None,
         })
     }
 
@@ -108,14 +122,24 @@ impl PgTarget {
     /// from, to name a failing row.
     async fn write(&mut self, wires: &[Wire], mutations: &[&Mutation]) -> Result<(), TargetError> {
         if let Err(e) = execute_transaction(&self.client, &mut self.cache, wires).await {
-            self.count_error(&e);
-            return Err(self.with_failing_row(classify(e), mutations).await);
+            return Err(self.failed(e, mutations).await);
         }
+        self.count_written(wires);
+        Ok(())
+    }
+
+    /// A failed write, counted, with the first failing row when it is a data error.
+    async fn failed(&self, e: ApplyError, mutations: &[&Mutation]) -> TargetError {
+        self.count_error(&e);
+        self.with_failing_row(classify(e), mutations).await
+    }
+
+    /// Counts committed rows.
+    fn count_written(&self, wires: &[Wire]) {
         let metrics = crate::metrics::global();
         for w in wires {
             metrics.count_applied(&self.schema_name, &w.table, w.op, w.rows);
         }
-        Ok(())
     }
 
     async fn plan<'a>(
@@ -271,7 +295,104 @@ impl PgTarget {
 /// A batch planned ahead: its statements in wire form, and the schema they were planned on.
 struct PrePlanned {
     schema: Arc<Schema>,
-    wires: Vec<Wire>,
+    wires: Arc<Vec<Wire>>,
+}
+
+impl PgTarget {
+    /// Rolls back a batch started ahead that will not be committed.
+    async fn abandon(&mut self, in_flight: InFlight) {
+        let _ = in_flight.started.outcome(&mut self.cache).await;
+        let _ = self.client.batch_execute("ROLLBACK").await;
+    }
+
+    /// Writes a batch planned ahead. With the next batch planned too, this one's COMMIT and
+    /// the next one's BEGIN and statements go out together; the next stays uncommitted until
+    /// its own turn (so a failed COMMIT here still stops everything after it).
+    async fn write_ahead(
+        &mut self,
+        wires: Arc<Vec<Wire>>,
+        mutations: &[&Mutation],
+        upcoming: Option<Upcoming<'_>>,
+    ) -> Result<(), TargetError> {
+        let Some(upcoming) = upcoming else { return self.write(&wires, mutations).await };
+        let started = match start(&self.client, &mut self.cache, wires.clone()).await {
+            Ok(started) => started,
+            Err(e) => {
+                self.count_error(&e);
+                return Err(classify(e));
+            }
+        };
+        self.finish(started, wires, mutations, Some(upcoming)).await
+    }
+
+    /// Waits for a started batch's statements, then commits it (starting the next one).
+    async fn finish(
+        &mut self,
+        started: Started,
+        wires: Arc<Vec<Wire>>,
+        mutations: &[&Mutation],
+        upcoming: Option<Upcoming<'_>>,
+    ) -> Result<(), TargetError> {
+        match started.outcome(&mut self.cache).await {
+            Ok(()) => self.commit_and_start(&wires, mutations, upcoming).await,
+            Err(StartedError::CopyRefused(e)) => {
+                tracing::debug!(error = %e, "COPY refused the batch (keys already on the target?); writing it with upserts");
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                self.write(&wires, mutations).await
+            }
+            Err(StartedError::Failed(e)) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                Err(self.failed(e, mutations).await)
+            }
+        }
+    }
+
+    /// Sends COMMIT, and right behind it the next batch when its plan is ready, then waits for
+    /// the COMMIT's answer.
+    async fn commit_and_start(
+        &mut self,
+        wires: &[Wire],
+        mutations: &[&Mutation],
+        upcoming: Option<Upcoming<'_>>,
+    ) -> Result<(), TargetError> {
+        use std::future::Future as _;
+        let first = wires.first().map_or("", |w| w.table.as_str()).to_owned();
+        let client = self.client.clone();
+        let mut commit = std::pin::pin!(client.batch_execute("COMMIT"));
+        // The first poll puts COMMIT on the connection, ahead of the next batch's BEGIN.
+        let early =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(commit.as_mut().poll(cx))).await;
+        let mut next = None;
+        if let Some(mut u) = upcoming
+            && let Some(last) = u.transactions.last()
+        {
+            let position = last.position.clone();
+            // Planned while this batch was written: usually ready by now.
+            if let Some(plan) = u.take_plan().await.and_then(|p| p.downcast::<PrePlanned>().ok()) {
+                next = Some((position, plan));
+            }
+        }
+        if let Some((position, plan)) = next.filter(|(_, p)| Arc::ptr_eq(&p.schema, &self.schema)) {
+            // Not started (a statement could not be prepared): it is written in its turn.
+            if let Ok(started) = start(&self.client, &mut self.cache, plan.wires.clone()).await {
+                self.in_flight =
+                    Some(InFlight { position, schema: plan.schema, wires: plan.wires, started });
+            }
+        }
+        let committed = match early {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => commit.await,
+        };
+        if let Err(e) = committed {
+            if let Some(next) = self.in_flight.take() {
+                self.abandon(next).await;
+            }
+            let e = crate::target::postgres::apply::database_error(&first, e);
+            return Err(self.failed(e, mutations).await);
+        }
+        self.count_written(wires);
+        Ok(())
+    }
 }
 
 impl Target for PgTarget {
@@ -286,7 +407,7 @@ impl Target for PgTarget {
             let mutations = transactions.iter().flat_map(|t| &t.mutations);
             // A name the schema lacks is left to `apply`, which re-reads the schema.
             let statements = plan(&schema, mutations, collapse, dialect).ok()?;
-            let wires = render(&statements).ok()?;
+            let wires = Arc::new(render(&statements).ok()?);
             Some(Box::new(PrePlanned { schema, wires }) as Planned)
         }))
     }
@@ -295,14 +416,29 @@ impl Target for PgTarget {
         &mut self,
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
+        upcoming: Option<Upcoming<'_>>,
     ) -> Result<(), TargetError> {
+        let refresh_due =
+            self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every);
+        let position = transactions.last().map(|t| &t.position);
+        let mutations =
+            || -> Vec<&Mutation> { transactions.iter().flat_map(|t| &t.mutations).collect() };
+        if let Some(in_flight) = self.in_flight.take() {
+            if !refresh_due
+                && Some(&in_flight.position) == position
+                && Arc::ptr_eq(&in_flight.schema, &self.schema)
+            {
+                // This batch went out while the one before committed.
+                let InFlight { started, wires, .. } = in_flight;
+                return self.finish(started, wires, &mutations(), upcoming).await;
+            }
+            self.abandon(in_flight).await;
+        }
         self.refresh_if_due().await?;
         let planned = planned.and_then(|p| p.downcast::<PrePlanned>().ok());
         match planned {
             Some(p) if self.script.is_none() && Arc::ptr_eq(&p.schema, &self.schema) => {
-                let mutations: Vec<&Mutation> =
-                    transactions.iter().flat_map(|t| &t.mutations).collect();
-                self.write(&p.wires, &mutations).await
+                self.write_ahead(p.wires, &mutations(), upcoming).await
             }
             _ => self.apply(transactions).await,
         }

@@ -48,6 +48,7 @@ impl Target for FaultyTarget {
         &mut self,
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
+        _upcoming: Option<super::Upcoming<'_>>,
     ) -> Result<(), TargetError> {
         if let Some(plan) = planned {
             let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();

@@ -258,7 +258,8 @@ impl Applied {
     }
 }
 
-fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError {
+/// A driver error as an [`ApplyError`] for `table`, classified (transient or not).
+pub fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError {
     let code = source.code().map(|c| c.code().to_owned());
     let transient = code.as_deref().is_some_and(|c| {
         matches!(c, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
@@ -594,10 +595,22 @@ async fn run_wire(
     prepared: &std::collections::HashMap<String, tokio_postgres::Statement>,
     s: &Wire,
 ) -> Result<(), ApplyError> {
+    let sql = s.copy_sql.as_ref().unwrap_or(&s.sql);
+    run_prepared(client, &prepared[sql], s, s.copy_sql.is_some()).await
+}
+
+/// Runs `s` through `statement`: its COPY (`copy`, when it is rendered as COPY text and
+/// `statement` is its `COPY`), or its upsert.
+async fn run_prepared(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    s: &Wire,
+    copy: bool,
+) -> Result<(), ApplyError> {
     let failed = |e| database_error(&s.table, e);
-    match (&s.copy_sql, &s.data) {
-        (Some(copy), WireData::Copy { text, .. }) => {
-            copy_rows(client, &prepared[copy], text.clone()).await.map_err(failed)
+    match &s.data {
+        WireData::Copy { text, .. } if copy => {
+            copy_rows(client, statement, text.clone()).await.map_err(failed)
         }
         _ => {
             let params = s.params()?;
@@ -605,7 +618,87 @@ async fn run_wire(
                 params.iter().map(|b| EncodedTextArray(b)).collect();
             let refs: Vec<&(dyn ToSql + Sync)> =
                 encoded.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            client.execute(&prepared[&s.sql], &refs).await.map(|_| ()).map_err(failed)
+            client.execute(statement, &refs).await.map(|_| ()).map_err(failed)
+        }
+    }
+}
+
+/// A transaction whose BEGIN and statements are on their way (a task awaits their results);
+/// its COMMIT is the caller's to send. Made by [`start`] so that one batch can be sent while
+/// the batch before commits.
+#[derive(Debug)]
+pub struct Started {
+    task: tokio::task::JoinHandle<Result<(), ApplyError>>,
+    copy: bool,
+}
+
+/// How a [`Started`] transaction's statements fared.
+#[derive(Debug)]
+pub enum StartedError {
+    /// COPY refused the rows (a key is on the target already, most likely): roll back and
+    /// write the batch with upserts ([`execute_transaction`]; COPY is resting by then).
+    CopyRefused(ApplyError),
+    /// A statement failed: roll back and report.
+    Failed(ApplyError),
+}
+
+/// Sends BEGIN and `statements` (by COPY where rendered for it, unless COPY is resting)
+/// without waiting for them, and without COMMIT. Only preparing a statement not seen before
+/// waits, before anything is sent.
+pub async fn start(
+    client: &std::sync::Arc<tokio_postgres::Client>,
+    cache: &mut StatementCache,
+    statements: std::sync::Arc<Vec<Wire>>,
+) -> Result<Started, ApplyError> {
+    let copy = statements.iter().any(|s| s.copy_sql.is_some()) && cache.try_copy();
+    let mut prepared = Vec::with_capacity(statements.len());
+    for s in statements.iter() {
+        let sql = s.copy_sql.as_ref().filter(|_| copy).unwrap_or(&s.sql);
+        cache.prepare(client, sql, &s.table).await?;
+        prepared.push(cache.prepared[sql].clone());
+    }
+    let client = client.clone();
+    let task = tokio::spawn(async move {
+        let first = statements.first().map_or("", |s| s.table.as_str());
+        let body = async {
+            for (s, statement) in statements.iter().zip(&prepared) {
+                run_prepared(&client, statement, s, copy && s.copy_sql.is_some()).await?;
+            }
+            Ok(())
+        };
+        let (begun, ran) = tokio::join!(client.batch_execute("BEGIN"), body);
+        begun.map_err(|e| database_error(first, e)).and(ran)
+    });
+    Ok(Started { task, copy })
+}
+
+impl Started {
+    /// Waits for the statements' outcome (the transaction stays open).
+    pub async fn outcome(self, cache: &mut StatementCache) -> Result<(), StartedError> {
+        let result = match self.task.await {
+            Ok(result) => result,
+            Err(e) => {
+                return Err(StartedError::Failed(ApplyError::Database {
+                    table: String::new(),
+                    message: format!("the write task ended: {e}"),
+                    code: None,
+                    transient: true,
+                    source: Box::new(e),
+                }));
+            }
+        };
+        match result {
+            Ok(()) => {
+                if self.copy {
+                    cache.copy_worked();
+                }
+                Ok(())
+            }
+            Err(e) if self.copy && !e.is_transient() => {
+                cache.copy_failed();
+                Err(StartedError::CopyRefused(e))
+            }
+            Err(e) => Err(StartedError::Failed(e)),
         }
     }
 }
