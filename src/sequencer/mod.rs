@@ -181,13 +181,15 @@ pub async fn run_immediate<T: Target, C: Checkpoints>(
     loop {
         let Ahead { batch, rows, plan } = match ahead.take() {
             Some(next) => next,
-            None => match gather(config, &mut input, &mut pending).await {
+            None => match gather(config, &mut input, &mut pending, true).await {
                 Some((batch, rows)) => Ahead { batch: Arc::new(batch), rows, plan: PlanSlot::None },
                 None => return Ok(progress),
             },
         };
         if let Some(planner) = &planner {
-            ahead = gather_ready(config, &mut input, &mut pending).map(|(next, rows)| {
+            // What the source has ready now, without waiting.
+            let ready = gather(config, &mut input, &mut pending, false).await;
+            ahead = ready.map(|(next, rows)| {
                 let next = Arc::new(next);
                 let (planner, planning) = (planner.clone(), next.clone());
                 let plan = tokio::task::spawn_blocking(move || planner(&planning));
@@ -231,15 +233,18 @@ struct Ahead {
 
 /// Waits for a transaction, then coalesces what arrives before `--flushPeriod` ends, up to
 /// `--flushSize` rows (a larger transaction goes alone; one that would overflow the batch
-/// waits in `pending` for the next). `None` once the input is closed and drained.
+/// waits in `pending` for the next). Without `wait`, only what is there already (`None` if
+/// nothing is). `None` once the input is closed and drained.
 async fn gather(
     config: &SequencerConfig,
     input: &mut mpsc::Receiver<SourceTransaction>,
     pending: &mut Option<SourceTransaction>,
+    wait: bool,
 ) -> Option<(Vec<SourceTransaction>, usize)> {
     let first = match pending.take() {
         Some(tx) => tx,
-        None => input.recv().await?,
+        None if wait => input.recv().await?,
+        None => input.try_recv().ok()?,
     };
     let deadline = Instant::now() + config.flush_period;
     let mut rows = first.mutations.len();
@@ -248,33 +253,12 @@ async fn gather(
         let next = match input.try_recv() {
             Ok(tx) => Some(tx),
             // Waiting past the deadline (an elapsed timeout) ends the batch.
-            Err(mpsc::error::TryRecvError::Empty) => {
+            Err(mpsc::error::TryRecvError::Empty) if wait => {
                 tokio::time::timeout_at(deadline, input.recv()).await.unwrap_or_default()
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(_) => None,
         };
         let Some(next) = next else { break };
-        if rows + next.mutations.len() > config.flush_size {
-            *pending = Some(next);
-            break;
-        }
-        rows += next.mutations.len();
-        batch.push(next);
-    }
-    Some((batch, rows))
-}
-
-/// Like [`gather`], without waiting: what the source has ready now (`None` if nothing is).
-fn gather_ready(
-    config: &SequencerConfig,
-    input: &mut mpsc::Receiver<SourceTransaction>,
-    pending: &mut Option<SourceTransaction>,
-) -> Option<(Vec<SourceTransaction>, usize)> {
-    let first = pending.take().or_else(|| input.try_recv().ok())?;
-    let mut rows = first.mutations.len();
-    let mut batch = vec![first];
-    while rows < config.flush_size {
-        let Ok(next) = input.try_recv() else { break };
         if rows + next.mutations.len() > config.flush_size {
             *pending = Some(next);
             break;

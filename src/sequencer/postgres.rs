@@ -109,8 +109,13 @@ impl PgTarget {
         Ok(())
     }
 
+    /// `--schemaRefresh` has passed since the schema was read.
+    fn refresh_due(&self) -> bool {
+        self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every)
+    }
+
     async fn refresh_if_due(&mut self) -> Result<(), TargetError> {
-        if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
+        if self.refresh_due() {
             self.refresh()
                 .await
                 .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
@@ -120,7 +125,11 @@ impl PgTarget {
 
     /// Writes rendered statements in one transaction; `mutations` are what they were planned
     /// from, to name a failing row.
-    async fn write(&mut self, wires: &[Wire], mutations: &[&Mutation]) -> Result<(), TargetError> {
+    async fn write(
+        &mut self,
+        wires: &Arc<Vec<Wire>>,
+        mutations: &[&Mutation],
+    ) -> Result<(), TargetError> {
         if let Err(e) = execute_transaction(&self.client, &mut self.cache, wires).await {
             return Err(self.failed(e, mutations).await);
         }
@@ -315,7 +324,8 @@ impl PgTarget {
         upcoming: Option<Upcoming<'_>>,
     ) -> Result<(), TargetError> {
         let Some(upcoming) = upcoming else { return self.write(&wires, mutations).await };
-        let started = match start(&self.client, &mut self.cache, wires.clone()).await {
+        let copy = self.cache.use_copy(&wires);
+        let started = match start(&self.client, &mut self.cache, wires.clone(), copy).await {
             Ok(started) => started,
             Err(e) => {
                 self.count_error(&e);
@@ -374,7 +384,10 @@ impl PgTarget {
         }
         if let Some((position, plan)) = next.filter(|(_, p)| Arc::ptr_eq(&p.schema, &self.schema)) {
             // Not started (a statement could not be prepared): it is written in its turn.
-            if let Ok(started) = start(&self.client, &mut self.cache, plan.wires.clone()).await {
+            let copy = self.cache.use_copy(&plan.wires);
+            if let Ok(started) =
+                start(&self.client, &mut self.cache, plan.wires.clone(), copy).await
+            {
                 self.in_flight =
                     Some(InFlight { position, schema: plan.schema, wires: plan.wires, started });
             }
@@ -418,13 +431,11 @@ impl Target for PgTarget {
         planned: Option<Planned>,
         upcoming: Option<Upcoming<'_>>,
     ) -> Result<(), TargetError> {
-        let refresh_due =
-            self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every);
         let position = transactions.last().map(|t| &t.position);
         let mutations =
             || -> Vec<&Mutation> { transactions.iter().flat_map(|t| &t.mutations).collect() };
         if let Some(in_flight) = self.in_flight.take() {
-            if !refresh_due
+            if !self.refresh_due()
                 && Some(&in_flight.position) == position
                 && Arc::ptr_eq(&in_flight.schema, &self.schema)
             {
@@ -472,7 +483,7 @@ impl Target for PgTarget {
         let metrics = crate::metrics::global();
         if on_write.is_empty() {
             // The common case: one pipelined round trip for BEGIN, the statements and COMMIT.
-            let wires = render(&statements).map_err(classify)?;
+            let wires = Arc::new(render(&statements).map_err(classify)?);
             return self.write(&wires, &rest).await;
         }
         self.client.batch_execute("BEGIN").await.map_err(transient)?;

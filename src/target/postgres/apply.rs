@@ -31,6 +31,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::codec::{EncodedTextArray, TextArray, array_literal, encode_text_array};
 use super::introspect::{Schema, Table};
@@ -306,6 +307,12 @@ impl StatementCache {
         Ok(())
     }
 
+    /// Whether to load `statements` by COPY this time: some are rendered for it and COPY is
+    /// not resting.
+    pub fn use_copy(&mut self, statements: &[Wire]) -> bool {
+        statements.iter().any(|s| s.copy_sql.is_some()) && self.try_copy()
+    }
+
     /// Whether to try COPY for this batch.
     fn try_copy(&mut self) -> bool {
         if self.copy_pause > 0 {
@@ -370,13 +377,7 @@ pub fn render(statements: &[Statement<'_>]) -> Result<Vec<Wire>, ApplyError> {
             let data = if copy_sql.is_some() {
                 WireData::Copy { text: copy_text(s), columns: s.params.len() }
             } else {
-                WireData::Params(encode_params(&s.params).map_err(|e| ApplyError::Database {
-                    table: s.table.clone(),
-                    message: e.to_string(),
-                    code: None,
-                    transient: false,
-                    source: e,
-                })?)
+                WireData::Params(encode_params(&s.params).map_err(|e| encoding_error(&s.table, e))?)
             };
             Ok(Wire {
                 schema: s.schema.clone(),
@@ -392,6 +393,18 @@ pub fn render(statements: &[Statement<'_>]) -> Result<Vec<Wire>, ApplyError> {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Parameters that could not be encoded (a value over 2 GiB, or COPY text that does not read
+/// back): a data error of `table`.
+fn encoding_error(table: &str, e: BoxError) -> ApplyError {
+    ApplyError::Database {
+        table: table.to_owned(),
+        message: e.to_string(),
+        code: None,
+        transient: false,
+        source: e,
+    }
+}
 
 fn encode_params(params: &[Vec<Cell<'_>>]) -> Result<Vec<bytes::Bytes>, BoxError> {
     params
@@ -462,15 +475,9 @@ impl Wire {
     fn params(&self) -> Result<Cow<'_, [bytes::Bytes]>, ApplyError> {
         match &self.data {
             WireData::Params(p) => Ok(Cow::Borrowed(p)),
-            WireData::Copy { text, columns } => {
-                params_from_copy(text, *columns).map(Cow::Owned).map_err(|e| ApplyError::Database {
-                    table: self.table.clone(),
-                    message: e.to_string(),
-                    code: None,
-                    transient: false,
-                    source: e,
-                })
-            }
+            WireData::Copy { text, columns } => params_from_copy(text, *columns)
+                .map(Cow::Owned)
+                .map_err(|e| encoding_error(&self.table, e)),
         }
     }
 
@@ -487,28 +494,37 @@ impl Wire {
 /// statement fails, the server ignores the rest and COMMIT rolls back; the statement's error
 /// is returned.
 ///
-/// Statements rendered as COPY text are first loaded with COPY (see [`execute_with_copy`]);
-/// when that fails the transaction is rolled back and written again this way.
+/// Statements rendered as COPY text are first loaded with COPY (through [`start`]): a backlog
+/// of new rows skips `ON CONFLICT`'s speculative insertion and the parameter parsing. COPY
+/// cannot update, so a row whose key is on the target already makes it fail; nothing is
+/// checked beforehand, which would cost an index probe per row and a round trip. Then the
+/// transaction is rolled back and written again this way.
 pub async fn execute_transaction(
-    client: &tokio_postgres::Client,
+    client: &Arc<tokio_postgres::Client>,
     cache: &mut StatementCache,
-    statements: &[Wire],
+    statements: &Arc<Vec<Wire>>,
 ) -> Result<Applied, ApplyError> {
-    if statements.iter().any(|s| s.copy_sql.is_some()) && cache.try_copy() {
-        match execute_with_copy(client, cache, statements).await {
-            Ok(applied) => {
-                cache.copy_worked();
+    let first = statements.first().map_or("", |s| s.table.as_str());
+    if cache.use_copy(statements) {
+        let started = start(client, cache, statements.clone(), true).await?;
+        match started.outcome(cache).await {
+            Ok(()) => {
+                client.batch_execute("COMMIT").await.map_err(|e| database_error(first, e))?;
+                let mut applied = Applied::default();
+                statements.iter().for_each(|s| s.count(&mut applied));
                 return Ok(applied);
             }
-            // A lost connection is not COPY's fault, and the upserts would fail the same way.
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
+            Err(StartedError::CopyRefused(e)) => {
                 tracing::debug!(error = %e, "COPY refused the batch (keys already on the target?); writing it with upserts");
-                cache.copy_failed();
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            Err(StartedError::Failed(e)) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
             }
         }
     }
-    for s in statements {
+    for s in statements.iter() {
         cache.prepare(client, &s.sql, &s.table).await?;
     }
     let params = statements.iter().map(Wire::params).collect::<Result<Vec<_>, _>>()?;
@@ -528,7 +544,6 @@ pub async fn execute_transaction(
     );
     let commit = client.batch_execute("COMMIT");
     let (begun, ran, committed) = tokio::join!(begin, runs, commit);
-    let first = statements.first().map_or("", |s| s.table.as_str());
     begun.map_err(|e| database_error(first, e))?;
     let mut applied = Applied::default();
     for (s, result) in statements.iter().zip(ran) {
@@ -537,66 +552,6 @@ pub async fn execute_transaction(
     }
     committed.map_err(|e| database_error(first, e))?;
     Ok(applied)
-}
-
-/// Like [`execute_transaction`], with the statements rendered as COPY text loaded by COPY: a
-/// backlog of new rows skips `ON CONFLICT`'s speculative insertion and the parameter parsing.
-/// COPY cannot update, so a row whose key is on the target already makes it fail (and the
-/// caller writes the batch again with upserts); nothing is checked beforehand, which would
-/// cost an index probe per row and a round trip. BEGIN goes out with the first statement and
-/// COMMIT right behind the last statement.
-async fn execute_with_copy(
-    client: &tokio_postgres::Client,
-    cache: &mut StatementCache,
-    statements: &[Wire],
-) -> Result<Applied, ApplyError> {
-    for s in statements {
-        cache.prepare(client, s.copy_sql.as_deref().unwrap_or(&s.sql), &s.table).await?;
-    }
-    let first = statements.first().map_or("", |s| s.table.as_str());
-    let _timer = statements.first().map(|s| {
-        crate::metrics::global()
-            .apply_duration_seconds
-            .with_label_values(&[s.schema.as_str(), s.table.as_str()])
-            .start_timer()
-    });
-    let prepared = &cache.prepared;
-    let run = |s| run_wire(client, prepared, s);
-    let body = async {
-        let mut applied = Applied::default();
-        let Some((last, rest)) = statements.split_last() else { return Ok(applied) };
-        for s in rest {
-            run(s).await?;
-            s.count(&mut applied);
-        }
-        // COMMIT goes out right behind the last statement (the connection sends it once the
-        // COPY's rows are through). Should that statement fail, the server answers this COMMIT
-        // with a rollback, and the error below is what counts.
-        let (ran, committed) = tokio::join!(run(last), client.batch_execute("COMMIT"));
-        ran?;
-        committed.map_err(|e| database_error(first, e))?;
-        last.count(&mut applied);
-        Ok::<_, ApplyError>(applied)
-    };
-    let (begun, ran) = tokio::join!(client.batch_execute("BEGIN"), body);
-    match begun.map_err(|e| database_error(first, e)).and(ran) {
-        Ok(applied) => Ok(applied),
-        Err(e) => {
-            // Ends whatever is left open (nothing, if COMMIT already rolled back).
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
-}
-
-/// Runs one statement of [`execute_with_copy`]: its COPY, or its upsert.
-async fn run_wire(
-    client: &tokio_postgres::Client,
-    prepared: &std::collections::HashMap<String, tokio_postgres::Statement>,
-    s: &Wire,
-) -> Result<(), ApplyError> {
-    let sql = s.copy_sql.as_ref().unwrap_or(&s.sql);
-    run_prepared(client, &prepared[sql], s, s.copy_sql.is_some()).await
 }
 
 /// Runs `s` through `statement`: its COPY (`copy`, when it is rendered as COPY text and
@@ -630,6 +585,8 @@ async fn run_prepared(
 pub struct Started {
     task: tokio::task::JoinHandle<Result<(), ApplyError>>,
     copy: bool,
+    /// `apply_duration_seconds`, from BEGIN to the statements' outcome.
+    _timer: Option<prometheus::HistogramTimer>,
 }
 
 /// How a [`Started`] transaction's statements fared.
@@ -642,15 +599,21 @@ pub enum StartedError {
     Failed(ApplyError),
 }
 
-/// Sends BEGIN and `statements` (by COPY where rendered for it, unless COPY is resting)
-/// without waiting for them, and without COMMIT. Only preparing a statement not seen before
-/// waits, before anything is sent.
+/// Sends BEGIN and `statements` (by COPY where rendered for it, when `copy`: see
+/// [`StatementCache::use_copy`]) without waiting for them, and without COMMIT. Only preparing
+/// a statement not seen before waits, before anything is sent.
 pub async fn start(
-    client: &std::sync::Arc<tokio_postgres::Client>,
+    client: &Arc<tokio_postgres::Client>,
     cache: &mut StatementCache,
-    statements: std::sync::Arc<Vec<Wire>>,
+    statements: Arc<Vec<Wire>>,
+    copy: bool,
 ) -> Result<Started, ApplyError> {
-    let copy = statements.iter().any(|s| s.copy_sql.is_some()) && cache.try_copy();
+    let timer = statements.first().map(|s| {
+        crate::metrics::global()
+            .apply_duration_seconds
+            .with_label_values(&[s.schema.as_str(), s.table.as_str()])
+            .start_timer()
+    });
     let mut prepared = Vec::with_capacity(statements.len());
     for s in statements.iter() {
         let sql = s.copy_sql.as_ref().filter(|_| copy).unwrap_or(&s.sql);
@@ -669,7 +632,7 @@ pub async fn start(
         let (begun, ran) = tokio::join!(client.batch_execute("BEGIN"), body);
         begun.map_err(|e| database_error(first, e)).and(ran)
     });
-    Ok(Started { task, copy })
+    Ok(Started { task, copy, _timer: timer })
 }
 
 impl Started {
