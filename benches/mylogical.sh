@@ -6,7 +6,8 @@
 #
 # BENCH_FLAGS adds flags to replicator (e.g. BENCH_FLAGS="--flushSize 5000"); BENCH_WRAP
 # prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"); BENCH_LOG
-# names a file to keep replicator's log in.
+# names a file to keep replicator's log in; BENCH_BIN runs another build of replicator (to
+# compare two builds under the same machine conditions) instead of building this checkout.
 #
 # The source is the local MariaDB on 3306, the target the local PostgreSQL on 5432
 # (tests/databases.sh provisions both). ROWS rows of mixed types are written in 1,000-row
@@ -23,8 +24,12 @@ rows=${1:-300000}
 my() { mariadb -uroot -h127.0.0.1 -P3306 -N -B "$@"; }
 pg() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-cargo build --release --locked --quiet
-bin=target/release/replicator
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --locked --quiet
+  bin=target/release/replicator
+fi
 work=$(mktemp -d)
 trap '[ -z "${BENCH_LOG:-}" ] || cp "$work/replicator.log" "$BENCH_LOG"; rm -rf "$work"' EXIT
 

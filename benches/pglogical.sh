@@ -6,7 +6,9 @@
 #
 # For profiling: BENCH_ONLY=replicator runs replicator alone (no ratios), and BENCH_WRAP
 # prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"), BENCH_FLAGS
-# adds flags to it (e.g. BENCH_FLAGS="--flushSize 10000").
+# adds flags to it (e.g. BENCH_FLAGS="--flushSize 10000"). BENCH_BIN runs another build of
+# replicator (to compare two builds under the same machine conditions) instead of building
+# this checkout.
 #
 # The source is the local PostgreSQL on 5432 (tests/databases.sh provisions it); the target is
 # a second cluster on port 5433, created here if missing (Debian's pg_createcluster). One
@@ -38,8 +40,12 @@ pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "bench" {print $4}' | grep 
   || pg_ctlcluster --skip-systemctl-redirect "$ver" bench start
 for _ in $(seq 100); do tgt_psql -c 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
 
-cargo build --release --locked --quiet
-bin=target/release/replicator
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --locked --quiet
+  bin=target/release/replicator
+fi
 
 # --- the backlog ------------------------------------------------------------------------------
 slots=(bench_native bench_replicator bench_script)

@@ -108,7 +108,7 @@ async fn every_common_type_round_trips_exactly() {
     let mut data = row([("id", n("1"))]);
     let (mut names, mut literals) = (vec!["id".to_owned()], vec!["1".to_owned()]);
     for (column, value, literal) in &cases {
-        data.insert((*column).to_owned(), value.clone());
+        data.insert((*column).into(), value.clone());
         names.push((*column).to_owned());
         literals.push((*literal).to_owned());
     }

@@ -34,7 +34,7 @@ fn insert_writer(client: Arc<tokio_postgres::Client>, runtime: tokio::runtime::H
     Box::new(move |ops: Vec<RowOp>| {
         for op in ops {
             let Some(data) = op.data else { continue };
-            let columns: Vec<&str> = data.keys().map(String::as_str).collect();
+            let columns: Vec<&str> = data.keys().map(|k| &**k).collect();
             let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "INSERT INTO orders ({}) VALUES ({})",
@@ -54,7 +54,7 @@ fn insert_writer(client: Arc<tokio_postgres::Client>, runtime: tokio::runtime::H
 }
 
 fn upsert(id: i64, note: Option<&str>) -> RowOp {
-    let mut data = Row::new();
+    let mut data = Row::default();
     data.insert("id".into(), Value::Number(id.to_string()));
     data.insert("customer_id".into(), Value::Number("7".into()));
     data.insert("total".into(), Value::Number("1234567890.25".into()));

@@ -33,11 +33,11 @@ fn dir() -> PathBuf {
 
 fn row_from(json: &Json) -> Row {
     let Json::Object(map) = json else { panic!("a row is an object: {json}") };
-    map.iter().map(|(k, v)| (k.clone(), Value::from_json(v.clone()))).collect()
+    map.iter().map(|(k, v)| (k.as_str().into(), Value::from_json(v.clone()))).collect()
 }
 
 fn row_to(row: &Row) -> Json {
-    Json::Object(row.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+    Json::Object(row.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
 }
 
 fn meta(schema: &str, table: &str, before: Option<Row>) -> Meta {

@@ -282,7 +282,7 @@ fn scaffold(args: &NewArgs) -> anyhow::Result<()> {
 /// One synthetic row shaped like a typical table: bigint (beyond 2^53), text, numeric,
 /// timestamp, bool, JSON.
 pub fn synthetic_row(i: usize) -> Row {
-    let mut row = Row::new();
+    let mut row = Row::default();
     row.insert("id".into(), Value::Number((9_007_199_254_740_993u64 + i as u64).to_string()));
     row.insert("name".into(), Value::String(format!("customer-{i}")));
     row.insert("amount".into(), Value::Number(format!("{}.{:02}", 1000 + i % 9000, i % 100)));

@@ -175,7 +175,7 @@ fn read_input(path: &Path) -> Result<Vec<Input>, TestFailure> {
         let to_row = |v: Json, field: &str| -> Result<Row, TestFailure> {
             match v {
                 Json::Object(map) => {
-                    Ok(map.into_iter().map(|(k, v)| (k, Value::from_json(v))).collect())
+                    Ok(map.into_iter().map(|(k, v)| (k.into(), Value::from_json(v))).collect())
                 }
                 _ => Err(bad(format!("\"{field}\" must be an object of column values"))),
             }
@@ -235,7 +235,7 @@ fn parse_primary_keys(specs: &[String]) -> Result<HashMap<String, Vec<String>>, 
 }
 
 fn row_json(row: &Row) -> Json {
-    Json::Object(row.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+    Json::Object(row.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
 }
 
 fn script_failure(e: ScriptError) -> TestFailure {
@@ -521,7 +521,7 @@ fn run_once(args: &TestArgs) -> Result<(), TestFailure> {
 /// The primary key values of a row, in key order.
 fn key_of(row: &Row, pk: &[String]) -> Result<Vec<String>, String> {
     pk.iter()
-        .map(|col| match row.get(col).and_then(Value::as_key_text) {
+        .map(|col| match row.get(col.as_str()).and_then(Value::as_key_text) {
             Some(v) => Ok(v),
             None => Err(format!(
                 "the row {} has no value for primary key column {col:?}",

@@ -11,7 +11,7 @@ use rquickjs::{Array, Atom, Ctx, FromJs, Function, Object, Type, Value as JsValu
 
 use super::host::{RowOp, TargetColumn};
 use super::{Meta, Routed};
-use crate::types::{Row, Value};
+use crate::types::{Row, Value, new_row};
 
 /// Property names of a `meta` object Rust sets; others are passed through untouched.
 const META_SCHEMA: &str = "schema";
@@ -64,7 +64,7 @@ fn json_to_js<'js>(ctx: &Ctx<'js>, json: &serde_json::Value) -> rquickjs::Result
 pub(crate) fn row_to_js<'js>(ctx: &Ctx<'js>, row: &Row) -> rquickjs::Result<Object<'js>> {
     let object = Object::new(ctx.clone())?;
     for (column, value) in row {
-        object.set(column.as_str(), value_to_js(ctx, value)?)?;
+        object.set(&**column, value_to_js(ctx, value)?)?;
     }
     Ok(object)
 }
@@ -340,13 +340,13 @@ impl<'js> FromJsConverter<'js> {
     }
 
     fn row_from_props(&self, props: Vec<(String, JsValue<'js>)>) -> Result<Row, String> {
-        let mut row = Row::with_capacity(props.len());
+        let mut row = new_row(props.len());
         for (column, item) in props {
             if item.is_undefined() {
                 continue;
             }
             let v = self.value(item, &|| format!("column {column:?}"))?;
-            row.insert(column, v);
+            row.insert(column.into(), v);
         }
         Ok(row)
     }

@@ -20,7 +20,7 @@ use crate::target::postgres::apply::{
 };
 use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
-use crate::types::{Row, Value};
+use crate::types::{Name, Row, Value};
 
 /// Operations for tables with an `onWrite`: (registered name, target table, operations).
 type OnWriteBatches = Vec<(String, String, Vec<RowOp>)>;
@@ -234,7 +234,7 @@ fn applier_writer(
                     &table,
                     key_columns
                         .iter()
-                        .cloned()
+                        .map(|c| Name::from(c.as_str()))
                         .zip(op.pk.into_iter().map(Value::String))
                         .collect::<Row>(),
                 ),

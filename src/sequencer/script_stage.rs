@@ -115,7 +115,7 @@ pub async fn table_level(
                         items[i].1.row = key_columns
                             .into_iter()
                             .zip(key)
-                            .map(|(c, v)| (c, Value::String(v)))
+                            .map(|(c, v)| (c.into(), Value::String(v)))
                             .collect();
                     }
                 }

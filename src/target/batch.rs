@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use indexmap::IndexMap;
 
 use super::order::parent_first_groups;
-use super::schema::{Column, Schema};
+use super::schema::{Column, Schema, Table};
 use crate::types::Value;
 use crate::types::mutation::{Mutation, Op};
+use crate::types::value::RowHasher;
 
 /// Why a batch cannot be applied. Data errors name the table and column.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +98,11 @@ pub enum Pending<'a> {
     Delete(Key<'a>),
 }
 
-/// One round: per target table, the final state of each key, in first-seen order.
-pub type Round<'a> = BTreeMap<String, IndexMap<Key<'a>, Pending<'a>>>;
+/// The final state of each key of one table, in first-seen order.
+pub type Keyed<'a> = IndexMap<Key<'a>, Pending<'a>, RowHasher>;
+
+/// One round: per target table, the final state of each key.
+pub type Round<'a> = BTreeMap<String, Keyed<'a>>;
 
 /// Maps and collapses `mutations`; `cell` renders a value for a column in the dialect's
 /// text form.
@@ -109,19 +113,33 @@ pub fn rounds<'a>(
     cell: impl Fn(&'a Value, &Column) -> Cell<'a>,
 ) -> Result<Vec<Round<'a>>, ApplyError> {
     let mut rounds: Vec<Round<'a>> = vec![BTreeMap::new()];
+    // Mutations come in runs of one table: the last lookup is kept.
+    let mut last: Option<(&str, &Table)> = None;
     for m in mutations {
-        let table = schema.table(&m.table).ok_or_else(|| ApplyError::UnknownTable {
-            schema: schema.name.clone(),
-            table: m.table.clone(),
-        })?;
+        let table = match last {
+            Some((name, table)) if name == m.table => table,
+            _ => {
+                let table = schema.table(&m.table).ok_or_else(|| ApplyError::UnknownTable {
+                    schema: schema.name.clone(),
+                    table: m.table.clone(),
+                })?;
+                last = Some((&m.table, table));
+                table
+            }
+        };
         if table.key.is_empty() {
             return Err(ApplyError::NoPrimaryKey { table: table.name.clone() });
         }
         let mut cells: Vec<Option<Cell<'a>>> = vec![None; table.columns.len()];
-        for (name, value) in &m.row {
-            let (i, column) = table.column(name).ok_or_else(|| ApplyError::UnknownColumn {
+        for (n, (name, value)) in m.row.iter().enumerate() {
+            // Source and target mostly list columns in the same order: try that position first.
+            let found = match table.columns.get(n) {
+                Some(column) if *column.name == **name => Some((n, column)),
+                _ => table.column(name),
+            };
+            let (i, column) = found.ok_or_else(|| ApplyError::UnknownColumn {
                 table: table.name.clone(),
-                column: name.clone(),
+                column: name.to_string(),
             })?;
             if !column.generated {
                 cells[i] = Some(cell(value, column));
@@ -149,7 +167,7 @@ pub fn rounds<'a>(
         }
         let round = rounds.last_mut().expect("one round at least");
         if !round.contains_key(&table.name) {
-            round.insert(table.name.clone(), IndexMap::new());
+            round.insert(table.name.clone(), Keyed::default());
         }
         let pending = round.get_mut(&table.name).expect("inserted above");
         let next = match (m.op, pending.shift_remove(&key)) {
@@ -171,7 +189,7 @@ pub fn table_order(schema: &Schema) -> Vec<String> {
 
 /// The upserts of one table grouped by their set of present columns, in first-seen order.
 pub fn upserts_by_columns<'p, 'a>(
-    pending: &'p IndexMap<Key<'a>, Pending<'a>>,
+    pending: &'p Keyed<'a>,
 ) -> IndexMap<Vec<usize>, Vec<&'p Vec<Option<Cell<'a>>>>> {
     let mut by_columns: IndexMap<Vec<usize>, Vec<&Vec<Option<Cell<'a>>>>> = IndexMap::new();
     let mut present: Vec<usize> = Vec::new();
@@ -199,7 +217,7 @@ pub fn upserts_by_columns<'p, 'a>(
 }
 
 /// The delete keys of one table, in first-seen order.
-pub fn delete_keys<'p, 'a>(pending: &'p IndexMap<Key<'a>, Pending<'a>>) -> Vec<&'p Key<'a>> {
+pub fn delete_keys<'p, 'a>(pending: &'p Keyed<'a>) -> Vec<&'p Key<'a>> {
     pending
         .values()
         .filter_map(|p| if let Pending::Delete(k) = p { Some(k) } else { None })

@@ -57,7 +57,7 @@ pub fn values_for(names: &[String], row: &Row) -> Vec<String> {
     names
         .iter()
         .map(|name| {
-            row.get(name)
+            row.get(name.as_str())
                 .or_else(|| row.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
                 .and_then(|v| v.as_key_text())
                 .unwrap_or_default()

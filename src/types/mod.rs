@@ -10,4 +10,4 @@ pub mod secret;
 pub mod value;
 
 pub use secret::ConnString;
-pub use value::{Row, Value};
+pub use value::{Name, Row, Value, new_row};

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::position::{GtidSet, Hlc, PgLsn, Scn};
+use super::value::Name;
 use super::{Row, Value};
 
 /// Insert/update or delete.
@@ -78,5 +79,5 @@ impl Mutation {
 
 /// Builds a row from `(column, value)` pairs (for tests and sources).
 pub fn row<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Row {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    pairs.into_iter().map(|(k, v)| (Name::from(k), v)).collect()
 }

@@ -22,7 +22,7 @@ use mysql_common::proto::MyDeserialize;
 use super::schema::{Charset, Column, TableInfo};
 use crate::types::civil::{civil_from_days, days_from_civil};
 use crate::types::mutation::{Mutation, Op};
-use crate::types::{Row, Value};
+use crate::types::{Row, Value, new_row};
 
 /// A value the target cannot hold as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +132,7 @@ fn read_image<'a>(
         return Err(fail("", "the row image ends early".into()));
     }
     let nulls = buf.eat(nulls_len);
-    let mut row = Row::with_capacity(present.len());
+    let mut row = new_row(present.len());
     for (n, &i) in present.iter().enumerate() {
         let column = &table.columns[i];
         if nulls[n / 8] & (1 << (n % 8)) != 0 {
@@ -143,7 +143,7 @@ fn read_image<'a>(
         let value = convert(value, column, &mut |value, why| {
             problems.push(Problem {
                 table: format!("{}.{}", table.schema, table.name),
-                column: column.name.clone(),
+                column: column.name.to_string(),
                 value,
                 why,
             })
@@ -182,7 +182,8 @@ fn convert(
     let value = match raw {
         Raw::Date(packed) => {
             let (y, m, d) = (packed >> 9, (packed >> 5) & 15, packed & 31);
-            let text = format!("{y:04}-{m:02}-{d:02}");
+            let mut text = String::with_capacity(10);
+            push_date(&mut text, y, m, d);
             if !valid_date(y, m, d) {
                 problem(text.clone(), "a zero or incomplete date; PostgreSQL has no such date");
             }
@@ -208,7 +209,10 @@ fn convert(
         (_, My::Float(f)) => Value::Number(float_text(f64::from(f), f.to_string())),
         (_, My::Double(d)) => Value::Number(float_text(d, d.to_string())),
         (_, My::Date(y, m, d, h, mi, s, us)) => {
-            let text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}", fraction(us));
+            let mut text = String::with_capacity(26);
+            push_date(&mut text, u32::from(y), u32::from(m), u32::from(d));
+            text.push('T');
+            push_time(&mut text, u32::from(h), u32::from(mi), u32::from(s), us);
             if !valid_date(u32::from(y), u32::from(m), u32::from(d)) {
                 problem(
                     text.replace('T', " "),
@@ -219,11 +223,8 @@ fn convert(
         }
         (_, My::Time(negative, days, h, m, s, us)) => {
             let hours = u64::from(days) * 24 + u64::from(h);
-            let text = format!(
-                "{}{hours:02}:{m:02}:{s:02}{}",
-                if negative { "-" } else { "" },
-                fraction(us)
-            );
+            let mut text = format!("{}{hours:02}:{m:02}:{s:02}", if negative { "-" } else { "" });
+            push_fraction(&mut text, us);
             let over = hours > 24 || (hours == 24 && (m, s, us) != (0, 0, 0));
             if negative || over {
                 problem(
@@ -234,15 +235,15 @@ fn convert(
             Value::String(text)
         }
         (ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL, My::Bytes(b)) => {
-            Value::Number(String::from_utf8_lossy(&b).into_owned())
+            Value::Number(ascii(b))
         }
         (ColumnType::MYSQL_TYPE_YEAR, My::Bytes(b)) => {
-            let text = String::from_utf8_lossy(&b).into_owned();
+            let text = ascii(b);
             // YEAR 0000 is stored as 0, which the library reports as 1900 (not a valid YEAR).
             Value::Number(if text == "1900" { "0".into() } else { text })
         }
         (ColumnType::MYSQL_TYPE_TIMESTAMP2, My::Bytes(b)) => {
-            let text = String::from_utf8_lossy(&b).into_owned();
+            let text = ascii(b);
             let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
             let secs: i64 = secs.parse().map_err(|_| format!("bad TIMESTAMP {text:?}"))?;
             let micros: u32 = micros.parse().map_err(|_| format!("bad TIMESTAMP {text:?}"))?;
@@ -300,13 +301,65 @@ fn timestamp(secs: i64, micros: u32, problem: &mut dyn FnMut(String, &'static st
     let days = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    Value::String(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        fraction(micros)
-    ))
+    let mut text = String::with_capacity(27);
+    // MySQL TIMESTAMPs start in 1970: every part is a small non-negative number.
+    let part = |n: i64| u32::try_from(n).unwrap_or(0);
+    let rest = part(rest);
+    push_date(&mut text, part(y), part(m), part(d));
+    text.push('T');
+    push_time(&mut text, rest / 3600, rest % 3600 / 60, rest % 60, micros);
+    text.push('Z');
+    Value::String(text)
+}
+
+/// Text a number formatter wrote (DECIMAL, YEAR, TIMESTAMP seconds): ASCII, taken as it is.
+fn ascii(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// `YYYY-MM-DD`, the year zero-padded to four digits (wider years as they are).
+fn push_date(out: &mut String, y: u32, m: u32, d: u32) {
+    if y < 10_000 {
+        push_digits(out, y, 4);
+    } else {
+        out.push_str(&y.to_string());
+    }
+    out.push('-');
+    push_digits(out, m, 2);
+    out.push('-');
+    push_digits(out, d, 2);
+}
+
+/// `HH:MM:SS[.ffffff]`, the fraction without trailing zeros (none when zero).
+fn push_time(out: &mut String, h: u32, m: u32, s: u32, micros: u32) {
+    push_digits(out, h, 2);
+    out.push(':');
+    push_digits(out, m, 2);
+    out.push(':');
+    push_digits(out, s, 2);
+    push_fraction(out, micros);
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (n / 10u32.pow(place)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
+fn push_fraction(out: &mut String, micros: u32) {
+    if micros == 0 {
+        return;
+    }
+    let mut micros = micros % 1_000_000;
+    let mut width = 6;
+    while micros.is_multiple_of(10) && width > 1 {
+        micros /= 10;
+        width -= 1;
+    }
+    out.push('.');
+    push_digits(out, micros, width);
 }
 
 fn valid_date(y: u32, m: u32, d: u32) -> bool {
@@ -316,14 +369,6 @@ fn valid_date(y: u32, m: u32, d: u32) -> bool {
     let (y, m) = (i64::from(y), i64::from(m));
     let next = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
     i64::from(d) <= next - days_from_civil(y, m, 1)
-}
-
-fn fraction(micros: u32) -> String {
-    if micros == 0 {
-        return String::new();
-    }
-    let digits = format!(".{micros:06}");
-    digits.trim_end_matches('0').to_owned()
 }
 
 /// Shortest round-trip text; exponent form outside [1e-6, 1e21) as JavaScript writes it.
@@ -514,6 +559,32 @@ mod tests {
         assert_eq!(
             run(ColumnType::MYSQL_TYPE_TIME2, vec![0], My::Time(false, 0, 7, 8, 9, 0)).0,
             Value::String("07:08:09".into())
+        );
+    }
+
+    #[test]
+    fn dates_and_times_are_written_digit_by_digit() {
+        let mut out = String::new();
+        push_date(&mut out, 7, 1, 9);
+        out.push(' ');
+        push_time(&mut out, 0, 5, 59, 1);
+        out.push(' ');
+        push_time(&mut out, 23, 0, 0, 999_990);
+        out.push(' ');
+        push_time(&mut out, 12, 34, 56, 0);
+        assert_eq!(out, "0007-01-09 00:05:59.000001 23:00:00.99999 12:34:56");
+        assert_eq!(
+            timestamp(253_402_300_799, 100_000, &mut |_, _| panic!("valid")),
+            Value::String("9999-12-31T23:59:59.1Z".into())
+        );
+        assert_eq!(
+            convert(
+                Raw::Date((2024 << 9) | (2 << 5) | 29),
+                &column(ColumnType::MYSQL_TYPE_DATE, vec![]),
+                &mut |_, _| { panic!("valid") }
+            )
+            .expect("converts"),
+            Value::String("2024-02-29".into())
         );
     }
 

@@ -13,6 +13,8 @@ use mysql_async::prelude::Queryable;
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
+use crate::types::Name;
+
 /// How a character column's bytes become text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charset {
@@ -50,8 +52,8 @@ impl Charset {
 /// One column, as the binlog encodes it and as the target will see it.
 #[derive(Debug, Clone)]
 pub struct Column {
-    /// Its name.
-    pub name: String,
+    /// Its name (shared with every row decoded from this table).
+    pub name: Name,
     /// The real type (ENUM/SET resolved from STRING).
     pub kind: ColumnType,
     /// The table map's type metadata (lengths, precision, fractional digits).
@@ -202,7 +204,7 @@ impl Catalog {
                 .ok_or_else(|| malformed(format!("column {i} has no type")))?;
             let meta = tme.get_column_metadata(i).unwrap_or_default().to_vec();
             columns.push(Column {
-                name: String::new(),
+                name: Name::from(""),
                 kind,
                 meta,
                 unsigned: false,
@@ -218,7 +220,7 @@ impl Catalog {
                 return Err(SchemaError::Mismatch { table, listed: listed.len(), mapped: count });
             }
             for (i, (column, fetched)) in columns.iter_mut().zip(listed).enumerate() {
-                column.name = fetched.name;
+                column.name = fetched.name.into();
                 column.unsigned = fetched.unsigned;
                 column.charset =
                     fetched.charset.map_or(Charset::Binary, |cs| Charset::from_name(&cs));
@@ -270,7 +272,7 @@ impl Catalog {
                 column.charset = Charset::Other("unknown".into());
             }
             if let Some(name) = names.next().transpose()? {
-                column.name = name.name().into_owned();
+                column.name = Name::from(name.name().as_ref());
             }
         }
         for k in extractor.iter_primary_key() {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::types::civil::{civil_from_days, days_from_civil};
 use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
 use crate::types::position::PgLsn;
-use crate::types::{Row, Value};
+use crate::types::{Name, Row, Value, new_row};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -49,8 +49,9 @@ pub struct Relation {
     /// The table name its mutations carry: `name`, or `namespace.name` for names the decoder
     /// was told to qualify ([`Decoder::qualify`]).
     pub table: String,
-    /// Columns: name, type OID, part of the replica identity (key).
-    pub columns: Vec<(String, u32, bool)>,
+    /// Columns: name (shared with every row decoded from this relation), type OID, part of
+    /// the replica identity (key).
+    pub columns: Vec<(Name, u32, bool)>,
 }
 
 /// What a complete transaction carries.
@@ -166,7 +167,7 @@ pub struct ToastedKeyChange {
     /// The old key.
     pub old_key: Row,
     /// The missing columns with their type OIDs.
-    pub columns: Vec<(String, u32)>,
+    pub columns: Vec<(Name, u32)>,
 }
 
 /// Decodes pgoutput messages, one transaction at a time.
@@ -241,7 +242,7 @@ impl Decoder {
                     let column = r.string("a column's name")?;
                     let type_oid = r.u32("a column's type")?;
                     let _modifier = r.i32("a column's type modifier")?;
-                    columns.push((column, type_oid, flags & 1 == 1));
+                    columns.push((Name::from(column), type_oid, flags & 1 == 1));
                 }
                 let table = if self.qualified.contains(&name) {
                     format!("{namespace}.{name}")
@@ -306,7 +307,7 @@ impl Decoder {
                             let earlier = earlier.row.clone();
                             fill_missing(&relation, &mut new_row, &earlier);
                         }
-                        let missing: Vec<(String, u32)> = relation
+                        let missing: Vec<(Name, u32)> = relation
                             .columns
                             .iter()
                             .filter(|(c, _, _)| !new_row.contains_key(c))
@@ -442,7 +443,7 @@ fn fill_missing(relation: &Relation, row: &mut Row, from: &Row) {
     if relation.columns.iter().all(|(c, _, _)| row.contains_key(c)) {
         return;
     }
-    let mut filled = Row::with_capacity(relation.columns.len());
+    let mut filled = new_row(relation.columns.len());
     for (c, _, _) in &relation.columns {
         if let Some(v) = row.get(c).or_else(|| from.get(c)) {
             filled.insert(c.clone(), v.clone());
@@ -463,7 +464,7 @@ fn row_of(relation: &Relation, cells: Vec<Cell>, key_only: bool) -> Result<Row, 
             cells.len()
         ));
     }
-    let mut row = Row::with_capacity(cells.len());
+    let mut row = new_row(cells.len());
     for ((name, type_oid, key), cell) in relation.columns.iter().zip(cells) {
         if key_only && !key {
             continue;

@@ -194,7 +194,7 @@ async fn carry_toast(
             column: column.to_owned(),
             why,
         };
-        let first = change.columns.first().map(|(c, _)| c.as_str()).unwrap_or_default();
+        let first = change.columns.first().map(|(c, _)| &**c).unwrap_or_default();
         let Some(table) = target.table(&change.table) else {
             return Err(fail(first, format!("the target schema has no table {:?}", change.table)));
         };

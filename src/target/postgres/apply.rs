@@ -26,7 +26,6 @@
 //! transaction is rolled back and written again with the upserts, and COPY rests for a while
 //! (1, 2, 4 … 1,024 batches while it keeps failing) so a stream of updates does not pay twice.
 
-use indexmap::IndexMap;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
@@ -37,9 +36,7 @@ use super::codec::{EncodedTextArray, TextArray, array_literal, encode_text_array
 use super::introspect::{Schema, Table};
 use super::quote_ident;
 pub use crate::target::batch::ApplyError;
-use crate::target::batch::{
-    Cell, Key, Pending, delete_keys, rounds, table_order, upserts_by_columns,
-};
+use crate::target::batch::{Cell, Keyed, delete_keys, rounds, table_order, upserts_by_columns};
 use crate::types::Value;
 use crate::types::mutation::{Mutation, Op};
 
@@ -134,7 +131,7 @@ fn source(table: &Table, columns: &[usize]) -> (String, String) {
 fn upserts<'a>(
     schema: &str,
     table: &Table,
-    pending: &IndexMap<Key<'a>, Pending<'a>>,
+    pending: &Keyed<'a>,
     dialect: Dialect,
     out: &mut Vec<Statement<'a>>,
 ) {
@@ -190,12 +187,7 @@ fn upserts<'a>(
     }
 }
 
-fn deletes<'a>(
-    schema: &str,
-    table: &Table,
-    pending: &IndexMap<Key<'a>, Pending<'a>>,
-    out: &mut Vec<Statement<'a>>,
-) {
+fn deletes<'a>(schema: &str, table: &Table, pending: &Keyed<'a>, out: &mut Vec<Statement<'a>>) {
     let keys = delete_keys(pending);
     if keys.is_empty() {
         return;
