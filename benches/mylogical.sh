@@ -15,7 +15,8 @@
 # file into the empty target table (timed, then the table is emptied again); replicator
 # drains the binlog from the noted position into the same table, timed from its start until
 # the last row is on the target (commits apply in order, so the last id arriving means every
-# row did). Prints both rates, the ratio, and replicator's peak RSS.
+# row did). BENCH_RUNS rounds (default 3) alternate the two, each on an emptied table and a
+# fresh staging schema; prints the median rates, their ratio, and replicator's peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-300000}
@@ -54,51 +55,78 @@ done | my bench_my
 echo "backlog written in $(echo "$(date +%s.%N) - $start" | bc) s"
 [ "$(my bench_my -e 'SELECT COUNT(*) FROM bench')" = "$rows" ] || { echo "the backlog is incomplete" >&2; exit 1; }
 
-# --- COPY: the same rows, from a file, into the same table -------------------------------------
+# One round: COPY the file into the empty table, empty it, let replicator drain the binlog
+# into it. Rounds alternate the two so both meet the same machine conditions; the medians are
+# reported (a 2-core machine shared with the databases varies by tens of percent run to run).
 my bench_my -e "SELECT id, n, amount, name, DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f'), ok, ref, f, flags FROM bench ORDER BY id" >"$work/rows.tsv"
-t0=$(date +%s.%N)
-pg -d bench_my_tgt -c "\\copy bench FROM '$work/rows.tsv'"
-copy=$(echo "$(date +%s.%N) - $t0" | bc)
-[ "$(pg -d bench_my_tgt -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "COPY loaded the wrong count" >&2; exit 1; }
-pg -d bench_my_tgt -c "TRUNCATE bench" -c "VACUUM bench"
-
-# --- replicator -------------------------------------------------------------------------------
-t0=$(date +%s.%N)
-# shellcheck disable=SC2086
-${BENCH_WRAP:-} "$bin" mylogical --sourceConn 'mysql://root@tcp(127.0.0.1:3306)/bench_my' \
-  --targetConn postgres://postgres@127.0.0.1:5432/bench_my_tgt --targetSchema bench_my_tgt.public \
-  --defaultGTIDSet "$position" --stagingSchema _replicator --stagingCreateSchema \
-  --replicationProcessID 4343 ${BENCH_FLAGS:-} >"$work/replicator.log" 2>&1 &
-pid=$!
-# One session polls inside the server: a new psql every 50 ms costs more CPU than it
-# measures, and EXECUTE plans the query afresh each time (a plan cached while the table was
-# empty would scan the whole table). It gives up after 10 minutes.
-pg -d bench_my_tgt -c "DO \$\$ DECLARE last bigint; BEGIN
-  FOR i IN 1..12000 LOOP
-    EXECUTE 'SELECT coalesce(max(id), 0) FROM bench' INTO last;
-    EXIT WHEN last >= $rows;
-    PERFORM pg_sleep(0.05);
-  END LOOP; END \$\$"
-secs=$(echo "$(date +%s.%N) - $t0" | bc)
-kill -0 "$pid" 2>/dev/null || { echo "replicator exited:" >&2; cat "$work/replicator.log" >&2; exit 1; }
-[ "$(pg -d bench_my_tgt -c 'SELECT coalesce(max(id), 0) FROM bench')" = "$rows" ] \
-  || { echo "the target did not catch up within 10 minutes" >&2; cat "$work/replicator.log" >&2; exit 1; }
-rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-if [ -n "${BENCH_WRAP:-}" ]; then
-  pkill -INT -P "$pid" || true
-  wait "$pid" || true
-else
-  kill "$pid"
-  wait "$pid" || { echo "replicator failed:" >&2; cat "$work/replicator.log" >&2; exit 1; }
-fi
-# Same rows on both sides.
 want=$(my bench_my -e "SELECT CONCAT(COUNT(*), '/', SUM(n), '/', SUM(amount), '/', SUM(flags)) FROM bench")
-got=$(pg -d bench_my_tgt -c "SELECT count(*) || '/' || sum(n) || '/' || sum(amount) || '/' || sum(flags) FROM bench")
-[ "$want" = "$got" ] || { echo "target differs: source $want, target $got" >&2; exit 1; }
+reset() { pg -d bench_my_tgt -c "TRUNCATE bench" -c "DROP SCHEMA IF EXISTS _replicator CASCADE" -c "VACUUM bench"; }
+
+copy_once() {
+  local t0
+  t0=$(date +%s.%N)
+  pg -d bench_my_tgt -c "\\copy bench FROM '$work/rows.tsv'"
+  copy_secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  [ "$(pg -d bench_my_tgt -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "COPY loaded the wrong count" >&2; exit 1; }
+}
+
+replicator_once() {
+  local t0 pid secs got
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  ${BENCH_WRAP:-} "$bin" mylogical --sourceConn 'mysql://root@tcp(127.0.0.1:3306)/bench_my' \
+    --targetConn postgres://postgres@127.0.0.1:5432/bench_my_tgt --targetSchema bench_my_tgt.public \
+    --defaultGTIDSet "$position" --stagingSchema _replicator --stagingCreateSchema \
+    --replicationProcessID 4343 ${BENCH_FLAGS:-} >>"$work/replicator.log" 2>&1 &
+  pid=$!
+  # One session polls inside the server: a new psql every 50 ms costs more CPU than it
+  # measures, and EXECUTE plans the query afresh each time (a plan cached while the table was
+  # empty would scan the whole table). It gives up after 10 minutes.
+  pg -d bench_my_tgt -c "DO \$\$ DECLARE last bigint; BEGIN
+    FOR i IN 1..12000 LOOP
+      EXECUTE 'SELECT coalesce(max(id), 0) FROM bench' INTO last;
+      EXIT WHEN last >= $rows;
+      PERFORM pg_sleep(0.05);
+    END LOOP; END \$\$"
+  secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  kill -0 "$pid" 2>/dev/null || { echo "replicator exited:" >&2; cat "$work/replicator.log" >&2; exit 1; }
+  [ "$(pg -d bench_my_tgt -c 'SELECT coalesce(max(id), 0) FROM bench')" = "$rows" ] \
+    || { echo "the target did not catch up within 10 minutes" >&2; cat "$work/replicator.log" >&2; exit 1; }
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+  if (( rss > peak )); then peak=$rss; fi
+  if [ -n "${BENCH_WRAP:-}" ]; then
+    pkill -INT -P "$pid" || true
+    wait "$pid" || true
+  else
+    kill "$pid"
+    wait "$pid" || { echo "replicator failed:" >&2; cat "$work/replicator.log" >&2; exit 1; }
+  fi
+  # Same rows on both sides.
+  got=$(pg -d bench_my_tgt -c "SELECT count(*) || '/' || sum(n) || '/' || sum(amount) || '/' || sum(flags) FROM bench")
+  [ "$want" = "$got" ] || { echo "target differs: source $want, target $got" >&2; exit 1; }
+  replicator_secs=$secs
+}
+
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+runs=${BENCH_RUNS:-3}
+peak=0
+copies=() replicators=()
+for ((r = 1; r <= runs; r++)); do
+  reset
+  copy_once
+  copies+=("$copy_secs")
+  reset
+  replicator_once
+  replicators+=("$replicator_secs")
+  printf "round %d: COPY %.2f s, replicator %.2f s\n" "$r" "$copy_secs" "$replicator_secs"
+done
+copy=$(printf '%s\n' "${copies[@]}" | median)
+secs=$(printf '%s\n' "${replicators[@]}" | median)
+rss=$peak
 
 rate() { echo "$rows / $1" | bc; }
 echo
 echo "rows: $rows (1,000-row transactions), MariaDB $(my -e 'SELECT VERSION()') → PostgreSQL on 5432"
-printf '%-34s %8.2f s %9s rows/s\n' "COPY into the target table" "$copy" "$(rate "$copy")"
-printf '%-34s %8.2f s %9s rows/s  %s of COPY  peak RSS %s MiB\n' "replicator mylogical" "$secs" "$(rate "$secs")" \
+printf '%-34s %8.2f s %9s rows/s\n' "COPY into the target table (median)" "$copy" "$(rate "$copy")"
+printf '%-34s %8.2f s %9s rows/s  %s of COPY  peak RSS %s MiB\n' "replicator mylogical (median)" "$secs" "$(rate "$secs")" \
   "$(echo "scale=0; 100 * $copy / $secs" | bc)%" "$((rss / 1024))"
