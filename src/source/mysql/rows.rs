@@ -154,10 +154,11 @@ fn read_image<'a>(
     Ok(row)
 }
 
-/// A raw value: what mysql_common reads, except DATE (read here).
+/// A raw value: what mysql_common reads, except DATE and DECIMAL (read here).
 enum Raw<'a> {
     Value(BinlogValue<'a>),
     Date(u32),
+    Decimal(String),
 }
 
 fn read_value<'a>(buf: &mut ParseBuf<'a>, column: &'a Column) -> Result<Raw<'a>, String> {
@@ -168,9 +169,77 @@ fn read_value<'a>(buf: &mut ParseBuf<'a>, column: &'a Column) -> Result<Raw<'a>,
         let b = buf.eat(3);
         return Ok(Raw::Date(u32::from(b[0]) | (u32::from(b[1]) << 8) | (u32::from(b[2]) << 16)));
     }
+    if column.kind == ColumnType::MYSQL_TYPE_NEWDECIMAL
+        && let [precision, scale, ..] = column.meta[..]
+    {
+        return decimal_text(buf, usize::from(precision), usize::from(scale)).map(Raw::Decimal);
+    }
     BinlogValue::deserialize((column.kind, column.meta.as_slice(), column.unsigned, false), buf)
         .map(Raw::Value)
         .map_err(|e| format!("{e} (type {:?})", column.kind))
+}
+
+/// DECIMAL(precision, scale)'s binary form as its exact text: `-` for negatives, the integer
+/// digits without leading zeros (`0` when there are none), and `scale` fraction digits.
+///
+/// The form: base-10⁹ groups, big-endian, the integer part's leftover digits first and the
+/// fraction's last, each leftover group in as few bytes as its digits need; negative values
+/// have every bit inverted, and the first bit is flipped so that the bytes sort as numbers.
+fn decimal_text(buf: &mut ParseBuf<'_>, precision: usize, scale: usize) -> Result<String, String> {
+    const BYTES_FOR: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+    if precision == 0 || precision > 65 || scale > precision || scale > 30 {
+        return Err(format!("DECIMAL({precision},{scale}) is not a valid DECIMAL type"));
+    }
+    let integer = precision - scale;
+    let groups = [(integer % 9, 1), (9, integer / 9), (9, scale / 9), (scale % 9, 1)];
+    let size: usize = groups.iter().map(|&(digits, n)| BYTES_FOR[digits] * n).sum();
+    if buf.len() < size {
+        return Err("the DECIMAL value ends early".into());
+    }
+    let raw = buf.eat(size);
+    let negative = raw[0] & 0x80 == 0;
+    let mask = if negative { 0xFF } else { 0 };
+    let mut bytes = raw.iter().enumerate().map(|(i, &b)| if i == 0 { b ^ 0x80 } else { b } ^ mask);
+    let mut text = String::with_capacity(precision + 2);
+    if negative {
+        text.push('-');
+    }
+    let start = text.len();
+    for (g, &(digits, n)) in groups.iter().enumerate() {
+        if g == 2 && scale > 0 {
+            if text.len() == start {
+                text.push('0');
+            }
+            text.push('.');
+        }
+        for _ in 0..n {
+            let width = BYTES_FOR[digits];
+            if width == 0 {
+                continue;
+            }
+            let value =
+                (0..width).fold(0u32, |v, _| (v << 8) | u32::from(bytes.next().unwrap_or(0)));
+            if value >= 10u32.pow(digits as u32) {
+                return Err(format!("a DECIMAL group holds {value}, more than {digits} digits"));
+            }
+            if g < 2 && text.len() == start {
+                // The integer part so far is zero: no leading zeros.
+                if value != 0 {
+                    text.push_str(&value.to_string());
+                }
+            } else {
+                push_digits(&mut text, value, digits as u32);
+            }
+        }
+    }
+    if text.len() == start {
+        text.push('0');
+    }
+    if negative && text[start..].bytes().all(|b| b == b'0' || b == b'.') {
+        // MySQL keeps no negative zero; a -0.00 is 0.00.
+        text.remove(0);
+    }
+    Ok(text)
 }
 
 fn convert(
@@ -189,6 +258,7 @@ fn convert(
             }
             return Ok(Value::String(text));
         }
+        Raw::Decimal(text) => return Ok(Value::Number(text)),
         Raw::Value(BinlogValue::Value(v)) => v,
         Raw::Value(BinlogValue::Jsonb(j)) => {
             let json = serde_json::Value::try_from(j).map_err(|e| e.to_string())?;
@@ -206,8 +276,8 @@ fn convert(
             _ => Value::Number(i.to_string()),
         },
         (_, My::UInt(u)) => Value::Number(u.to_string()),
-        (_, My::Float(f)) => Value::Number(float_text(f64::from(f), f.to_string())),
-        (_, My::Double(d)) => Value::Number(float_text(d, d.to_string())),
+        (_, My::Float(f)) => Value::Number(float_text(f64::from(f), true)),
+        (_, My::Double(d)) => Value::Number(float_text(d, false)),
         (_, My::Date(y, m, d, h, mi, s, us)) => {
             let mut text = String::with_capacity(26);
             push_date(&mut text, u32::from(y), u32::from(m), u32::from(d));
@@ -371,25 +441,87 @@ fn valid_date(y: u32, m: u32, d: u32) -> bool {
     i64::from(d) <= next - days_from_civil(y, m, 1)
 }
 
-/// Shortest round-trip text; exponent form outside [1e-6, 1e21) as JavaScript writes it.
-fn float_text(value: f64, shortest: String) -> String {
-    let magnitude = value.abs();
-    if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
-        let e = format!("{value:e}");
-        match e.split_once('e') {
-            Some((m, exp)) if !exp.starts_with('-') => format!("{m}e+{exp}"),
-            _ => e,
-        }
-    } else {
-        shortest
+/// Shortest round-trip text, laid out as JavaScript writes numbers: plain within
+/// [1e-6, 1e21), exponent form (`1.5e-7`, `1e+21`) outside. FLOAT keeps its single-precision
+/// digits (`0.1`, not the double nearest to it).
+fn float_text(value: f64, single: bool) -> String {
+    if !value.is_finite() {
+        // MySQL stores no infinities or NaN; should one arrive, it is shown as Rust spells it.
+        return format!("{value:e}");
     }
+    let mut buf = ryu::Buffer::new();
+    // The cast is exact: `value` was widened from the f32 it came from.
+    #[allow(clippy::cast_possible_truncation)]
+    let shortest = if single { buf.format_finite(value as f32) } else { buf.format_finite(value) };
+    js_layout(shortest)
+}
+
+/// Lays out a shortest round-trip rendering (`-1.5e-7`, `100.0`, `0.001`, `1e21`, any mix of
+/// plain and exponent form) the way JavaScript's `Number.prototype.toString` does.
+fn js_layout(shortest: &str) -> String {
+    if !shortest.contains(['e', 'E']) {
+        // Plain already (ryu writes 1e-5 to 1e16 so, within JavaScript's plain range); only an
+        // integer's `.0` goes.
+        return shortest.strip_suffix(".0").unwrap_or(shortest).to_owned();
+    }
+    let (negative, text) = match shortest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, shortest),
+    };
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // The value is 0.DIGITS × 10^point.
+    let all = || int.bytes().chain(frac.bytes());
+    let leading = all().take_while(|&b| b == b'0').count();
+    let digits: Vec<u8> = all().skip(leading).collect();
+    let significant = digits.len() - digits.iter().rev().take_while(|&&b| b == b'0').count();
+    let digits = &digits[..significant];
+    let mut out = String::with_capacity(24);
+    if digits.is_empty() {
+        out.push_str(if negative { "-0" } else { "0" });
+        return out;
+    }
+    if negative {
+        out.push('-');
+    }
+    let len = digits.len() as i32;
+    let point = i32::try_from(int.len()).unwrap_or(i32::MAX) - leading as i32 + exponent;
+    let push = |out: &mut String, d: &[u8]| out.extend(d.iter().map(|&b| char::from(b)));
+    if len <= point && point <= 21 {
+        push(&mut out, digits);
+        out.extend(std::iter::repeat_n('0', (point - len) as usize));
+    } else if 0 < point && point <= 21 {
+        push(&mut out, &digits[..point as usize]);
+        out.push('.');
+        push(&mut out, &digits[point as usize..]);
+    } else if -6 < point && point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        push(&mut out, digits);
+    } else {
+        push(&mut out, &digits[..1]);
+        if len > 1 {
+            out.push('.');
+            push(&mut out, &digits[1..]);
+        }
+        let e = point - 1;
+        out.push('e');
+        out.push(if e < 0 { '-' } else { '+' });
+        out.push_str(&e.unsigned_abs().to_string());
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(2 + bytes.len() * 2);
     out.push_str("\\x");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
 }
@@ -560,6 +692,136 @@ mod tests {
             run(ColumnType::MYSQL_TYPE_TIME2, vec![0], My::Time(false, 0, 7, 8, 9, 0)).0,
             Value::String("07:08:09".into())
         );
+    }
+
+    /// Floats as Rust's `Display` (plain) and `LowerExp` write them, with the JavaScript
+    /// range: the layout `js_layout` must reproduce.
+    fn reference<T: std::fmt::Display + std::fmt::LowerExp>(v: T) -> String {
+        let plain = v.to_string();
+        let magnitude = plain.parse::<f64>().expect("a float").abs();
+        if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
+            let e = format!("{v:e}");
+            match e.split_once('e') {
+                Some((m, exp)) if !exp.starts_with('-') => format!("{m}e+{exp}"),
+                _ => e,
+            }
+        } else {
+            plain
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn doubles_keep_their_shortest_digits_in_javascript_layout(bits: u64) {
+            let d = f64::from_bits(bits);
+            proptest::prop_assume!(d.is_finite());
+            let (ours, rust) = (float_text(d, false), reference(d));
+            proptest::prop_assert_eq!(ours.parse::<f64>().ok(), Some(d));
+            proptest::prop_assert_eq!(ours.len(), rust.len());
+            proptest::prop_assert_eq!(ours.find(['.', 'e']), rust.find(['.', 'e']));
+        }
+
+        #[test]
+        fn floats_keep_their_single_precision_digits(bits: u32) {
+            let f = f32::from_bits(bits);
+            proptest::prop_assume!(f.is_finite());
+            // Where two shortest renderings are equally near, ryu takes the even digit
+            // (as JavaScript and PostgreSQL do) and Rust the one rounded up: both read back
+            // as the same float, with as many digits, laid out the same way.
+            let (ours, rust) = (float_text(f64::from(f), true), reference(f));
+            proptest::prop_assert_eq!(ours.parse::<f32>().ok(), Some(f));
+            proptest::prop_assert_eq!(ours.len(), rust.len());
+            proptest::prop_assert_eq!(ours.find(['.', 'e']), rust.find(['.', 'e']));
+        }
+    }
+
+    /// A DECIMAL's binary form as MySQL writes it (through mysql_common's encoder).
+    fn decimal_bytes(text: &str) -> Vec<u8> {
+        let decimal: mysql_common::binlog::decimal::Decimal = text.parse().expect("a decimal");
+        let mut out = Vec::new();
+        decimal.write_bin(&mut out).expect("encodes");
+        out
+    }
+
+    fn decode_decimal(bytes: &[u8], precision: usize, scale: usize) -> Result<String, String> {
+        let mut buf = ParseBuf(bytes);
+        let text = decimal_text(&mut buf, precision, scale)?;
+        assert!(buf.is_empty(), "the value's bytes are all read");
+        Ok(text)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decimals_read_exactly(
+            precision in 1usize..=65,
+            scale_seed: usize,
+            digits in proptest::collection::vec(0u8..10, 65),
+            negative: bool,
+        ) {
+            let scale = scale_seed % (precision.min(30) + 1);
+            let integer = precision - scale;
+            // The encoder sizes the value from its text: the integer part is full width.
+            let mut int: String = digits[..integer].iter().map(|d| char::from(b'0' + d)).collect();
+            if let Some(first) = int.get_mut(0..1) && first == "0" {
+                int.replace_range(0..1, "7");
+            }
+            let frac: String = digits[integer..precision].iter().map(|d| char::from(b'0' + d)).collect();
+            let mut text = if int.is_empty() { "0".to_owned() } else { int };
+            if scale > 0 {
+                text = format!("{text}.{frac}");
+            }
+            if negative && text.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+                text.insert(0, '-');
+            }
+            // mysql_common counts the `0` of `0.5` as an integer digit; `.5` has none.
+            let bytes = decimal_bytes(if integer == 0 { text.replacen("0.", ".", 1) } else { text.clone() }.as_str());
+            proptest::prop_assert_eq!(decode_decimal(&bytes, precision, scale), Ok(text.clone()));
+            // The same as mysql_common's reader.
+            let reference = mysql_common::binlog::decimal::Decimal::read_bin(&bytes[..], precision, scale, false)
+                .expect("reads");
+            proptest::prop_assert_eq!(reference.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn decimals_small_in_wide_columns_and_broken_ones() {
+        // DECIMAL(12,2): one byte for the integer's leftover digit, a 4-byte group, one byte
+        // for the two fraction digits.
+        assert_eq!(decode_decimal(&[0x80, 0, 0, 0, 0, 50], 12, 2), Ok("0.50".into()));
+        assert_eq!(
+            decode_decimal(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xcd], 12, 2),
+            Ok("-0.50".into())
+        );
+        assert_eq!(decode_decimal(&[0x80, 0, 0, 0, 5, 0], 12, 2), Ok("5.00".into()));
+        assert_eq!(decode_decimal(&[0x81, 0, 0, 0, 0, 0], 12, 2), Ok("1000000000.00".into()));
+        assert_eq!(decode_decimal(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff], 12, 2), Ok("0.00".into()));
+        assert_eq!(decode_decimal(&[0x80, 0, 0, 0], 10, 0).map_err(|_| ()), Err(()), "too short");
+        assert!(
+            decode_decimal(&[0x80, 0x3b, 0x9a, 0xca, 0x00, 0], 12, 2)
+                .is_err_and(|e| e.contains("more than 9 digits"))
+        );
+        assert!(decode_decimal(&[0x80], 66, 0).is_err_and(|e| e.contains("not a valid")));
+    }
+
+    #[test]
+    fn float_layout_at_the_edges() {
+        for (value, text) in [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1e21, "1e+21"),
+            (999_999_999_999_999_900_000.0, "999999999999999900000"),
+            (1e-6, "0.000001"),
+            (1.5e-7, "1.5e-7"),
+            (-123.25, "-123.25"),
+            (100.0, "100"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+        ] {
+            assert_eq!(float_text(value, false), text);
+        }
+        assert_eq!(float_text(f64::from(0.1f32), true), "0.1");
+        assert_eq!(float_text(f64::from(1e-7f32), true), "1e-7");
+        assert_eq!(hex(&[0, 0x7f, 0xff]), "\\x007fff");
     }
 
     #[test]
