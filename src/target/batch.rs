@@ -132,14 +132,8 @@ pub fn rounds<'a>(
         }
         let mut cells: Vec<Option<Cell<'a>>> = vec![None; table.columns.len()];
         for (n, (name, value)) in m.row.iter().enumerate() {
-            // Source and target mostly list columns in the same order: try that position first.
-            let found = match table.columns.get(n) {
-                Some(column) if *column.name == **name => Some((n, column)),
-                _ => table.column(name),
-            };
-            let (i, column) = found.ok_or_else(|| ApplyError::UnknownColumn {
-                table: table.name.clone(),
-                column: name.to_string(),
+            let (i, column) = table.column_near(name, n).ok_or_else(|| {
+                ApplyError::UnknownColumn { table: table.name.clone(), column: name.to_string() }
             })?;
             if !column.generated {
                 cells[i] = Some(cell(value, column));

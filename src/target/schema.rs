@@ -91,6 +91,17 @@ impl Table {
     /// The column a source column name maps to: the exact name, else the one whose name
     /// matches case-insensitively (when only one does).
     pub fn column(&self, name: &str) -> Option<(usize, &Column)> {
+        self.column_near(name, usize::MAX)
+    }
+
+    /// [`Table::column`], looking at `position` first: source rows mostly list their columns
+    /// in the target's order, and a batch asks once per value.
+    pub fn column_near(&self, name: &str, position: usize) -> Option<(usize, &Column)> {
+        if let Some(column) = self.columns.get(position)
+            && column.name == name
+        {
+            return Some((position, column));
+        }
         if let Some(found) = self.columns.iter().enumerate().find(|(_, c)| c.name == name) {
             return Some(found);
         }

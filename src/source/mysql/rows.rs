@@ -222,14 +222,13 @@ fn decimal_text(buf: &mut ParseBuf<'_>, precision: usize, scale: usize) -> Resul
             if value >= 10u32.pow(digits as u32) {
                 return Err(format!("a DECIMAL group holds {value}, more than {digits} digits"));
             }
-            if g < 2 && text.len() == start {
+            let width = if g < 2 && text.len() == start {
                 // The integer part so far is zero: no leading zeros.
-                if value != 0 {
-                    text.push_str(&value.to_string());
-                }
+                value.checked_ilog10().map_or(0, |log| log + 1)
             } else {
-                push_digits(&mut text, value, digits as u32);
-            }
+                digits as u32
+            };
+            push_digits(&mut text, value, width);
         }
     }
     if text.len() == start {
@@ -451,7 +450,6 @@ fn float_text(value: f64, single: bool) -> String {
     }
     let mut buf = ryu::Buffer::new();
     // The cast is exact: `value` was widened from the f32 it came from.
-    #[allow(clippy::cast_possible_truncation)]
     let shortest = if single { buf.format_finite(value as f32) } else { buf.format_finite(value) };
     js_layout(shortest)
 }
@@ -468,10 +466,8 @@ fn js_layout(shortest: &str) -> String {
         Some(rest) => (true, rest),
         None => (false, shortest),
     };
-    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (text, 0),
-    };
+    let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     // The value is 0.DIGITS × 10^point.
     let all = || int.bytes().chain(frac.bytes());

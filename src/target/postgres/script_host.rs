@@ -167,7 +167,8 @@ pub fn row_writer(
                         (1..=columns.len()).map(|i| format!("${i}")).collect();
                     let updates: Vec<String> = data
                         .keys()
-                        .filter(|c| !pk.iter().any(|k| k.as_str() == &***c))
+                        .map(|c| &**c)
+                        .filter(|c| !pk.iter().any(|k| k == c))
                         .map(|c| format!("{0} = excluded.{0}", quote_ident(c)))
                         .collect();
                     let conflict = if updates.is_empty() {
