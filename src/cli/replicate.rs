@@ -228,11 +228,12 @@ pub async fn serve_metrics(
 }
 
 /// Checkpoints in staging, written off the apply path: each committed position is handed to
-/// a background task that saves the latest one (positions arriving while a save runs are
-/// coalesced into the next), then announces it (the source tells its server what it may
-/// forget only once the position is stored). A stored position that lags the target is safe:
-/// a restart replays from it, and replays are idempotent. A failing save is retried; while it
-/// fails, the sequencer is stopped by the next `save` with the error.
+/// a background task that saves the latest one (positions arriving while a save runs, or
+/// within [`AnnouncingCheckpoints::PACE`] of the last save, are coalesced into the next),
+/// then announces it (the source tells its server what it may forget only once the position
+/// is stored). A stored position that lags the target is safe: a restart replays from it, and
+/// replays are idempotent. A failing save is retried; while it fails, the sequencer is stopped
+/// by the next `save` with the error.
 pub struct AnnouncingCheckpoints {
     latest: watch::Sender<(u64, Option<Committed>)>,
     stored: watch::Receiver<u64>,
@@ -240,6 +241,12 @@ pub struct AnnouncingCheckpoints {
 }
 
 impl AnnouncingCheckpoints {
+    /// The least time between two saves. Target commits can come every few milliseconds, and
+    /// saving each one cost the staging server as much CPU as a fifth of the writes; a restart
+    /// replays at most this much more, and the source learns what it may forget this much
+    /// later.
+    pub const PACE: Duration = Duration::from_millis(100);
+
     /// Saves through `store` on `client` and sends each saved position to `announce`.
     pub fn new<P: Send + Sync + 'static>(
         client: tokio_postgres::Client,
@@ -270,10 +277,12 @@ impl AnnouncingCheckpoints {
                 if let Ok(mut f) = report.lock() {
                     *f = None;
                 }
+                let saved = tokio::time::Instant::now();
                 stored_tx.send_replace(seq);
                 if let Some(p) = position {
                     announce.send_replace(p);
                 }
+                tokio::time::sleep_until(saved + Self::PACE).await;
             }
         });
         Self { latest, stored, failed }
