@@ -19,6 +19,11 @@
 # in order, so the last id arriving means every row did). Prints rows/s, the ratios to the
 # native subscriber, and replicator's peak RSS. Connections use the default sslmode
 # (prefer) on both sides, as users run them.
+#
+# The source's own limit is shown too: for each drain, the CPU time of the walsender that
+# decoded and sent it (from /proc, sampled while it runs), as a share of the drain's wall
+# time. One walsender decodes a slot on one core; no consumer drains faster than it sends,
+# so a drain whose walsender was busy 90% of the time can go at most 1/0.9 as fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-300000}
@@ -107,21 +112,45 @@ wait_last() { # database
     || { echo "$1 did not catch up within 10 minutes" >&2; exit 1; }
 }
 
+# Follows the walsender of a slot until it exits and writes its CPU seconds (user + system)
+# to a file. Run in the background while the slot is drained.
+walsender_cpu() { # slot file
+  local pid="" last=0 ticks tck
+  tck=$(getconf CLK_TCK)
+  for _ in $(seq 600); do
+    pid=$(src_psql -d postgres -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1'")
+    [ -n "$pid" ] && break
+    sleep 0.05
+  done
+  while [ -n "$pid" ] && ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null); do
+    last=$ticks
+    sleep 0.05
+  done
+  echo "scale=2; $last / $tck" | bc >"$2"
+}
+
 # --- PostgreSQL's subscriber ------------------------------------------------------------------
 if [ "${BENCH_ONLY:-}" = replicator ]; then native=1; else
 tgt_psql -d bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=5432 dbname=bench_src user=postgres' PUBLICATION bench_pub WITH (create_slot = false, slot_name = 'bench_native', copy_data = false, enabled = false)"
+work=$(mktemp -d)
+walsender_cpu bench_native "$work/bench_native.cpu" &
+follower=$!
 t0=$(date +%s.%N)
 tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub ENABLE"
 wait_last bench_native
 native=$(echo "$(date +%s.%N) - $t0" | bc)
+tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub DISABLE" >/dev/null
+wait "$follower"
 fi
 
 # --- replicator -------------------------------------------------------------------------------
-work=$(mktemp -d)
+work=${work:-$(mktemp -d)}
 run_replicator() { # slot database [extra flags…]
   local slot=$1 db=$2
   shift 2
-  local t0 pid secs rss
+  local t0 pid secs rss follower
+  walsender_cpu "$slot" "$work/$slot.cpu" &
+  follower=$!
   t0=$(date +%s.%N)
   ${BENCH_WRAP:-} "$bin" pglogical --sourceConn postgres://postgres@127.0.0.1:5432/bench_src \
     --targetConn "postgres://postgres@127.0.0.1:5433/$db" --targetSchema "$db.public" \
@@ -138,6 +167,7 @@ run_replicator() { # slot database [extra flags…]
     kill "$pid"
     wait "$pid" || { echo "replicator failed:" >&2; cat "$work/$slot.log" >&2; exit 1; }
   fi
+  wait "$follower"
   echo "$secs $rss"
 }
 read -r plain plain_rss < <(run_replicator bench_replicator bench_replicator ${BENCH_FLAGS:-})
@@ -157,8 +187,12 @@ read -r scripted scripted_rss < <(run_replicator bench_script bench_script --use
 # --- figures ----------------------------------------------------------------------------------
 rate() { echo "$rows / $1" | bc; }
 ratio() { echo "scale=2; $2 / $1" | bc; }
+busy() { # slot seconds: the walsender's CPU as a share of the drain's wall time
+  printf '%3.0f%%' "$(echo "100 * $(cat "$work/$1.cpu") / $2" | bc -l)"
+}
 echo
 echo "rows: $rows (1,000-row transactions), target: PostgreSQL $ver on 5433"
-printf '%-44s %8.2f s %9s rows/s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")"
-printf '%-44s %8.2f s %9s rows/s  %5s× native  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$((plain_rss / 1024))"
-printf '%-44s %8.2f s %9s rows/s  %5s× native  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$((scripted_rss / 1024))"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")" "1.00" "$(busy bench_native "$native")"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$(busy bench_replicator "$plain")" "$((plain_rss / 1024))"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$(busy bench_script "$scripted")" "$((scripted_rss / 1024))"
+echo "(a drain cannot go faster than its walsender sends: at most 100% / busy as fast as it went)"
