@@ -263,14 +263,15 @@ async fn a_userscript_filters_renames_and_computes() {
     // The target names a column differently and has a computed column.
     let f = Fixture::new(
         "CREATE TABLE secrets (id int PRIMARY KEY, v text);",
-        "CREATE TABLE orders (id int PRIMARY KEY, name text, qty int, price numeric(10,2), total numeric(12,2));",
+        "CREATE TABLE orders (id int PRIMARY KEY, name text, qty int, price numeric(10,2), total numeric(12,2), \
+         doc jsonb, tag text);",
     )
     .await;
     f.src
         .client()
         .await
         .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, nm text, qty int, price numeric(10,2));",
+            "CREATE TABLE orders (id int PRIMARY KEY, nm text, qty int, price numeric(10,2), doc jsonb);",
         )
         .await
         .expect("source table");
@@ -284,7 +285,9 @@ api.configureTargetSchema("{db}.public", {{
     if (meta.table === "secrets") return null;
     const {{ nm, ...rest }} = row;
     const total = (Number(row.qty) * Number(row.price)).toFixed(2);
-    return {{ ...rest, name: nm, total }};
+    // jsonb reaches the script as a document, whatever form the source's text had.
+    const tag = row.doc === null ? null : row.doc.tags[1] + "/" + typeof row.doc.n;
+    return {{ ...rest, name: nm, total, tag }};
   }},
   onRowDelete: (row, meta) => (meta.table === "secrets" ? null : row),
 }});
@@ -298,15 +301,21 @@ api.configureTargetSchema("{db}.public", {{
     let source = f.src.client().await;
     source
         .batch_execute(
-            "INSERT INTO orders VALUES (1, 'apple', 3, 0.50), (2, 'pear', 2, 1.25);
+            "INSERT INTO orders VALUES (1, 'apple', 3, 0.50, NULL), \
+               (2, 'pear', 2, 1.25, '{\"n\": 7, \"tags\": [\"a\", \"ripe\"]}');
              INSERT INTO secrets VALUES (1, 'hidden');
              UPDATE orders SET qty = 10 WHERE id = 2; DELETE FROM orders WHERE id = 1;
              DELETE FROM secrets WHERE id = 1; INSERT INTO secrets VALUES (2, 'also hidden');",
         )
         .await
         .expect("changes");
-    wait_for(&f, &run, "SELECT name || ':' || qty || ':' || total FROM orders", "pear:10:12.50")
-        .await;
+    wait_for(
+        &f,
+        &run,
+        "SELECT name || ':' || qty || ':' || total || ':' || tag || ':' || (doc->>'n') FROM orders",
+        "pear:10:12.50:ripe/number:7",
+    )
+    .await;
     let target = f.tgt.client().await;
     let secrets: i64 =
         target.query_one("SELECT count(*) FROM secrets", &[]).await.expect("count").get(0);
@@ -328,7 +337,10 @@ api.configureTargetSchema("{db}.public", {{
     target.batch_execute(&log[start..=end]).await.expect("skip the truncate");
     let script_path = script.to_str().expect("path").to_owned();
     let again = f.start(&["--userscript", &script_path]);
-    source.batch_execute("INSERT INTO orders VALUES (3, 'fig', 1, 2.00)").await.expect("insert");
+    source
+        .batch_execute("INSERT INTO orders VALUES (3, 'fig', 1, 2.00, NULL)")
+        .await
+        .expect("insert");
     wait_for(&f, &again, "SELECT count(*)::text FROM orders", "2").await;
 }
 

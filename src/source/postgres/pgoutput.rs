@@ -487,10 +487,7 @@ pub fn text_value(type_oid: u32, text: String) -> Value {
     match type_oid {
         16 => Value::Bool(text == "t"),
         20 | 21 | 23 | 26 | 700 | 701 | 1700 => Value::Number(text),
-        114 | 3802 => match serde_json::from_str(&text) {
-            Ok(json) => Value::Json(json),
-            Err(_) => Value::String(text),
-        },
+        114 | 3802 => Value::JsonText(text),
         1114 => Value::String(text.replacen(' ', "T", 1)),
         1184 => Value::String(timestamptz_utc(&text).unwrap_or(text)),
         1000 => array(&text, 16),
@@ -638,7 +635,12 @@ mod tests {
             Value::String("{1,2".into()),
             "malformed stays text"
         );
-        assert!(matches!(text_value(3802, r#"{"a": 1.50}"#.into()), Value::Json(_)));
+        // JSON stays the server's text (a target takes text); a script gets the document.
+        let json = text_value(3802, r#"{"a": 1.50, "b": [1, 2]}"#.into());
+        assert_eq!(json, Value::JsonText(r#"{"a": 1.50, "b": [1, 2]}"#.into()));
+        let document: serde_json::Value =
+            serde_json::from_str(r#"{"a":1.50,"b":[1,2]}"#).expect("json");
+        assert_eq!(json.to_json(), document, "numbers exactly as written");
     }
 
     #[test]

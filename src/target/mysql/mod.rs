@@ -104,6 +104,7 @@ fn cell<'a>(value: &'a Value, column: &Column) -> Cell<'a> {
         }
         Value::String(s) => Some(s.as_str().into()),
         Value::Json(j) => Some(j.to_string().into()),
+        Value::JsonText(s) => Some(s.as_str().into()),
         Value::Array(_) => Some(value.to_json().to_string().into()),
     }
 }

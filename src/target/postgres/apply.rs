@@ -112,6 +112,7 @@ fn cell(value: &Value, json: bool) -> Cell<'_> {
         Value::Bool(b) => Some(Cow::Borrowed(if *b { "t" } else { "f" })),
         Value::Number(s) | Value::String(s) => Some(Cow::Borrowed(s)),
         Value::Json(j) => Some(j.to_string().into()),
+        Value::JsonText(s) => Some(Cow::Borrowed(s)),
         Value::Array(_) if json => Some(value.to_json().to_string().into()),
         Value::Array(items) => Some(array_literal(items).into()),
     }

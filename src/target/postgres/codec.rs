@@ -29,6 +29,7 @@ impl ToSql for TextParam<'_> {
             Value::Bool(b) => out.extend_from_slice(if *b { b"t" } else { b"f" }),
             Value::Number(s) | Value::String(s) => out.extend_from_slice(s.as_bytes()),
             Value::Json(j) => out.extend_from_slice(j.to_string().as_bytes()),
+            Value::JsonText(s) => out.extend_from_slice(s.as_bytes()),
             Value::Array(items) => out.extend_from_slice(array_literal(items).as_bytes()),
         }
         Ok(IsNull::No)
@@ -125,7 +126,7 @@ pub fn array_literal(items: &[Value]) -> String {
                         }
                     }
                     Value::Json(j) => j.to_string(),
-                    Value::Number(s) | Value::String(s) => s.clone(),
+                    Value::Number(s) | Value::String(s) | Value::JsonText(s) => s.clone(),
                     Value::Null | Value::Array(_) => unreachable!("handled above"),
                 };
                 out.push('"');
