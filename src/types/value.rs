@@ -88,8 +88,9 @@ impl Value {
                 .unwrap_or_else(|_| serde_json::Value::String(s.clone())),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Json(j) => j.clone(),
-            Value::JsonText(s) => serde_json::from_str(s)
-                .unwrap_or_else(|_| serde_json::Value::String(s.clone())),
+            Value::JsonText(s) => {
+                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone()))
+            }
             Value::Array(items) => {
                 serde_json::Value::Array(items.iter().map(Value::to_json).collect())
             }
