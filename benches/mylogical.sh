@@ -4,13 +4,14 @@
 #
 #   bash benches/mylogical.sh [ROWS]        (default 300000)
 #
+# BENCH_TX sets the rows per source transaction (default 1000; it must divide ROWS).
 # BENCH_FLAGS adds flags to replicator (e.g. BENCH_FLAGS="--flushSize 5000"); BENCH_WRAP
 # prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"); BENCH_LOG
 # names a file to keep replicator's log in; BENCH_BIN runs another build of replicator (to
 # compare two builds under the same machine conditions) instead of building this checkout.
 #
 # The source is the local MariaDB on 3306, the target the local PostgreSQL on 5432
-# (tests/databases.sh provisions both). ROWS rows of mixed types are written in 1,000-row
+# (tests/databases.sh provisions both). ROWS rows of mixed types are written in BENCH_TX-row
 # transactions after the GTID position is noted, then exported to a file. COPY loads that
 # file into the empty target table (timed, then the table is emptied again); replicator
 # drains the binlog from the noted position into the same table, timed from its start until
@@ -20,7 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-300000}
-(( rows % 1000 == 0 )) || { echo "ROWS must be a multiple of 1000" >&2; exit 2; }
+tx=${BENCH_TX:-1000}
+(( tx > 0 && rows % tx == 0 )) || { echo "ROWS must be a multiple of BENCH_TX ($tx)" >&2; exit 2; }
 
 my() { mariadb -uroot -h127.0.0.1 -P3306 -N -B "$@"; }
 pg() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
@@ -45,10 +47,10 @@ pg -d bench_my_tgt -c "CREATE TABLE bench (id bigint PRIMARY KEY, n int, amount 
 my -e "FLUSH BINARY LOGS"
 position=$(my -e "SELECT @@gtid_binlog_pos")
 
-echo "writing $rows rows in $((rows / 1000)) transactions of 1,000"
+echo "writing $rows rows in $((rows / tx)) transactions of $tx"
 start=$(date +%s.%N)
-for ((b = 0; b < rows / 1000; b++)); do
-  echo "INSERT INTO bench WITH RECURSIVE s(g) AS (SELECT $((b * 1000 + 1)) UNION ALL SELECT g + 1 FROM s WHERE g < $((b * 1000 + 1000)))
+for ((b = 0; b < rows / tx; b++)); do
+  echo "INSERT INTO bench WITH RECURSIVE s(g) AS (SELECT $((b * tx + 1)) UNION ALL SELECT g + 1 FROM s WHERE g < $((b * tx + tx)))
     SELECT g, g % 1000, (g % 100000) / 100.0, CONCAT('name ', g, ' ', MD5(g)),
            TIMESTAMP '2024-01-01 00:00:00' + INTERVAL g SECOND, g % 2 = 0, MD5(g), g / 7.0, g % 256 FROM s;"
 done | my bench_my
@@ -126,7 +128,7 @@ rss=$peak
 
 rate() { echo "$rows / $1" | bc; }
 echo
-echo "rows: $rows (1,000-row transactions), MariaDB $(my -e 'SELECT VERSION()') → PostgreSQL on 5432"
+echo "rows: $rows ($tx-row transactions), MariaDB $(my -e 'SELECT VERSION()') → PostgreSQL on 5432"
 printf '%-34s %8.2f s %9s rows/s\n' "COPY into the target table (median)" "$copy" "$(rate "$copy")"
 printf '%-34s %8.2f s %9s rows/s  %s of COPY  peak RSS %s MiB\n' "replicator mylogical (median)" "$secs" "$(rate "$secs")" \
   "$(echo "scale=0; 100 * $copy / $secs" | bc)%" "$((rss / 1024))"

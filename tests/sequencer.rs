@@ -391,15 +391,18 @@ api.configureTargetTables(["customers"], {
 
 #[tokio::test]
 async fn the_queue_pushes_back_on_the_source() {
+    use replicator::sequencer::Input;
     use replicator::sequencer::queue::bounded;
     let (sender, mut receiver) = bounded(4);
     sender.send(tx(1, 3)).await.expect("fits");
-    // tx1 moved on to the sequencer's one-slot hand-off; the queue is empty again.
-    sender.send(tx(2, 4)).await.expect("fits");
+    sender.send(tx(2, 1)).await.expect("fits");
     let blocked = tokio::time::timeout(Duration::from_millis(100), sender.send(tx(3, 1))).await;
     assert!(blocked.is_err(), "a full queue makes the source wait");
-    assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(1))));
+    // Taking a transaction gives its room back.
+    assert_eq!(receiver.try_recv().map(|t| t.position).ok(), Some(Position::Lsn(PgLsn(1))));
+    sender.send(tx(3, 1)).await.expect("fits again");
     assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(2))));
+    assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(3))));
     // A transaction larger than the whole queue still passes, alone.
     let big = tokio::spawn({
         let sender = sender.clone();
@@ -408,8 +411,33 @@ async fn the_queue_pushes_back_on_the_source() {
     assert_eq!(receiver.recv().await.map(|t| t.position), Some(Position::Lsn(PgLsn(4))));
     big.await.expect("join").expect("sent");
     drop(receiver);
-    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(sender.send(tx(5, 1)).await.is_err(), "a stopped sequencer fails the send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_transactions_waiting_in_the_queue_coalesce() {
+    use replicator::sequencer::queue::bounded;
+    // A backlog of one-row transactions: everything queued is there for the sequencer to
+    // coalesce, for the first batch and for each one gathered while another is written.
+    let (sender, receiver) = bounded(10_000);
+    for n in 1..=100 {
+        sender.send(tx(n, 1)).await.expect("queued");
+    }
+    drop(sender);
+    let mut target = FaultyTarget {
+        plan_ahead: true,
+        delay: Duration::from_millis(2),
+        ..FaultyTarget::default()
+    };
+    let mut checkpoints = MemoryCheckpoints::default();
+    let progress = run_immediate(&config(10, 50, 0), receiver, &mut target, &mut checkpoints)
+        .await
+        .expect("run");
+    let sizes: Vec<usize> = target.committed.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10; 10], "ten batches of --flushSize rows");
+    assert!(target.planned >= 9, "gathered and planned while the one before was written");
+    assert_eq!(progress.transactions, 100);
+    assert_eq!(lsns(&checkpoints.saved).last(), Some(&100));
 }
 
 #[tokio::test]

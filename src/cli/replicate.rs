@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::groups::{ConfigError, MetricsArgs, SequencerArgs, StagingArgs, TargetArgs};
 use super::groups::{DEFAULT_STAGING_SCHEMA_COCKROACH, DEFAULT_STAGING_SCHEMA_POSTGRES};
@@ -16,13 +16,13 @@ use super::groups::{MetricsConfig, SequencerConfig, StagingConfig, TargetConfig}
 use super::script::ScriptArgs;
 use crate::script::{EngineOptions, ScriptPool, SourceTag};
 use crate::sequencer::postgres::{PgTarget, StagingCheckpoints};
-use crate::sequencer::{Checkpoints, Progress, SequencerError};
+use crate::sequencer::{Checkpoints, Input, Progress, SequencerError};
 use crate::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema};
 use crate::target::Protocol;
 use crate::target::postgres::apply::Dialect;
 use crate::target::postgres::{Server, check_database};
 use crate::types::ConnString;
-use crate::types::mutation::{Position, SourceTransaction};
+use crate::types::mutation::Position;
 
 /// The flags every replication command takes after its source's: target, staging, sequencer,
 /// userscript and metrics.
@@ -355,7 +355,7 @@ impl Apply<'_> {
     /// why the queue closed.
     pub async fn run_to_end<E1, E2>(
         &self,
-        input: mpsc::Receiver<SourceTransaction>,
+        input: impl Input,
         checkpoints: &mut AnnouncingCheckpoints,
         stop: &watch::Sender<bool>,
         reader: tokio::task::JoinHandle<Result<(), E1>>,
@@ -400,7 +400,7 @@ impl Apply<'_> {
     /// Runs the sequencer over `input` until it closes or a batch fails.
     pub async fn run<C: Checkpoints>(
         &self,
-        input: mpsc::Receiver<SourceTransaction>,
+        input: impl Input,
         checkpoints: &mut C,
     ) -> Result<Progress, SequencerError> {
         let opening = |message: String| SequencerError::Checkpoint {

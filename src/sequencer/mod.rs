@@ -98,6 +98,26 @@ pub type Planned = Box<dyn std::any::Any + Send>;
 /// Plans a batch ahead of its turn (see [`Target::planner`]).
 pub type Planner = Arc<dyn Fn(&[SourceTransaction]) -> Option<Planned> + Send + Sync>;
 
+/// Where the sequencer takes source transactions from, in source order: the source's queue
+/// ([`queue::QueueReceiver`]), or a channel.
+pub trait Input: Send {
+    /// The next transaction, waiting for one; `None` once the input is closed and drained.
+    fn recv(&mut self) -> impl Future<Output = Option<SourceTransaction>> + Send;
+
+    /// The next transaction if one is there already.
+    fn try_recv(&mut self) -> Result<SourceTransaction, mpsc::error::TryRecvError>;
+}
+
+impl Input for mpsc::Receiver<SourceTransaction> {
+    fn recv(&mut self) -> impl Future<Output = Option<SourceTransaction>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Result<SourceTransaction, mpsc::error::TryRecvError> {
+        mpsc::Receiver::try_recv(self)
+    }
+}
+
 /// Where committed positions go.
 pub trait Checkpoints: Send {
     /// Records a committed position; never called with a position before an earlier one.
@@ -167,9 +187,9 @@ pub struct Progress {
 /// When the target plans ahead ([`Target::planner`]), whatever the source has ready when a
 /// batch starts to be written becomes the next batch at once, and is planned on a blocking
 /// thread meanwhile; a written batch is also freed there, off the apply path.
-pub async fn run_immediate<T: Target, C: Checkpoints>(
+pub async fn run_immediate<I: Input, T: Target, C: Checkpoints>(
     config: &SequencerConfig,
-    mut input: mpsc::Receiver<SourceTransaction>,
+    mut input: I,
     target: &mut T,
     checkpoints: &mut C,
 ) -> Result<Progress, SequencerError> {
@@ -237,7 +257,7 @@ struct Ahead {
 /// nothing is). `None` once the input is closed and drained.
 async fn gather(
     config: &SequencerConfig,
-    input: &mut mpsc::Receiver<SourceTransaction>,
+    input: &mut impl Input,
     pending: &mut Option<SourceTransaction>,
     wait: bool,
 ) -> Option<(Vec<SourceTransaction>, usize)> {

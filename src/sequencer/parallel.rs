@@ -13,7 +13,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{Checkpoints, Progress, SequencerError, Target, run_immediate};
+use super::{Checkpoints, Input, Progress, SequencerError, Target, run_immediate};
 use crate::cli::groups::SequencerConfig;
 use crate::staging::Committed;
 use crate::types::mutation::{Position, SourceTransaction};
@@ -73,15 +73,16 @@ impl Checkpoints for WorkerCheckpoints {
 
 /// Applies source transactions with table groups in parallel. `groups` maps table → group;
 /// `make_target` opens one target per worker.
-pub async fn run_parallel<T, F, Fut, C>(
+pub async fn run_parallel<I, T, F, Fut, C>(
     config: &SequencerConfig,
-    mut input: mpsc::Receiver<SourceTransaction>,
+    mut input: I,
     groups: HashMap<String, usize>,
     workers: usize,
     mut make_target: F,
     checkpoints: &mut C,
 ) -> Result<Progress, SequencerError>
 where
+    I: Input,
     T: Target + Send + 'static,
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Result<T, String>>,
