@@ -8,11 +8,12 @@
 # prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"), BENCH_FLAGS
 # adds flags to it (e.g. BENCH_FLAGS="--flushSize 10000"). BENCH_BIN runs another build of
 # replicator (to compare two builds under the same machine conditions) instead of building
-# this checkout.
+# this checkout. BENCH_LOG names a file to keep replicator's log in. BENCH_TX sets the rows per source transaction (default 1000; it must divide
+# ROWS).
 #
 # The source is the local PostgreSQL on 5432 (tests/databases.sh provisions it); the target is
 # a second cluster on port 5433, created here if missing (Debian's pg_createcluster). One
-# backlog of ROWS rows (mixed types, 1,000-row transactions) is written once and sits in
+# backlog of ROWS rows (mixed types, BENCH_TX-row transactions) is written once and sits in
 # three slots. The native subscription drains one, replicator the second, replicator with a
 # pass-through userscript the third; each into its own target database on 5433. A drain is
 # timed from the start of the consumer until the last row is on the target (commits apply
@@ -27,7 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-300000}
-(( rows % 1000 == 0 )) || { echo "ROWS must be a multiple of 1000" >&2; exit 2; }
+tx=${BENCH_TX:-1000}
+(( tx > 0 && rows % tx == 0 )) || { echo "ROWS must be a multiple of BENCH_TX ($tx)" >&2; exit 2; }
 
 src_psql() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 tgt_psql() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5433 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
@@ -61,6 +63,7 @@ cleanup() {
   for s in "${slots[@]}"; do
     src_psql -d postgres -c "SELECT pg_drop_replication_slot('$s') WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$s')" >/dev/null 2>&1 || true
   done
+  if [ -n "${BENCH_LOG:-}" ] && [ -f "${work:-}/bench_replicator.log" ]; then cp "$work/bench_replicator.log" "$BENCH_LOG"; fi
   if [ -n "${work:-}" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -78,18 +81,18 @@ for db in bench_native bench_replicator bench_script; do
   tgt_psql -d "$db" -c "$ddl"
 done
 
-echo "writing $rows rows in $((rows / 1000)) transactions of 1,000"
+echo "writing $rows rows in $((rows / tx)) transactions of $tx"
 start=$(date +%s.%N)
 src_psql -d bench_src <<SQL
 DO \$\$
 BEGIN
-  FOR b IN 0..$((rows / 1000 - 1)) LOOP
+  FOR b IN 0..$((rows / tx - 1)) LOOP
     INSERT INTO bench
     SELECT g, g % 1000, (g % 100000) / 100.0, 'name ' || g || ' ' || md5(g::text),
            timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g % 2 = 0,
            jsonb_build_object('k', g, 'tags', jsonb_build_array('a', g % 7)),
            md5(g::text)::uuid, g / 7.0
-    FROM generate_series(b * 1000 + 1, b * 1000 + 1000) g;
+    FROM generate_series(b * $tx + 1, b * $tx + $tx) g;
     COMMIT;
   END LOOP;
 END
@@ -191,7 +194,7 @@ busy() { # slot seconds: the walsender's CPU as a share of the drain's wall time
   printf '%3.0f%%' "$(echo "100 * $(cat "$work/$1.cpu") / $2" | bc -l)"
 }
 echo
-echo "rows: $rows (1,000-row transactions), target: PostgreSQL $ver on 5433"
+echo "rows: $rows ($tx-row transactions), target: PostgreSQL $ver on 5433"
 printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")" "1.00" "$(busy bench_native "$native")"
 printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$(busy bench_replicator "$plain")" "$((plain_rss / 1024))"
 printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$(busy bench_script "$scripted")" "$((scripted_rss / 1024))"
