@@ -165,6 +165,97 @@ async fn a_commit_that_fails_takes_the_batch_sent_behind_it_down_too() {
     assert_eq!(count, 5);
 }
 
+/// Source transaction `n` with `rows` upserts into `t`, each with its own `v`, or, with
+/// `repeat`, the second row repeating the first one's `v`.
+fn wide_tx(n: u64, rows: usize, repeat: bool) -> SourceTransaction {
+    let v = |i: usize| if repeat && i == 1 { format!("{n}-0") } else { format!("{n}-{i}") };
+    SourceTransaction {
+        mutations: (0..rows)
+            .map(|i| {
+                Mutation::upsert(
+                    "t",
+                    row([
+                        ("id", Value::Number(format!("{}", n * 1000 + i as u64))),
+                        ("v", Value::String(v(i))),
+                    ]),
+                )
+            })
+            .collect(),
+        position: Position::Lsn(PgLsn(n)),
+        commit_nanos: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_of_copied_rows_takes_the_next_batch_down_too() {
+    // As above, with batches large enough for COPY: the next batch goes out right behind the
+    // COMMIT of copied rows; when that COMMIT fails, the next one must not commit.
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE t (id int8 PRIMARY KEY, v text UNIQUE DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .await
+        .expect("schema");
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    let mut checkpoints = MemoryCheckpoints::default();
+    let txs = (1..=6).map(|n| wide_tx(n, 300, n == 4)).collect();
+    let err = run_immediate(&config(300, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
+        .await
+        .expect_err("the deferred constraint fails at COMMIT");
+    assert!(err.to_string().contains("up to 0/4"), "{err}");
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert_eq!(lsns(&checkpoints.saved), [1, 2, 3]);
+    let by_tx: Vec<(i64, i64)> = admin
+        .query("SELECT id / 1000, count(*) FROM t GROUP BY 1 ORDER BY 1", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(by_tx, [(1, 300), (2, 300), (3, 300)], "nothing after the failed commit");
+    drop(target);
+    let rest = feed(vec![wide_tx(5, 300, false), wide_tx(6, 300, false)]).await;
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    run_immediate(&config(300, 20, 0), rest, &mut target, &mut checkpoints).await.expect("run");
+    let count: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("n").get(0);
+    assert_eq!(count, 1500);
+}
+
+#[tokio::test]
+async fn copied_rows_refused_while_planned_ahead_are_written_with_upserts() {
+    // Batch 3's keys are on the target already: its COPY is refused and it is rolled back,
+    // and it is written with upserts; the batches around it go in their turn, in order, once
+    // each.
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin.batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v text)").await.expect("schema");
+    admin
+        .batch_execute("INSERT INTO t SELECT 3000 + g, 'old' FROM generate_series(0, 9) g")
+        .await
+        .expect("rows already there");
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    let mut checkpoints = MemoryCheckpoints::default();
+    let txs = (1..=6).map(|n| wide_tx(n, 300, false)).collect();
+    run_immediate(&config(300, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
+        .await
+        .expect("run");
+    assert_eq!(lsns(&checkpoints.saved).last(), Some(&6));
+    let (count, old, distinct): (i64, i64, i64) = admin
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v = 'old'), count(DISTINCT v) FROM t",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .expect("counts");
+    assert_eq!((count, old, distinct), (1800, 0, 1800), "every row once, the new values");
+}
+
 #[tokio::test]
 async fn the_flush_period_bounds_how_long_a_transaction_waits() {
     let (sender, receiver) = mpsc::channel(8);
