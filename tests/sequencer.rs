@@ -36,8 +36,13 @@ fn config(flush_size: usize, flush_period_ms: u64, max_retries: u32) -> Sequence
     }
 }
 
-/// Source transaction `n` (LSN 0/n) with `rows` upserts into `t`.
+/// Source transaction `n` (LSN 0/n) with `rows` upserts into `t`, all with `v` = "tx{n}".
 fn tx(n: u64, rows: usize) -> SourceTransaction {
+    tx_with(n, rows, |_| format!("tx{n}"))
+}
+
+/// Source transaction `n` (LSN 0/n) with `rows` upserts into `t`, row `i` with `v` = `v(i)`.
+fn tx_with(n: u64, rows: usize, v: impl Fn(usize) -> String) -> SourceTransaction {
     SourceTransaction {
         mutations: (0..rows)
             .map(|i| {
@@ -45,7 +50,7 @@ fn tx(n: u64, rows: usize) -> SourceTransaction {
                     "t",
                     row([
                         ("id", Value::Number(format!("{}", n * 1000 + i as u64))),
-                        ("v", Value::String(format!("tx{n}"))),
+                        ("v", Value::String(v(i))),
                     ]),
                 )
             })
@@ -124,10 +129,16 @@ async fn batches_ready_behind_the_one_being_written_are_planned_ahead() {
     );
 }
 
-#[tokio::test]
-async fn a_commit_that_fails_takes_the_batch_sent_behind_it_down_too() {
-    // The next batch goes out with the COMMIT of the one before; it must not commit when
-    // that COMMIT fails. A deferred unique constraint fails only at COMMIT.
+/// Runs `txs` (transaction 4 breaks a deferred unique constraint, which fails only at
+/// COMMIT) with `--flushSize flush_size`, then `rest` on a new target. The next batch goes
+/// out with the COMMIT of the one before, so it must not commit when that COMMIT fails.
+/// Returns the error, the checkpoints and the target's rows per transaction after the
+/// failure, and its row count after `rest`.
+async fn run_past_a_failed_commit(
+    txs: Vec<SourceTransaction>,
+    rest: Vec<SourceTransaction>,
+    flush_size: usize,
+) -> (String, Vec<u64>, Vec<(i64, i64)>, i64) {
     let db = PgDatabase::create().await;
     let admin = db.client().await;
     admin
@@ -139,75 +150,12 @@ async fn a_commit_that_fails_takes_the_batch_sent_behind_it_down_too() {
     let mut target =
         PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
     let mut checkpoints = MemoryCheckpoints::default();
-    // tx(n, rows) gives all its rows v = "tx{n}": transaction 4 breaks the constraint.
-    let txs = vec![tx(1, 1), tx(2, 1), tx(3, 1), tx(4, 2), tx(5, 1), tx(6, 1)];
-    let err = run_immediate(&config(1, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
-        .await
-        .expect_err("the deferred constraint fails at COMMIT");
-    assert!(err.to_string().contains("up to 0/4"), "{err}");
-    assert!(err.to_string().contains("duplicate key"), "{err}");
-    assert_eq!(lsns(&checkpoints.saved), [1, 2, 3]);
-    let ids: Vec<i64> = admin
-        .query("SELECT id FROM t ORDER BY id", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(ids, [1000, 2000, 3000], "nothing after the failed commit");
-    drop(target);
-    // The rest applies once the offending transaction is out of the way.
-    let rest = feed(vec![tx(5, 1), tx(6, 1)]).await;
-    let mut target =
-        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
-    run_immediate(&config(1, 20, 0), rest, &mut target, &mut checkpoints).await.expect("run");
-    let count: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("n").get(0);
-    assert_eq!(count, 5);
-}
-
-/// Source transaction `n` with `rows` upserts into `t`, each with its own `v`, or, with
-/// `repeat`, the second row repeating the first one's `v`.
-fn wide_tx(n: u64, rows: usize, repeat: bool) -> SourceTransaction {
-    let v = |i: usize| if repeat && i == 1 { format!("{n}-0") } else { format!("{n}-{i}") };
-    SourceTransaction {
-        mutations: (0..rows)
-            .map(|i| {
-                Mutation::upsert(
-                    "t",
-                    row([
-                        ("id", Value::Number(format!("{}", n * 1000 + i as u64))),
-                        ("v", Value::String(v(i))),
-                    ]),
-                )
-            })
-            .collect(),
-        position: Position::Lsn(PgLsn(n)),
-        commit_nanos: 0,
-    }
-}
-
-#[tokio::test]
-async fn a_failed_commit_of_copied_rows_takes_the_next_batch_down_too() {
-    // As above, with batches large enough for COPY: the next batch goes out right behind the
-    // COMMIT of copied rows; when that COMMIT fails, the next one must not commit.
-    let db = PgDatabase::create().await;
-    let admin = db.client().await;
-    admin
-        .batch_execute(
-            "CREATE TABLE t (id int8 PRIMARY KEY, v text UNIQUE DEFERRABLE INITIALLY DEFERRED)",
-        )
-        .await
-        .expect("schema");
-    let mut target =
-        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
-    let mut checkpoints = MemoryCheckpoints::default();
-    let txs = (1..=6).map(|n| wide_tx(n, 300, n == 4)).collect();
-    let err = run_immediate(&config(300, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
-        .await
-        .expect_err("the deferred constraint fails at COMMIT");
-    assert!(err.to_string().contains("up to 0/4"), "{err}");
-    assert!(err.to_string().contains("duplicate key"), "{err}");
-    assert_eq!(lsns(&checkpoints.saved), [1, 2, 3]);
+    let err =
+        run_immediate(&config(flush_size, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
+            .await
+            .expect_err("the deferred constraint fails at COMMIT")
+            .to_string();
+    let saved = lsns(&checkpoints.saved);
     let by_tx: Vec<(i64, i64)> = admin
         .query("SELECT id / 1000, count(*) FROM t GROUP BY 1 ORDER BY 1", &[])
         .await
@@ -215,13 +163,44 @@ async fn a_failed_commit_of_copied_rows_takes_the_next_batch_down_too() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(by_tx, [(1, 300), (2, 300), (3, 300)], "nothing after the failed commit");
     drop(target);
-    let rest = feed(vec![wide_tx(5, 300, false), wide_tx(6, 300, false)]).await;
+    // The rest applies once the offending transaction is out of the way.
     let mut target =
         PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
-    run_immediate(&config(300, 20, 0), rest, &mut target, &mut checkpoints).await.expect("run");
+    run_immediate(&config(flush_size, 20, 0), feed(rest).await, &mut target, &mut checkpoints)
+        .await
+        .expect("run");
     let count: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("n").get(0);
+    (err, saved, by_tx, count)
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_takes_the_batch_sent_behind_it_down_too() {
+    // tx(n, rows) gives all its rows v = "tx{n}": transaction 4 breaks the constraint.
+    let txs = vec![tx(1, 1), tx(2, 1), tx(3, 1), tx(4, 2), tx(5, 1), tx(6, 1)];
+    let (err, saved, by_tx, count) =
+        run_past_a_failed_commit(txs, vec![tx(5, 1), tx(6, 1)], 1).await;
+    assert!(err.contains("up to 0/4") && err.contains("duplicate key"), "{err}");
+    assert_eq!(saved, [1, 2, 3]);
+    assert_eq!(by_tx, [(1, 1), (2, 1), (3, 1)], "nothing after the failed commit");
+    assert_eq!(count, 5);
+}
+
+/// Source transaction `n` with `rows` upserts into `t`, each with its own `v`, or, with
+/// `repeat`, the second row repeating the first one's `v`.
+fn wide_tx(n: u64, rows: usize, repeat: bool) -> SourceTransaction {
+    tx_with(n, rows, |i| if repeat && i == 1 { format!("{n}-0") } else { format!("{n}-{i}") })
+}
+
+#[tokio::test]
+async fn a_failed_commit_of_copied_rows_takes_the_next_batch_down_too() {
+    // The same with batches large enough for COPY.
+    let txs = (1..=6).map(|n| wide_tx(n, 300, n == 4)).collect();
+    let rest = vec![wide_tx(5, 300, false), wide_tx(6, 300, false)];
+    let (err, saved, by_tx, count) = run_past_a_failed_commit(txs, rest, 300).await;
+    assert!(err.contains("up to 0/4") && err.contains("duplicate key"), "{err}");
+    assert_eq!(saved, [1, 2, 3]);
+    assert_eq!(by_tx, [(1, 300), (2, 300), (3, 300)], "nothing after the failed commit");
     assert_eq!(count, 1500);
 }
 
