@@ -306,7 +306,10 @@ impl StagingArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Sequencer")]
 pub struct SequencerArgs {
-    /// Most rows in one target transaction (a source transaction is never split)
+    /// Most rows in one target transaction: consecutive source transactions waiting in the
+    /// queue are coalesced up to it (a source transaction is never split); larger batches
+    /// commit less often and drain a backlog faster. The queue holds at most
+    /// --targetApplyQueueSize mutations: raise both to batch larger
     #[arg(long = "flushSize", value_name = "N", default_value_t = DEFAULT_FLUSH_SIZE)]
     pub flush_size: usize,
 
