@@ -94,3 +94,48 @@ async fn target_schema_must_name_the_connection_database_on_postgres() {
     assert!(err.contains("PostgreSQL cannot write across databases"), "{err}");
     assert!(err.contains(&format!("use --targetSchema {}.public", db.name)), "{err}");
 }
+
+#[tokio::test]
+async fn checkpoints_coming_fast_are_saved_paced_and_the_last_one_kept() {
+    use replicator::cli::replicate::AnnouncingCheckpoints;
+    use replicator::sequencer::Checkpoints;
+    use replicator::types::position::PgLsn;
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    prepare(&client, StagingDialect::Postgres, &staging(), true).await.expect("create");
+    // Counts the writes into memo.
+    client
+        .batch_execute(
+            "CREATE TABLE writes (n int);
+             CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO writes VALUES (1); RETURN NULL; END $$;
+             CREATE TRIGGER counted AFTER INSERT OR UPDATE ON _replicator.memo
+               FOR EACH ROW EXECUTE FUNCTION count_write();",
+        )
+        .await
+        .expect("counter");
+    let store = CheckpointStore::new(staging(), "pglogical-wal-offset-db.public");
+    let (announce, announced) = tokio::sync::watch::channel(PgLsn(0));
+    let lsn_of = |p: &Position| match p {
+        Position::Lsn(l) => Some(*l),
+        _ => None,
+    };
+    let mut checkpoints =
+        AnnouncingCheckpoints::new(db.client().await, store.clone(), announce, lsn_of);
+    // A commit every millisecond or so.
+    let started = std::time::Instant::now();
+    for n in 1..=200u64 {
+        checkpoints.save(Committed::after_commit(Position::Lsn(PgLsn(n)))).await.expect("save");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    checkpoints.flush(std::time::Duration::from_secs(5)).await.expect("flush");
+    assert_eq!(store.load_lsn(&client).await.expect("load"), Some(PgLsn(200)), "the last one");
+    assert_eq!(*announced.borrow(), PgLsn(200), "announced once stored");
+    let writes: i64 =
+        client.query_one("SELECT count(*) FROM writes", &[]).await.expect("count").get(0);
+    // At most one save per AnnouncingCheckpoints::PACE, plus the first and the last.
+    let most =
+        i64::try_from(took.as_millis() / AnnouncingCheckpoints::PACE.as_millis()).expect("ms") + 2;
+    assert!((2..=most).contains(&writes), "{writes} writes for 200 commits in {took:?}");
+}
