@@ -242,7 +242,7 @@ pub struct AnnouncingCheckpoints {
 
 impl AnnouncingCheckpoints {
     /// The least time between two saves. Target commits can come every few milliseconds, and
-    /// saving each one cost the staging server as much CPU as a fifth of the writes; a restart
+    /// saving each one cost the staging server about a seventh of the writes' CPU; a restart
     /// replays at most this much more, and the source learns what it may forget this much
     /// later.
     pub const PACE: Duration = Duration::from_millis(100);

@@ -25,11 +25,8 @@ pub(crate) fn value_to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Resul
             rquickjs::String::from_str(ctx.clone(), s)?.into_value()
         }
         Value::Json(j) => json_to_js(ctx, j)?,
-        Value::JsonText(s) => match serde_json::from_str(s) {
-            Ok(j) => json_to_js(ctx, &j)?,
-            // Not a document after all: the script sees the text.
-            Err(_) => rquickjs::String::from_str(ctx.clone(), s)?.into_value(),
-        },
+        // The document (or, if the text is not one after all, the text).
+        Value::JsonText(_) => json_to_js(ctx, &value.to_json())?,
         Value::Array(items) => {
             let array = Array::new(ctx.clone())?;
             for (i, item) in items.iter().enumerate() {

@@ -13,10 +13,9 @@
 //! - Origin and logical-decoding Messages are skipped.
 //!
 //! Values arrive in text form and are converted by type OID into exact values (numbers as
-//! their text, JSON as the server's JSON text — a userscript reads it as a document —,
-//! timestamps as RFC 3339, arrays as arrays). A column whose
-//! value is an unchanged TOAST datum (`u`) is left out of the row, so the applier keeps the
-//! target's value. Malformed input is an error, never a panic.
+//! their text, JSON as the server's JSON text, which a userscript reads as a document,
+//! timestamps as RFC 3339, arrays as arrays). A column whose value is an unchanged TOAST
+//! datum (`u`) is left out of the row, so the applier keeps the target's value. Malformed input is an error, never a panic.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
