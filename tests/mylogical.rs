@@ -503,3 +503,28 @@ async fn large_transactions_load_by_copy_and_existing_keys_fall_back_to_upserts(
     .await;
     assert!(run.stop(), "clean stop\n{}", run.log());
 }
+
+#[tokio::test]
+async fn lost_target_and_staging_connections_are_replaced() {
+    let f = Fixture::new(
+        &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))"],
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let mut run = f.start(&[]);
+    f.source("INSERT INTO t VALUES (1, 'a')").await;
+    f.expect_rows(&run, "SELECT count(*) FROM t", &[&[Some("1")]]).await;
+    let killed = support::pg_terminate_sessions(&f.tgt.name).await;
+    assert!(killed >= 2, "target and staging sessions ({killed})\n{}", run.log());
+    f.source("INSERT INTO t VALUES (2, 'b')").await;
+    for i in 0..100 {
+        f.source(&format!("INSERT INTO t VALUES ({}, 'c')", 10 + i)).await;
+        if i % 30 == 0 {
+            support::pg_terminate_sessions(&f.tgt.name).await;
+        }
+    }
+    f.expect_rows(&run, "SELECT count(*), sum(id) FROM t", &[&[Some("102"), Some("5953")]]).await;
+    let log = run.log();
+    assert!(log.contains("the target connection was lost; writing on a new one"), "{log}");
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}

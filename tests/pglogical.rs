@@ -470,3 +470,44 @@ async fn same_named_tables_in_two_schemas_are_refused_without_a_script() {
     assert!(log.contains("(archive.t and public.t)"), "{log}");
     assert!(log.contains("route them apart with a --userscript"), "{log}");
 }
+
+#[tokio::test]
+async fn lost_target_and_staging_connections_are_replaced() {
+    let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY, v text);", "").await;
+    let mut run = f.start(&["--stagingCreateSchema"]);
+    let source = f.src.client().await;
+    source.batch_execute("INSERT INTO t VALUES (1, 'before')").await.expect("insert");
+    converge(&f, &run, "t", Duration::from_secs(30)).await;
+
+    // While idle: every session replicator has on the target (writer, staging) is cut; the
+    // next rows arrive on new connections.
+    let killed = support::pg_terminate_sessions(&f.tgt.name).await;
+    assert!(killed >= 2, "replicator's target and staging sessions ({killed})\n{}", run.log());
+    source.batch_execute("INSERT INTO t VALUES (2, 'idle')").await.expect("insert");
+    converge(&f, &run, "t", Duration::from_secs(30)).await;
+
+    // Mid-stream: cut them again and again while transactions keep coming.
+    let writer = tokio::spawn({
+        let source = f.src.client().await;
+        async move {
+            for i in 0..300 {
+                let sql = format!("INSERT INTO t VALUES ({}, 'stream')", 100 + i);
+                source.batch_execute(&sql).await.expect("insert");
+            }
+        }
+    });
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        support::pg_terminate_sessions(&f.tgt.name).await;
+    }
+    writer.await.expect("writer");
+    source.batch_execute("UPDATE t SET v = 'last' WHERE id = 1").await.expect("update");
+    converge(&f, &run, "t", Duration::from_secs(60)).await;
+    let log = run.log();
+    assert!(log.contains("the target connection was lost; writing on a new one"), "{log}");
+    assert!(
+        log.contains("the staging connection was lost; saving checkpoints on a new one"),
+        "{log}"
+    );
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}

@@ -934,3 +934,72 @@ async fn a_refused_mysql_batch_names_the_first_failing_key() {
     let rows: Option<u64> = admin.query_first("SELECT COUNT(*) FROM t").await.expect("count");
     assert_eq!(rows, Some(0));
 }
+
+#[tokio::test]
+async fn a_lost_postgres_target_connection_is_replaced_and_the_batch_retried() {
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text)").await.expect("schema");
+    let conn = replicator::types::ConnString::parse(&db.url).expect("url");
+    let mut target = PgTarget::new(db.client().await, "public", Dialect::Postgres, true)
+        .await
+        .expect("target")
+        .with_reconnect(conn);
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(100, 5, 3), feed(vec![tx(1, 2)]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("first batch");
+    // The writer's session is cut while idle (an operator's pg_terminate_backend, a restart).
+    assert!(support::pg_terminate_sessions(&db.name).await >= 1);
+    let admin = db.client().await;
+    run_immediate(
+        &config(100, 5, 3),
+        feed(vec![tx(2, 2), tx(3, 300)]).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect("written on a new connection");
+    let rows: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    assert_eq!(rows, 304);
+    assert_eq!(lsns(&checkpoints.saved).last(), Some(&3));
+}
+
+#[tokio::test]
+async fn a_lost_mysql_target_connection_is_replaced_and_the_batch_retried() {
+    use mysql_async::prelude::Queryable;
+    use replicator::sequencer::mysql::MyTarget;
+    let db = support::MyDatabase::create().await;
+    let mut admin = db.conn().await;
+    admin.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.expect("schema");
+    let conn = replicator::types::ConnString::parse(&db.url).expect("url");
+    let params = replicator::myconn::MyParams::from_conn(&conn).expect("params");
+    let mut target = MyTarget::new(db.conn().await, &db.name, true)
+        .await
+        .expect("target")
+        .with_reconnect(params);
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(100, 5, 3), feed(vec![tx(1, 2)]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("first batch");
+    let ids: Vec<u64> = admin
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+            (&db.name,),
+        )
+        .await
+        .expect("processlist");
+    assert_eq!(ids.len(), 1, "the target's one connection");
+    admin.query_drop(format!("KILL {}", ids[0])).await.expect("kill");
+    run_immediate(
+        &config(100, 5, 3),
+        feed(vec![tx(2, 2), tx(3, 3)]).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect("written on a new connection");
+    let rows: Option<u64> = admin.query_first("SELECT COUNT(*) FROM t").await.expect("count");
+    assert_eq!(rows, Some(7));
+    assert_eq!(lsns(&checkpoints.saved).last(), Some(&3));
+}

@@ -120,8 +120,13 @@ async fn checkpoints_coming_fast_are_saved_paced_and_the_last_one_kept() {
         Position::Lsn(l) => Some(*l),
         _ => None,
     };
-    let mut checkpoints =
-        AnnouncingCheckpoints::new(db.client().await, store.clone(), announce, lsn_of);
+    let mut checkpoints = AnnouncingCheckpoints::new(
+        db.client().await,
+        replicator::types::ConnString::parse(&db.url).expect("url"),
+        store.clone(),
+        announce,
+        lsn_of,
+    );
     // A commit every millisecond or so.
     let started = std::time::Instant::now();
     for n in 1..=200u64 {

@@ -244,7 +244,13 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
 
     let checkpoint_client =
         crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
-    let mut checkpoints = AnnouncingCheckpoints::new(checkpoint_client, store, announce, gtid_of);
+    let mut checkpoints = AnnouncingCheckpoints::new(
+        checkpoint_client,
+        staging.conn.clone(),
+        store,
+        announce,
+        gtid_of,
+    );
     let apply = Apply {
         sequencer: &sequencer,
         target: &target,

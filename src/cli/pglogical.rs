@@ -150,6 +150,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         queue,
         script: pool.clone().map(|p| (p, target.schema.to_string())),
         truncate: (truncate_client, opened.schema.clone()),
+        target_conn: target.conn.clone(),
         committed: committed_rx,
         memo: (staging_db.schema.table("memo"), key),
     };
@@ -157,8 +158,13 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
 
     let checkpoint_client =
         crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
-    let mut checkpoints =
-        AnnouncingCheckpoints::new(checkpoint_client, store, committed_tx, lsn_of);
+    let mut checkpoints = AnnouncingCheckpoints::new(
+        checkpoint_client,
+        staging.conn.clone(),
+        store,
+        committed_tx,
+        lsn_of,
+    );
     let apply = Apply {
         sequencer: &sequencer,
         target: &target,

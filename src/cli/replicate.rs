@@ -247,9 +247,11 @@ impl AnnouncingCheckpoints {
     /// later.
     pub const PACE: Duration = Duration::from_millis(100);
 
-    /// Saves through `store` on `client` and sends each saved position to `announce`.
+    /// Saves through `store` on `client` (a connection to `conn`, reopened when lost) and
+    /// sends each saved position to `announce`.
     pub fn new<P: Send + Sync + 'static>(
         client: tokio_postgres::Client,
+        conn: ConnString,
         store: CheckpointStore,
         announce: watch::Sender<P>,
         extract: fn(&Position) -> Option<P>,
@@ -258,7 +260,7 @@ impl AnnouncingCheckpoints {
         let (stored_tx, stored) = watch::channel(0u64);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let report = failed.clone();
-        let mut inner = StagingCheckpoints::new(client, store);
+        let mut inner = StagingCheckpoints::new(client, store).with_reconnect(conn);
         tokio::spawn(async move {
             while pending.changed().await.is_ok() {
                 let (seq, committed) = pending.borrow_and_update().clone();
@@ -342,7 +344,8 @@ impl Apply<'_> {
         )
         .await
         .map_err(|e| format!("reading the target schema: {e}"))?
-        .with_schema_refresh(self.target.schema_refresh);
+        .with_schema_refresh(self.target.schema_refresh)
+        .with_reconnect(self.target.conn.clone());
         if let Some(pool) = &self.script {
             target = target.with_script(pool.clone(), &self.target.schema.to_string(), self.source);
         }

@@ -2,8 +2,9 @@
 //! transaction; the schema is re-read when a write names an unknown table or column.
 
 use super::{Target, TargetError};
+use crate::myconn::MyParams;
 use crate::target::batch::ApplyError;
-use crate::target::mysql::{MAX_PLACEHOLDERS, execute, introspect, plan};
+use crate::target::mysql::{MAX_PLACEHOLDERS, execute, introspect, is_lost, plan};
 use crate::target::schema::Schema;
 use crate::types::mutation::{Mutation, SourceTransaction};
 
@@ -15,6 +16,10 @@ pub struct MyTarget {
     collapse: bool,
     refresh_every: Option<std::time::Duration>,
     refreshed_at: std::time::Instant,
+    /// Where to open a new connection when the current one is lost.
+    reconnect: Option<MyParams>,
+    /// The connection failed the way a lost one does: replace it before the next write.
+    lost: bool,
 }
 
 impl MyTarget {
@@ -32,7 +37,43 @@ impl MyTarget {
             collapse,
             refresh_every: None,
             refreshed_at: std::time::Instant::now(),
+            reconnect: None,
+            lost: false,
         })
+    }
+
+    /// Replaces a lost connection (killed, server restarted, network cut) with a new one
+    /// before the next write, so the sequencer's retry of the batch runs on it.
+    pub fn with_reconnect(mut self, params: MyParams) -> Self {
+        self.reconnect = Some(params);
+        self
+    }
+
+    /// Opens a new connection when the last error said the current one is gone.
+    async fn ensure_connected(&mut self) -> Result<(), TargetError> {
+        if !self.lost {
+            return Ok(());
+        }
+        let Some(params) = &self.reconnect else { return Ok(()) };
+        let conn = params.connect().await.map_err(|e| TargetError {
+            message: format!(
+                "the target connection was lost, and reconnecting failed: {}",
+                crate::pgconn::with_causes(&e)
+            ),
+            transient: true,
+        })?;
+        tracing::info!("the target connection was lost; writing on a new one");
+        let old = std::mem::replace(&mut self.conn, conn);
+        drop(old);
+        self.lost = false;
+        Ok(())
+    }
+
+    /// Classifies a driver error, noting a lost connection.
+    fn driver_error(&mut self, e: &mysql_async::Error) -> bool {
+        let lost = is_lost(e);
+        self.lost |= lost;
+        lost || crate::target::mysql::is_transient(e)
     }
 
     /// Re-reads the target schema at least this often (`--schemaRefresh`).
@@ -42,9 +83,14 @@ impl MyTarget {
     }
 
     async fn refresh(&mut self) -> Result<(), TargetError> {
-        self.schema = introspect(&mut self.conn, &self.database)
-            .await
-            .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+        let schema = introspect(&mut self.conn, &self.database).await;
+        self.schema = match schema {
+            Ok(schema) => schema,
+            Err(e) => {
+                self.driver_error(&e);
+                return Err(TargetError { message: e.to_string(), transient: true });
+            }
+        };
         self.refreshed_at = std::time::Instant::now();
         Ok(())
     }
@@ -87,6 +133,7 @@ impl MyTarget {
 
 impl Target for MyTarget {
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        self.ensure_connected().await?;
         if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
             self.refresh().await?;
         }
@@ -100,19 +147,36 @@ impl Target for MyTarget {
             }
             Err(e) => return Err(classify(e)),
         };
-        let transient = |e: mysql_async::Error| TargetError {
-            transient: matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)),
-            message: e.to_string(),
-        };
         let metrics = crate::metrics::global();
-        let mut tx =
-            self.conn.start_transaction(mysql_async::TxOpts::default()).await.map_err(transient)?;
-        if let Err(e) = execute(&mut tx, &statements).await {
+        let mut lost = false;
+        let outcome = async {
+            let mut tx = self.conn.start_transaction(mysql_async::TxOpts::default()).await?;
+            if let Err(e) = execute(&mut tx, &statements).await {
+                let _ = tx.rollback().await;
+                return Ok(Err(e));
+            }
+            tx.commit().await.map(Ok)
+        }
+        .await;
+        let failed = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => {
+                lost = self.driver_error(&e);
+                return Err(TargetError { transient: lost, message: e.to_string() });
+            }
+        };
+        if let Some(e) = failed {
             if let ApplyError::Database { table, .. } = &e {
                 metrics.apply_errors_total.with_label_values(&[&self.database, table]).inc();
             }
-            let _ = tx.rollback().await;
+            if let ApplyError::Database { source, .. } = &e
+                && let Some(driver) = source.downcast_ref::<mysql_async::Error>()
+            {
+                lost = self.driver_error(driver);
+            }
             let mut error = classify(e);
+            error.transient |= lost;
             if !error.transient
                 && let Some(found) = self.failing_row(&mutations).await
             {
@@ -120,7 +184,6 @@ impl Target for MyTarget {
             }
             return Err(error);
         }
-        tx.commit().await.map_err(transient)?;
         for s in &statements {
             metrics.count_applied(&self.database, &s.table, s.op, s.rows);
         }

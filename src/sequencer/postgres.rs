@@ -20,7 +20,7 @@ use crate::target::postgres::apply::{
 };
 use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
-use crate::types::{Name, Row, Value};
+use crate::types::{ConnString, Name, Row, Value};
 
 /// Operations for tables with an `onWrite`: (registered name, target table, operations).
 type OnWriteBatches = Vec<(String, String, Vec<RowOp>)>;
@@ -41,6 +41,9 @@ pub struct PgTarget {
     cache: StatementCache,
     /// The next batch, sent while the one before committed; committed in its own turn.
     in_flight: Option<InFlight>,
+    /// Where to open a new connection when the current one is lost (`None`: tests that hand
+    /// in a client and want a lost connection to stay lost).
+    reconnect: Option<ConnString>,
 }
 
 /// A batch whose BEGIN and statements are on the connection, uncommitted.
@@ -77,7 +80,36 @@ impl PgTarget {
             refreshed_at: std::time::Instant::now(),
             cache: StatementCache::default(),
             in_flight: None,
+            reconnect: None,
         })
+    }
+
+    /// Replaces a lost connection (killed, server restarted, network cut) with a new one to
+    /// `conn` before the next write, so the sequencer's retry of the batch runs on it.
+    pub fn with_reconnect(mut self, conn: ConnString) -> Self {
+        self.reconnect = Some(conn);
+        self
+    }
+
+    /// Opens a new connection when the current one is closed. What was prepared or sent ahead
+    /// on the old one is gone with it.
+    async fn ensure_connected(&mut self) -> Result<(), TargetError> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        let Some(conn) = &self.reconnect else { return Ok(()) };
+        let client = crate::pgconn::connect(conn).await.map_err(|e| TargetError {
+            message: format!(
+                "the target connection was lost, and reconnecting failed: {}",
+                crate::pgconn::with_causes(&e)
+            ),
+            transient: true,
+        })?;
+        tracing::info!("the target connection was lost; writing on a new one");
+        self.client = Arc::new(client);
+        self.cache.clear();
+        self.in_flight = None;
+        Ok(())
     }
 
     /// Re-reads the target schema at least this often (`--schemaRefresh`); `None` only on
@@ -431,6 +463,7 @@ impl Target for PgTarget {
         planned: Option<Planned>,
         upcoming: Option<Upcoming<'_>>,
     ) -> Result<(), TargetError> {
+        self.ensure_connected().await?;
         let position = transactions.last().map(|t| &t.position);
         let mutations =
             || -> Vec<&Mutation> { transactions.iter().flat_map(|t| &t.mutations).collect() };
@@ -456,6 +489,7 @@ impl Target for PgTarget {
     }
 
     async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        self.ensure_connected().await?;
         self.refresh_if_due().await?;
         // Planned from the transactions' own rows (no copies); a script's output is owned here.
         let scripted: Vec<Mutation>;
@@ -535,21 +569,40 @@ impl Target for PgTarget {
     }
 }
 
-/// [`super::Checkpoints`] in staging's `memo`, on its own connection.
+/// [`super::Checkpoints`] in staging's `memo`, on its own connection (replaced by a new one
+/// when it is lost, if [`StagingCheckpoints::with_reconnect`] says where).
 pub struct StagingCheckpoints {
     client: Client,
     store: crate::staging::CheckpointStore,
+    reconnect: Option<ConnString>,
 }
 
 impl StagingCheckpoints {
     /// Saves through `store` on `client` (the staging database).
     pub fn new(client: Client, store: crate::staging::CheckpointStore) -> Self {
-        Self { client, store }
+        Self { client, store, reconnect: None }
+    }
+
+    /// Opens a new connection to `conn` when the current one is lost.
+    pub fn with_reconnect(mut self, conn: ConnString) -> Self {
+        self.reconnect = Some(conn);
+        self
     }
 }
 
 impl super::Checkpoints for StagingCheckpoints {
     async fn save(&mut self, committed: crate::staging::Committed) -> Result<(), String> {
+        if self.client.is_closed()
+            && let Some(conn) = &self.reconnect
+        {
+            self.client = crate::pgconn::connect(conn).await.map_err(|e| {
+                format!(
+                    "the staging connection was lost, and reconnecting failed: {}",
+                    crate::pgconn::with_causes(&e)
+                )
+            })?;
+            tracing::info!("the staging connection was lost; saving checkpoints on a new one");
+        }
         self.store.save(&self.client, &committed).await.map_err(|e| crate::pgconn::with_causes(&e))
     }
 }

@@ -374,6 +374,21 @@ pub async fn wait_for_rows(
     }
 }
 
+/// Terminates every session on PostgreSQL database `database` but the caller's own, as an
+/// operator's `pg_terminate_backend` or a restarted server would; returns how many.
+pub async fn pg_terminate_sessions(database: &str) -> i64 {
+    let admin = pg_connect(&pg_url()).await;
+    admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend') k",
+            &[&database],
+        )
+        .await
+        .expect("terminate sessions")
+        .get(0)
+}
+
 /// GET `path` from `addr` over plain HTTP/1.1: the status and the body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -63,6 +63,13 @@ pub enum StageError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The target connection was lost and a new one could not be opened.
+    #[error("the target connection was lost, and reconnecting failed")]
+    Reconnect {
+        /// Why.
+        #[source]
+        source: crate::pgconn::PgConnError,
+    },
     /// A truncated table has no same-named target table.
     #[error(
         "the source truncated {source_table}, but target schema {schema} has no table {name:?}: \
@@ -113,6 +120,8 @@ pub struct Stage {
     pub script: Option<(Arc<ScriptPool>, String)>,
     /// A target connection for truncates, and the target schema's name.
     pub truncate: (tokio_postgres::Client, String),
+    /// Where that connection goes, to replace it when it is lost.
+    pub target_conn: crate::types::ConnString,
     /// The last committed position (from the sequencer's checkpoints).
     pub committed: watch::Receiver<PgLsn>,
     /// The staging memo table and key, for the truncate message.
@@ -141,6 +150,7 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
             if !drained(&mut stage.committed, last_sent).await {
                 return Ok(());
             }
+            stage.reconnect_if_lost().await?;
             truncate(&stage.truncate, &decoded.truncated).await?;
         }
         let mut tx = decoded.transaction;
@@ -149,6 +159,7 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
             if !drained(&mut stage.committed, last_sent).await {
                 return Ok(());
             }
+            stage.reconnect_if_lost().await?;
             carry_toast(&stage.truncate, &mut tx.mutations, &decoded.toasted, position).await?;
         }
         metrics.count_source_mutations("pglogical", &tx.mutations);
@@ -163,6 +174,18 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
         last_sent = Some(position);
     }
     Ok(())
+}
+
+impl Stage {
+    /// Replaces the target connection when it was lost (killed, server restarted).
+    async fn reconnect_if_lost(&mut self) -> Result<(), StageError> {
+        if self.truncate.0.is_closed() {
+            self.truncate.0 = crate::pgconn::connect(&self.target_conn)
+                .await
+                .map_err(|source| StageError::Reconnect { source })?;
+        }
+        Ok(())
+    }
 }
 
 /// Waits until everything handed to the queue up to `last_sent` has committed; false when

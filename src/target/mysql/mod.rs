@@ -234,6 +234,26 @@ pub fn plan<'a>(
     Ok(out)
 }
 
+/// The connection is gone: a network error, the connection closed, or the server ended it
+/// (1927: killed; 2006/2013: gone or lost; 1053: shutting down; 4031: idle too long). A new
+/// connection may succeed where this one cannot.
+pub fn is_lost(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+        mysql_async::Error::Server(se) => matches!(se.code, 1053 | 1927 | 2006 | 2013 | 4031),
+        _ => false,
+    }
+}
+
+/// Retrying may succeed: the connection is lost, or the server gave up on a lock (1205: lock
+/// wait timeout; 1213: deadlock).
+pub fn is_transient(e: &mysql_async::Error) -> bool {
+    is_lost(e)
+        || matches!(e, mysql_async::Error::Driver(_))
+        || matches!(e, mysql_async::Error::Server(se) if matches!(se.code, 1205 | 1213))
+}
+
 /// Runs the statements on `conn` (the caller's transaction), in order.
 pub async fn execute(
     conn: &mut impl Queryable,
@@ -241,16 +261,12 @@ pub async fn execute(
 ) -> Result<(), ApplyError> {
     for s in statements {
         conn.exec_drop(s.sql.as_str(), s.params.clone()).await.map_err(|e| {
-            let (code, message, transient) = match &e {
-                mysql_async::Error::Server(se) => (
-                    Some(format!("MySQL error {}", se.code)),
-                    se.message.clone(),
-                    matches!(se.code, 1205 | 1213),
-                ),
-                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => {
-                    (None, e.to_string(), true)
+            let transient = is_transient(&e);
+            let (code, message) = match &e {
+                mysql_async::Error::Server(se) => {
+                    (Some(format!("MySQL error {}", se.code)), se.message.clone())
                 }
-                _ => (None, e.to_string(), false),
+                _ => (None, e.to_string()),
             };
             ApplyError::Database {
                 table: s.table.clone(),
