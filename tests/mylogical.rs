@@ -528,3 +528,63 @@ async fn lost_target_and_staging_connections_are_replaced() {
     assert!(log.contains("the target connection was lost; writing on a new one"), "{log}");
     assert!(run.stop(), "clean stop\n{}", run.log());
 }
+
+const FK_SOURCE: [&str; 2] = [
+    "CREATE TABLE p (id INT PRIMARY KEY) ENGINE=InnoDB",
+    "CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL, v VARCHAR(10), \
+     FOREIGN KEY (pid) REFERENCES p (id) ON DELETE CASCADE) ENGINE=InnoDB",
+];
+
+/// MariaDB writes no binlog event for the rows an `ON DELETE CASCADE` removes, so a
+/// coalesced batch can hold a combination no source commit had (the child's upsert and its
+/// parent's delete); the target must still end where the source transactions leave it.
+#[tokio::test]
+async fn cascaded_deletes_coalesced_end_where_the_source_transactions_leave_the_target() {
+    let f = Fixture::new(
+        &FK_SOURCE,
+        "CREATE TABLE p (id INT PRIMARY KEY);
+         CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL REFERENCES p (id) ON DELETE CASCADE, v TEXT);",
+    )
+    .await;
+    let mut run = f.start(&[]);
+    wait_for_log(&run, "streaming the binlog");
+    // Four autocommits, coalesced into one batch that collapses to {p: delete, c: upsert}.
+    f.source(
+        "INSERT INTO p VALUES (1); INSERT INTO c VALUES (10, 1, 'a'); \
+         UPDATE c SET v = 'b' WHERE id = 10; DELETE FROM p WHERE id = 1;",
+    )
+    .await;
+    // A parent deleted (its child cascading) and inserted again with a new child: the
+    // delete must not vanish into the re-insert, or the old child would stay on the target.
+    f.source("INSERT INTO p VALUES (2); INSERT INTO c VALUES (20, 2, 'old')").await;
+    f.expect_rows(&run, "SELECT count(*) FROM c", &[&[Some("1")]]).await;
+    f.source(
+        "DELETE FROM p WHERE id = 2; INSERT INTO p VALUES (2); INSERT INTO c VALUES (21, 2, 'new'); \
+         INSERT INTO p VALUES (3);",
+    )
+    .await;
+    f.expect_rows(&run, "SELECT id FROM p ORDER BY id", &[&[Some("2")], &[Some("3")]]).await;
+    f.expect_rows(&run, "SELECT id, pid, v FROM c", &[&[Some("21"), Some("2"), Some("new")]]).await;
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}
+
+#[tokio::test]
+async fn a_cascade_the_target_lacks_stops_with_the_key() {
+    let f = Fixture::new(
+        &FK_SOURCE,
+        "CREATE TABLE p (id INT PRIMARY KEY);
+         CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL REFERENCES p (id), v TEXT);",
+    )
+    .await;
+    let mut run = f.start(&[]);
+    wait_for_log(&run, "streaming the binlog");
+    f.source(
+        "INSERT INTO p VALUES (1); INSERT INTO c VALUES (10, 1, 'a'); \
+         UPDATE c SET v = 'b' WHERE id = 10; DELETE FROM p WHERE id = 1;",
+    )
+    .await;
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
+    let log = run.log();
+    assert!(log.contains("SQLSTATE 23503"), "{log}");
+    assert!(log.contains(r#"first failing row: table "p", key [1]"#), "{log}");
+}

@@ -1003,3 +1003,114 @@ async fn a_lost_mysql_target_connection_is_replaced_and_the_batch_retried() {
     assert_eq!(rows, Some(7));
     assert_eq!(lsns(&checkpoints.saved).last(), Some(&3));
 }
+
+/// Source transaction `n` holding one mutation.
+fn one(n: u64, m: Mutation) -> SourceTransaction {
+    SourceTransaction { mutations: vec![m], position: Position::Lsn(PgLsn(n)), commit_nanos: 0 }
+}
+
+fn num(n: &str) -> Value {
+    Value::Number(n.into())
+}
+
+/// `INSERT p(1); INSERT c(10, pid=1); UPDATE c(10); DELETE p(1)` as four source transactions,
+/// the child's cascaded delete missing as it is from MySQL's binlog.
+fn cascade_transactions() -> Vec<SourceTransaction> {
+    let child = |v: &str| {
+        Mutation::upsert(
+            "c",
+            row([("id", num("10")), ("pid", num("1")), ("v", Value::String(v.into()))]),
+        )
+    };
+    vec![
+        one(1, Mutation::upsert("p", row([("id", num("1"))]))),
+        one(2, child("a")),
+        one(3, child("b")),
+        one(4, Mutation::delete("p", row([("id", num("1"))]))),
+    ]
+}
+
+#[tokio::test]
+async fn a_coalesced_cascade_on_a_mysql_target_ends_as_the_source_transactions_leave_it() {
+    use mysql_async::prelude::Queryable;
+    use replicator::sequencer::mysql::MyTarget;
+    let db = support::MyDatabase::create().await;
+    let mut admin = db.conn().await;
+    admin
+        .query_drop(
+            "CREATE TABLE p (id INT PRIMARY KEY) ENGINE=InnoDB;
+             CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL, v TEXT,
+               FOREIGN KEY (pid) REFERENCES p (id) ON DELETE CASCADE) ENGINE=InnoDB;
+             CREATE TABLE p2 (id INT PRIMARY KEY) ENGINE=InnoDB;
+             CREATE TABLE c2 (id INT PRIMARY KEY, pid INT NOT NULL, v TEXT,
+               FOREIGN KEY (pid) REFERENCES p2 (id)) ENGINE=InnoDB;",
+        )
+        .await
+        .expect("schema");
+    let mut target = MyTarget::new(db.conn().await, &db.name, true).await.expect("target");
+    let mut checkpoints = MemoryCheckpoints::default();
+    let progress = run_immediate(
+        &config(100, 50, 3),
+        feed(cascade_transactions()).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect("applied in source order");
+    assert_eq!(progress.commits, 1, "the four were coalesced");
+    let rows: Option<u64> = admin
+        .query_first("SELECT (SELECT COUNT(*) FROM p) + (SELECT COUNT(*) FROM c)")
+        .await
+        .expect("count");
+    assert_eq!(rows, Some(0));
+
+    // Without the cascade on the target, the parent's delete is refused, naming the key.
+    let rename = |mut t: SourceTransaction| {
+        for m in &mut t.mutations {
+            m.table = format!("{}2", m.table);
+        }
+        t
+    };
+    let err = run_immediate(
+        &config(100, 50, 3),
+        feed(cascade_transactions().into_iter().map(rename).collect()).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect_err("the parent is still referenced");
+    let text = err.to_string();
+    assert!(text.contains("(MySQL error 1451)"), "{text}");
+    assert!(text.contains(r#"first failing row: table "p2", key [1]"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_coalesced_cascade_on_a_postgres_target_ends_as_the_source_transactions_leave_it() {
+    let db = PgDatabase::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE p (id int PRIMARY KEY);
+             CREATE TABLE c (id int PRIMARY KEY, pid int NOT NULL REFERENCES p ON DELETE CASCADE, v text);",
+        )
+        .await
+        .expect("schema");
+    let mut target =
+        PgTarget::new(db.client().await, "public", Dialect::Postgres, true).await.expect("target");
+    let mut checkpoints = MemoryCheckpoints::default();
+    let progress = run_immediate(
+        &config(100, 50, 3),
+        feed(cascade_transactions()).await,
+        &mut target,
+        &mut checkpoints,
+    )
+    .await
+    .expect("applied in source order");
+    assert_eq!(progress.commits, 1, "the four were coalesced");
+    let rows: i64 = admin
+        .query_one("SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM c)", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 0);
+}

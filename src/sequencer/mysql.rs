@@ -4,7 +4,8 @@
 use super::{Target, TargetError};
 use crate::myconn::MyParams;
 use crate::target::batch::ApplyError;
-use crate::target::mysql::{MAX_PLACEHOLDERS, execute, introspect, is_lost, plan};
+use crate::target::batch::Grouping;
+use crate::target::mysql::{MAX_PLACEHOLDERS, Statement, execute, introspect, is_lost, plan};
 use crate::target::schema::Schema;
 use crate::types::mutation::{Mutation, SourceTransaction};
 
@@ -149,22 +150,43 @@ impl Target for MyTarget {
         };
         let metrics = crate::metrics::global();
         let mut lost = false;
-        let outcome = async {
-            let mut tx = self.conn.start_transaction(mysql_async::TxOpts::default()).await?;
-            if let Err(e) = execute(&mut tx, &statements).await {
-                let _ = tx.rollback().await;
-                return Ok(Err(e));
-            }
-            tx.commit().await.map(Ok)
-        }
-        .await;
-        let failed = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(e) => {
+        let failed = match self.write(&statements).await {
+            Ok(()) => None,
+            Err(WriteError::Refused(e)) => Some(e),
+            Err(WriteError::Lost(e)) => {
                 lost = self.driver_error(&e);
                 return Err(TargetError { transient: lost, message: e.to_string() });
             }
+        };
+        let failed = match failed {
+            // Coalesced and collapsed, the batch may hold a combination no source commit had
+            // (see `PgTarget`): write it again exactly in source order.
+            Some(e) if e.is_foreign_key_violation() => {
+                metrics.apply_errors_total.with_label_values(&[&self.database, e.table()]).inc();
+                tracing::info!(
+                    rows = mutations.len(),
+                    "the batch broke a foreign key once coalesced; writing it again in source order"
+                );
+                let statements = plan(
+                    &self.schema,
+                    mutations.iter().copied(),
+                    Grouping::SourceOrder,
+                    MAX_PLACEHOLDERS,
+                )
+                .map_err(classify)?;
+                match self.write(&statements).await {
+                    Ok(()) => {
+                        self.count_written(&statements);
+                        return Ok(());
+                    }
+                    Err(WriteError::Lost(e)) => {
+                        lost = self.driver_error(&e);
+                        return Err(TargetError { transient: lost, message: e.to_string() });
+                    }
+                    Err(WriteError::Refused(e)) => Some(e),
+                }
+            }
+            other => other,
         };
         if let Some(e) = failed {
             if let ApplyError::Database { table, .. } = &e {
@@ -184,9 +206,39 @@ impl Target for MyTarget {
             }
             return Err(error);
         }
-        for s in &statements {
+        self.count_written(&statements);
+        Ok(())
+    }
+}
+
+/// Why a transaction was not written.
+enum WriteError {
+    /// A statement was refused (the transaction is rolled back).
+    Refused(ApplyError),
+    /// BEGIN or COMMIT failed: the connection is in doubt.
+    Lost(mysql_async::Error),
+}
+
+impl MyTarget {
+    /// Runs `statements` in one transaction and commits it.
+    async fn write(&mut self, statements: &[Statement]) -> Result<(), WriteError> {
+        let mut tx = self
+            .conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .map_err(WriteError::Lost)?;
+        if let Err(e) = execute(&mut tx, statements).await {
+            let _ = tx.rollback().await;
+            return Err(WriteError::Refused(e));
+        }
+        tx.commit().await.map_err(WriteError::Lost)
+    }
+
+    /// Counts committed rows.
+    fn count_written(&self, statements: &[Statement]) {
+        let metrics = crate::metrics::global();
+        for s in statements {
             metrics.count_applied(&self.database, &s.table, s.op, s.rows);
         }
-        Ok(())
     }
 }

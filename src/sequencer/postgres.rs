@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use super::script_stage::table_level;
 use super::{Planned, Planner, Target, TargetError, Upcoming};
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
+use crate::target::batch::Grouping;
 use crate::target::postgres::PgScriptHost;
 use crate::target::postgres::apply::{
     ApplyError, Dialect, Started, StartedError, StatementCache, Wire, execute, execute_transaction,
@@ -44,6 +45,9 @@ pub struct PgTarget {
     /// Where to open a new connection when the current one is lost (`None`: tests that hand
     /// in a client and want a lost connection to stay lost).
     reconnect: Option<ConnString>,
+    /// The last failed write broke a foreign key: the batch is written again in source
+    /// order before the failure is reported (see [`PgTarget::in_source_order`]).
+    broke_foreign_key: bool,
 }
 
 /// A batch whose BEGIN and statements are on the connection, uncommitted.
@@ -81,6 +85,7 @@ impl PgTarget {
             cache: StatementCache::default(),
             in_flight: None,
             reconnect: None,
+            broke_foreign_key: false,
         })
     }
 
@@ -169,10 +174,52 @@ impl PgTarget {
         Ok(())
     }
 
-    /// A failed write, counted, with the first failing row when it is a data error.
-    async fn failed(&self, e: ApplyError, mutations: &[&Mutation]) -> TargetError {
+    /// A failed write, counted, with the first failing row when it is a data error. A broken
+    /// foreign key is only noted: [`PgTarget::in_source_order`] writes the batch again first.
+    async fn failed(&mut self, e: ApplyError, mutations: &[&Mutation]) -> TargetError {
         self.count_error(&e);
+        if e.is_foreign_key_violation() {
+            self.broke_foreign_key = true;
+            return classify(e);
+        }
         self.with_failing_row(classify(e), mutations).await
+    }
+
+    /// After a batch broke a foreign key, writes it again exactly in source order (one
+    /// statement per run of one table and operation, nothing collapsed or reordered).
+    ///
+    /// Coalescing source transactions and collapsing each key to its last state can produce a
+    /// combination no source commit had: MySQL writes no binlog event for the rows an
+    /// `ON DELETE CASCADE` removes, so `INSERT p(1); INSERT c(10, p=1); DELETE p(1)` collapses
+    /// to {c: upsert, p: delete}, and the upsert breaks the target's foreign key. In source
+    /// order the target ends where the source transactions one by one leave it; when that
+    /// fails too, the error is the target's own, with the first failing row.
+    async fn in_source_order(
+        &mut self,
+        outcome: Result<(), TargetError>,
+        mutations: &[&Mutation],
+    ) -> Result<(), TargetError> {
+        if !std::mem::take(&mut self.broke_foreign_key) {
+            return outcome;
+        }
+        tracing::info!(
+            rows = mutations.len(),
+            "the batch broke a foreign key once coalesced; writing it again in source order"
+        );
+        let statements =
+            plan(&self.schema, mutations.iter().copied(), Grouping::SourceOrder, self.dialect)
+                .map_err(classify)?;
+        let wires = Arc::new(render(&statements).map_err(classify)?);
+        match execute_transaction(&self.client, &mut self.cache, &wires).await {
+            Ok(_) => {
+                self.count_written(&wires);
+                Ok(())
+            }
+            Err(e) => {
+                self.count_error(&e);
+                Err(self.with_failing_row(classify(e), mutations).await)
+            }
+        }
     }
 
     /// Counts committed rows.
@@ -474,7 +521,9 @@ impl Target for PgTarget {
             {
                 // This batch went out while the one before committed.
                 let InFlight { started, wires, .. } = in_flight;
-                return self.finish(started, wires, &mutations(), upcoming).await;
+                let mutations = mutations();
+                let outcome = self.finish(started, wires, &mutations, upcoming).await;
+                return self.in_source_order(outcome, &mutations).await;
             }
             self.abandon(in_flight).await;
         }
@@ -482,7 +531,9 @@ impl Target for PgTarget {
         let planned = planned.and_then(|p| p.downcast::<PrePlanned>().ok());
         match planned {
             Some(p) if self.script.is_none() && Arc::ptr_eq(&p.schema, &self.schema) => {
-                self.write_ahead(p.wires, &mutations(), upcoming).await
+                let mutations = mutations();
+                let outcome = self.write_ahead(p.wires, &mutations, upcoming).await;
+                self.in_source_order(outcome, &mutations).await
             }
             _ => self.apply(transactions).await,
         }
@@ -518,7 +569,8 @@ impl Target for PgTarget {
         if on_write.is_empty() {
             // The common case: one pipelined round trip for BEGIN, the statements and COMMIT.
             let wires = Arc::new(render(&statements).map_err(classify)?);
-            return self.write(&wires, &rest).await;
+            let outcome = self.write(&wires, &rest).await;
+            return self.in_source_order(outcome, &rest).await;
         }
         self.client.batch_execute("BEGIN").await.map_err(transient)?;
         let outcome: Result<(), TargetError> = async {

@@ -5,6 +5,13 @@
 //! Names match exactly, else case-insensitively; generated columns are left out; a column or
 //! table the target lacks, or a missing key value, is an error naming table and column.
 //! Without collapsing, a repeated key starts a new round, applied after the previous one.
+//!
+//! Collapsing never folds the delete of a row whose deletion changes other rows on the
+//! target (its table is the parent of an `ON DELETE CASCADE`, `SET NULL` or `SET DEFAULT`
+//! foreign key) into a later upsert of the same key: the delete starts a round of its own,
+//! so what it cascades to is removed as it was on the source. [`Grouping::SourceOrder`]
+//! plans a batch exactly in source order (one statement per run of one table and operation),
+//! for when a collapsed batch holds a combination no source commit had (see the targets).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -80,6 +87,27 @@ impl ApplyError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ApplyError::Database { transient: true, .. })
     }
+
+    /// The table the error is about.
+    pub fn table(&self) -> &str {
+        match self {
+            ApplyError::UnknownTable { table, .. }
+            | ApplyError::UnknownColumn { table, .. }
+            | ApplyError::NoPrimaryKey { table }
+            | ApplyError::MissingKey { table, .. }
+            | ApplyError::Database { table, .. } => table,
+        }
+    }
+
+    /// The target refused a write for a foreign key (PostgreSQL 23503; MySQL 1451/1452, and
+    /// 1216/1217 from older servers).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, ApplyError::Database { code: Some(code), .. } if matches!(
+            code.as_str(),
+            "SQLSTATE 23503" | "MySQL error 1451" | "MySQL error 1452" | "MySQL error 1216"
+                | "MySQL error 1217"
+        ))
+    }
 }
 
 /// A column value in the dialect's text form; `None` is SQL NULL. It borrows the mutation's
@@ -104,15 +132,40 @@ pub type Keyed<'a> = IndexMap<Key<'a>, Pending<'a>, RowHasher>;
 /// One round: per target table, the final state of each key.
 pub type Round<'a> = BTreeMap<String, Keyed<'a>>;
 
+/// How the mutations of a batch become rounds (applied one after another; within a round,
+/// upserts go parents first and deletes children first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Mutations to one key collapse to the last (`--collapseMutations`), except that a
+    /// cascading delete is not folded into a later upsert.
+    Collapse,
+    /// A repeated key starts a new round.
+    Rounds,
+    /// Exactly source order: a new round whenever the table or the operation changes, or a
+    /// key repeats.
+    SourceOrder,
+}
+
+impl From<bool> for Grouping {
+    /// `--collapseMutations`.
+    fn from(collapse: bool) -> Self {
+        if collapse { Grouping::Collapse } else { Grouping::Rounds }
+    }
+}
+
 /// Maps and collapses `mutations`; `cell` renders a value for a column in the dialect's
 /// text form.
 pub fn rounds<'a>(
     schema: &Schema,
     mutations: impl IntoIterator<Item = &'a Mutation>,
-    collapse: bool,
+    grouping: impl Into<Grouping>,
     cell: impl Fn(&'a Value, &Column) -> Cell<'a>,
 ) -> Result<Vec<Round<'a>>, ApplyError> {
+    let grouping = grouping.into();
     let mut rounds: Vec<Round<'a>> = vec![BTreeMap::new()];
+    // The table and operation of the previous mutation (source order starts a round when
+    // either changes).
+    let mut previous: Option<(&str, Op)> = None;
     // Mutations come in runs of one table: the last lookup is kept.
     let mut last: Option<(&str, &Table)> = None;
     for m in mutations {
@@ -154,11 +207,22 @@ pub fn rounds<'a>(
                 })
             })
             .collect::<Result<_, _>>()?;
-        if !collapse
-            && rounds.last().and_then(|r| r.get(&table.name)).is_some_and(|p| p.contains_key(&key))
-        {
+        let earlier = rounds.last().and_then(|r| r.get(&table.name)).and_then(|p| p.get(&key));
+        let new_round = match grouping {
+            Grouping::Collapse => {
+                m.op == Op::Upsert
+                    && matches!(earlier, Some(Pending::Delete(_)))
+                    && schema.cascading.contains(&table.name)
+            }
+            Grouping::Rounds => earlier.is_some(),
+            Grouping::SourceOrder => {
+                earlier.is_some() || previous.is_some_and(|(t, op)| t != table.name || op != m.op)
+            }
+        };
+        if new_round {
             rounds.push(BTreeMap::new());
         }
+        previous = Some((&table.name, m.op));
         let round = rounds.last_mut().expect("one round at least");
         if !round.contains_key(&table.name) {
             round.insert(table.name.clone(), Keyed::default());

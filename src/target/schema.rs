@@ -123,6 +123,9 @@ pub struct Schema {
     pub tables: BTreeMap<String, Table>,
     /// Foreign keys within the schema, `(child, parent)`.
     pub foreign_keys: Vec<(String, String)>,
+    /// Tables whose deletes change rows of other tables: parents of a foreign key with
+    /// `ON DELETE CASCADE`, `SET NULL` or `SET DEFAULT`.
+    pub cascading: BTreeSet<String>,
 }
 
 impl Schema {

@@ -77,14 +77,23 @@ pub async fn introspect(
     for table in tables.values_mut() {
         table.order_key();
     }
-    let foreign_keys: Vec<(String, String)> = conn
+    let fks: Vec<(String, String, String)> = conn
         .exec(
-            "SELECT DISTINCT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE \
-             WHERE TABLE_SCHEMA = ? AND REFERENCED_TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME IS NOT NULL",
+            "SELECT TABLE_NAME, REFERENCED_TABLE_NAME, DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND UNIQUE_CONSTRAINT_SCHEMA = ?",
             (database, database),
         )
         .await?;
-    Ok(Schema { name: database.to_owned(), tables, foreign_keys })
+    let cascading = fks
+        .iter()
+        .filter(|(_, _, rule)| matches!(rule.as_str(), "CASCADE" | "SET NULL" | "SET DEFAULT"))
+        .map(|(_, parent, _)| parent.clone())
+        .collect();
+    let mut foreign_keys: Vec<(String, String)> =
+        fks.into_iter().map(|(child, parent, _)| (child, parent)).collect();
+    foreign_keys.sort();
+    foreign_keys.dedup();
+    Ok(Schema { name: database.to_owned(), tables, foreign_keys, cascading })
 }
 
 /// A value as text MySQL parses for the column.
@@ -143,7 +152,7 @@ fn param(cell: &Cell, column: &Column) -> mysql_async::Value {
 pub fn plan<'a>(
     schema: &Schema,
     mutations: impl IntoIterator<Item = &'a Mutation>,
-    collapse: bool,
+    collapse: impl Into<super::batch::Grouping>,
     budget: usize,
 ) -> Result<Vec<Statement>, ApplyError> {
     let rounds = rounds(schema, mutations, collapse, cell)?;
@@ -313,7 +322,7 @@ mod tests {
                 key: vec![0],
             },
         );
-        Schema { name: "shop".into(), tables, foreign_keys: Vec::new() }
+        Schema { name: "shop".into(), tables, ..Schema::default() }
     }
 
     #[test]

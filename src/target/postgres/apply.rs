@@ -84,7 +84,7 @@ pub const COPY_MIN_ROWS: usize = 200;
 pub fn plan<'a>(
     schema: &Schema,
     mutations: impl IntoIterator<Item = &'a Mutation>,
-    collapse: bool,
+    collapse: impl Into<crate::target::batch::Grouping>,
     dialect: Dialect,
 ) -> Result<Vec<Statement<'a>>, ApplyError> {
     let rounds = rounds(schema, mutations, collapse, |value, column| cell(value, column.json))?;
@@ -261,9 +261,17 @@ pub fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError 
     }) || source.is_closed();
     ApplyError::Database {
         table: table.to_owned(),
-        message: source
-            .as_db_error()
-            .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
+        message: source.as_db_error().map_or_else(
+            || source.to_string(),
+            |d| match d.detail() {
+                // Foreign-key and unique violations say which key ("Key (id)=(1) is not
+                // present in table "p"."); other details can hold whole rows.
+                Some(detail) if matches!(d.code().code(), "23503" | "23505") => {
+                    format!("{}: {detail}", d.message())
+                }
+                _ => d.message().to_owned(),
+            },
+        ),
         code: code.map(|c| format!("SQLSTATE {c}")),
         transient,
         source: Box::new(source),
@@ -752,6 +760,7 @@ mod tests {
                 ("orders".into(), "customers".into()),
                 ("lines".into(), "orders".into()),
             ],
+            ..Schema::default()
         }
     }
 
@@ -835,6 +844,51 @@ mod tests {
         assert_eq!(
             uncollapsed.iter().filter(|s| s.op == Op::Upsert).map(|s| s.rows).sum::<usize>(),
             4
+        );
+    }
+
+    #[test]
+    fn source_order_and_cascading_deletes_keep_their_place() {
+        use crate::target::batch::Grouping;
+        let customer = |id: &str| row([("id", n(id))]);
+        let order = |id: &str| row([("id", n(id)), ("Note", Value::String("x".into()))]);
+        let batch = vec![
+            Mutation::upsert("customers", customer("1")),
+            Mutation::upsert("orders", order("10")),
+            Mutation::upsert("orders", order("10")),
+            Mutation::delete("customers", customer("1")),
+            Mutation::upsert("customers", customer("1")),
+            Mutation::upsert("customers", customer("2")),
+        ];
+        let shape = |statements: &[Statement<'_>]| -> Vec<(String, Op, usize)> {
+            statements.iter().map(|s| (s.table.clone(), s.op, s.rows)).collect()
+        };
+        let up = |t: &str, rows| (t.to_owned(), Op::Upsert, rows);
+        let del = |t: &str, rows| (t.to_owned(), Op::Delete, rows);
+        let in_order =
+            plan(&schema(), &batch, Grouping::SourceOrder, Dialect::Postgres).expect("plan");
+        assert_eq!(
+            shape(&in_order),
+            [
+                up("customers", 1),
+                up("orders", 1),
+                up("orders", 1),
+                del("customers", 1),
+                up("customers", 2)
+            ],
+            "one statement per run of one table and operation, a repeated key starting another"
+        );
+        // Collapsed, the customer's delete folds into its re-insert, unless deleting a
+        // customer cascades on the target.
+        let collapsed = plan(&schema(), &batch, true, Dialect::Postgres).expect("plan");
+        assert_eq!(shape(&collapsed), [up("customers", 2), up("orders", 1)]);
+        let mut cascading = schema();
+        cascading.cascading.insert("customers".into());
+        let collapsed = plan(&cascading, &batch, true, Dialect::Postgres).expect("plan");
+        assert_eq!(
+            shape(&collapsed),
+            [up("orders", 1), del("customers", 1), up("customers", 2)],
+            "the delete keeps a round of its own"
         );
     }
 

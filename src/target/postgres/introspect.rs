@@ -53,7 +53,7 @@ pub async fn introspect(
     }
     let fks = client
         .query(
-            "SELECT cl.relname::text, pl.relname::text FROM pg_constraint co \
+            "SELECT cl.relname::text, pl.relname::text, co.confdeltype IN ('c', 'n', 'd') FROM pg_constraint co \
              JOIN pg_class cl ON cl.oid = co.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace \
              JOIN pg_class pl ON pl.oid = co.confrelid JOIN pg_namespace pn ON pn.oid = pl.relnamespace \
              WHERE co.contype = 'f' AND n.nspname = $1 AND pn.nspname = $1",
@@ -61,5 +61,6 @@ pub async fn introspect(
         )
         .await?;
     let foreign_keys = fks.iter().map(|r| (r.get(0), r.get(1))).collect();
-    Ok(Schema { name: schema.to_owned(), tables, foreign_keys })
+    let cascading = fks.iter().filter(|r| r.get::<_, bool>(2)).map(|r| r.get(1)).collect();
+    Ok(Schema { name: schema.to_owned(), tables, foreign_keys, cascading })
 }
