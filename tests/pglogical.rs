@@ -511,3 +511,66 @@ async fn lost_target_and_staging_connections_are_replaced() {
     );
     assert!(run.stop(), "clean stop\n{}", run.log());
 }
+
+/// Numbers inside JSON keep their exact text through a userscript: unchanged documents
+/// byte for byte, changed ones wherever the script left a number as it saw it; a number no
+/// double holds reaches the script as a string of its text.
+#[tokio::test]
+async fn json_numbers_keep_their_exact_text_through_a_userscript() {
+    let f = Fixture::new(
+        "CREATE TABLE docs (id int PRIMARY KEY, j json, jb jsonb, note text);
+         CREATE TABLE touched (id int PRIMARY KEY, j json, seen text);",
+        "",
+    )
+    .await;
+    let script = f.tmp.join("script.ts");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import * as api from "replicator@v2";
+api.configureTargetSchema("{db}.public", {{
+  onRowUpsert: (row, meta) => {{
+    if (meta.table !== "touched") return {{ ...row, note: "passed" }};
+    const j = row.j as any;
+    const seen = [typeof j.big, j.big, typeof j.p, j.p, typeof j.e].join(" ");
+    return {{ ...row, j: {{ ...j, added: 1 }}, seen }};
+  }},
+  onRowDelete: (row) => row,
+}});
+"#,
+            db = f.tgt.name
+        ),
+    )
+    .expect("script");
+    let mut run =
+        f.start(&["--stagingCreateSchema", "--userscript", script.to_str().expect("path")]);
+    let source = f.src.client().await;
+    source
+        .batch_execute(
+            r#"INSERT INTO docs VALUES
+               (1, '{"big": 12345678901234567890,  "p": 2.50, "e": 1e400}', '{"big": 12345678901234567890, "p": 2.50}', NULL),
+               (2, '[1E5, -0.0, 0.1]', '{"e": 1e400}', NULL),
+               (3, '12345678901234567890', '2.50', NULL);
+               INSERT INTO touched VALUES (1, '{"big": 12345678901234567890, "p": 2.50, "e": 1e400}', NULL);"#,
+        )
+        .await
+        .expect("insert");
+    wait_for(&f, &run, "SELECT count(*)::text FROM docs WHERE note = 'passed'", "3").await;
+    converge_query(
+        &f,
+        &run,
+        "SELECT id, j::text, jb::text FROM docs ORDER BY id",
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for(&f, &run, "SELECT seen FROM touched", "string 12345678901234567890 number 2.5 string")
+        .await;
+    wait_for(
+        &f,
+        &run,
+        "SELECT j::text FROM touched",
+        r#"{"big":12345678901234567890,"p":2.50,"e":1e400,"added":1}"#,
+    )
+    .await;
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}

@@ -11,7 +11,10 @@
  *
  * Values: numbers reach scripts as strings holding the exact decimal text (the types allow
  * `number` because a script may return one; it is stored as its decimal string). SQL NULL is
- * `null`, JSON columns are objects/arrays.
+ * `null`, JSON columns are objects/arrays. Inside JSON documents, a number is a JS `number`
+ * when a double prints the same value, else a `string` of its exact text
+ * (`"12345678901234567890"`, `"1e400"`); returned unchanged, it keeps the source's exact text
+ * (`2.50` stays `2.50`).
  *
  * The sandbox is plain ECMAScript: no timers, no `fetch` or network, no filesystem, no
  * `process`/environment, no crypto. Promises and `async`/`await` work.

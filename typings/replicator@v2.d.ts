@@ -19,7 +19,8 @@
  *
  * Values: every number reaches a script as a string holding the number's exact text (no
  * float rounding), so parse, compute and convert back to a string. Booleans are booleans,
- * SQL NULL is `null`, JSON columns are objects/arrays, SQL arrays are arrays.
+ * SQL NULL is `null`, JSON columns are objects/arrays (see {@link JsonValue} for the numbers
+ * inside them), SQL arrays are arrays.
  *
  * The sandbox is plain ECMAScript: no timers, no `fetch` or network, no filesystem, no
  * `process`/environment, no crypto. Promises and `async`/`await` work. Global variables
@@ -37,10 +38,31 @@
  * - text, dates and times: `string` (RFC 3339 for timestamps, UTC for `timestamptz`);
  * - UUIDs: lowercase canonical `string`; binary columns: `\x`-prefixed hex `string`;
  * - booleans: `boolean`; SQL NULL: `null`;
- * - JSON columns: nested objects/arrays (numbers inside JSON stay JSON numbers);
+ * - JSON columns: the document as {@link JsonObject}/{@link JsonValue} arrays (a document
+ *   that is a bare number arrives as the `string` of its exact text, like column numbers);
  * - SQL arrays: arrays.
  */
-export type RowValue = string | boolean | null | Row | RowValue[];
+export type RowValue = string | boolean | null | JsonObject | JsonValue[] | RowValue[];
+
+/**
+ * A value inside a JSON column's document.
+ *
+ * A number arrives as a JS `number` when a double prints the same value (`2.50` → `2.5`,
+ * `0.1`, `1e21`). Any other number arrives as a `string` holding its exact text:
+ * integers beyond what a double holds (`"12345678901234567890"`), more significant digits
+ * than a double keeps (`"1.0000000000000000000001"`), or beyond its range (`"1e400"`).
+ * Nothing is rounded on the way in.
+ *
+ * On the way out, a value returned unchanged at the same place keeps the source's exact
+ * text: an untouched document reaches the target byte for byte, and in a document the script
+ * changed, `2.50` stays `2.50` and `"12345678901234567890"` (given as a string) becomes the
+ * number `12345678901234567890` again. A number the script computes is written as JavaScript
+ * prints it.
+ */
+export type JsonValue = string | number | boolean | null | JsonObject | JsonValue[];
+
+/** An object inside a JSON column's document. */
+export type JsonObject = { [key: string]: JsonValue };
 
 /** A row as a script receives it: column name → value. Column names are case-sensitive. */
 export type Row = { [column: string]: RowValue };

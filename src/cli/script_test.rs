@@ -159,7 +159,11 @@ fn read_input(path: &Path) -> Result<Vec<Input>, TestFailure> {
             continue;
         }
         let bad = |what: String| failure(4, format!("{}:{line}: {what}", path.display()));
-        let json: Json = serde_json::from_str(raw).map_err(|e| bad(format!("not JSON: {e}")))?;
+        // Numbers keep their text as written (`1e400`, `2.50`), as a source's would.
+        let json: Json = match crate::types::json::parse(raw) {
+            Some(json) => json,
+            None => serde_json::from_str(raw).map_err(|e| bad(format!("not JSON: {e}")))?,
+        };
         let Json::Object(mut obj) = json else {
             return Err(bad("expected an object like {\"table\": \"orders\", \"op\": \"upsert\", \"row\": {...}}".into()));
         };
@@ -537,9 +541,10 @@ fn read_expected(path: &Path) -> Result<Vec<Json>, TestFailure> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| failure(2, format!("{}:{}: not JSON: {e}", path.display(), i + 1)))
+        .map(|(i, l)| match crate::types::json::parse(l) {
+            Some(json) => Ok(json),
+            None => serde_json::from_str(l)
+                .map_err(|e| failure(2, format!("{}:{}: not JSON: {e}", path.display(), i + 1))),
         })
         .collect()
 }

@@ -1,7 +1,8 @@
 //! Row values ⇄ JavaScript values, directly through the engine's API (no JSON text).
 //!
 //! Into JavaScript: numbers become strings holding their exact text; JSON documents become
-//! objects/arrays (numbers inside stay numbers); SQL arrays become arrays.
+//! objects/arrays, numbers inside them numbers where a double prints the same value and
+//! strings of their exact text where none does ([`super::exact`]); SQL arrays become arrays.
 //! Out of JavaScript: strings, booleans and null as themselves; a number becomes its decimal
 //! text; a `Date` its ISO string; a BigInt its digits; an object a JSON document; an array a
 //! SQL array. Functions, symbols and `undefined` where a value is needed are errors.
@@ -24,9 +25,18 @@ pub(crate) fn value_to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Resul
         Value::Number(s) | Value::String(s) => {
             rquickjs::String::from_str(ctx.clone(), s)?.into_value()
         }
+        // A document that is a bare number arrives as its exact text, as column numbers do.
+        Value::Json(serde_json::Value::Number(n)) => {
+            rquickjs::String::from_str(ctx.clone(), n.as_str())?.into_value()
+        }
         Value::Json(j) => json_to_js(ctx, j)?,
         // The document (or, if the text is not one after all, the text).
-        Value::JsonText(_) => json_to_js(ctx, &value.to_json())?,
+        Value::JsonText(_) => match value.to_json() {
+            serde_json::Value::Number(n) => {
+                rquickjs::String::from_str(ctx.clone(), n.as_str())?.into_value()
+            }
+            document => json_to_js(ctx, &document)?,
+        },
         Value::Array(items) => {
             let array = Array::new(ctx.clone())?;
             for (i, item) in items.iter().enumerate() {
@@ -43,7 +53,11 @@ fn json_to_js<'js>(ctx: &Ctx<'js>, json: &serde_json::Value) -> rquickjs::Result
         serde_json::Value::Bool(b) => JsValue::new_bool(ctx.clone(), *b),
         serde_json::Value::Number(n) => match n.as_i64().and_then(|i| i32::try_from(i).ok()) {
             Some(i) => JsValue::new_int(ctx.clone(), i),
-            None => JsValue::new_float(ctx.clone(), n.as_f64().unwrap_or(f64::NAN)),
+            // A number no double holds as it is written arrives as its exact text.
+            None => match super::exact::js_number(n.as_str()) {
+                Some(f) => JsValue::new_float(ctx.clone(), f),
+                None => rquickjs::String::from_str(ctx.clone(), n.as_str())?.into_value(),
+            },
         },
         serde_json::Value::String(s) => rquickjs::String::from_str(ctx.clone(), s)?.into_value(),
         serde_json::Value::Array(items) => {

@@ -28,6 +28,7 @@ use super::compile::{BUILTIN_MODULES, CompileError, CompiledScript, Location, co
 use super::convert::{
     BatchEncoder, FromJsConverter, columns_to_js, ops_to_js, strings_to_js, value_to_js,
 };
+use super::exact::{json_originals, keep_ops_text, keep_row_text};
 use super::host::{RowOp, WriteHost};
 use super::{Api, Limits, Meta, Op, Routed};
 use crate::types::duration::format as format_duration;
@@ -261,7 +262,15 @@ struct Entry {
     end_write: Persistent<Function<'static>>,
 }
 
-type HostSlot = Rc<RefCell<Option<Box<dyn WriteHost>>>>;
+/// What the running `onWrite` reaches: the target transaction, and the JSON columns of the
+/// rows it received, by key (see [`super::exact::keep_ops_text`]).
+#[derive(Default)]
+struct HostState {
+    host: RefCell<Option<Box<dyn WriteHost>>>,
+    originals: RefCell<Vec<(Vec<String>, Row)>>,
+}
+
+type HostSlot = Rc<HostState>;
 
 /// One JavaScript engine with a userscript loaded. Not `Send`: keep it on one thread.
 pub struct Engine {
@@ -319,7 +328,7 @@ impl Engine {
         );
         let context = Context::full(&runtime).map_err(engine_error)?;
 
-        let host: HostSlot = Rc::new(RefCell::new(None));
+        let host: HostSlot = Rc::default();
         let set_options: Rc<RefCell<Vec<(String, String)>>> = Rc::new(RefCell::new(Vec::new()));
         let known_flags = Rc::new(options.known_flags);
 
@@ -455,11 +464,15 @@ impl Engine {
             let mut routed = Vec::with_capacity(rows.len());
             for (i, (_, meta)) in rows.iter().enumerate() {
                 let value: JsValue = out.get(i)?;
-                routed.push(
-                    convert
-                        .routed(value, &meta.table, "the handler")
-                        .map_err(|p| Failure::Return(i, p))?,
-                );
+                let mut out = convert
+                    .routed(value, &meta.table, "the handler")
+                    .map_err(|p| Failure::Return(i, p))?;
+                if let Routed::Rows(out) = &mut out {
+                    for (_, row) in out {
+                        keep_row_text(row, &rows[i].0);
+                    }
+                }
+                routed.push(out);
             }
             Ok(routed)
         })
@@ -489,14 +502,15 @@ impl Engine {
             let out: Array = entry.restore(ctx)?.call((table, false, values, metas))?;
             let convert = FromJsConverter::new(ctx)?;
             let mut result = Vec::with_capacity(rows.len());
-            for i in 0..rows.len() {
+            for (i, (original, _)) in rows.iter().enumerate() {
                 let value: JsValue = out.get(i)?;
                 if value.is_null() {
                     result.push(None);
                 } else {
-                    result.push(Some(
-                        convert.row(value, "the handler").map_err(|p| Failure::Return(i, p))?,
-                    ));
+                    let mut row =
+                        convert.row(value, "the handler").map_err(|p| Failure::Return(i, p))?;
+                    keep_row_text(&mut row, original);
+                    result.push(Some(row));
                 }
             }
             Ok(result)
@@ -562,7 +576,8 @@ impl Engine {
                 }),
             );
         }
-        *self.host.borrow_mut() = Some(host);
+        *self.host.host.borrow_mut() = Some(host);
+        *self.host.originals.borrow_mut() = json_originals(ops);
         let handler = format!("{function} for table {table:?}");
         let entry = self.entry.run_write.clone();
         let end = self.entry.end_write.clone();
@@ -578,8 +593,9 @@ impl Engine {
                 other => other.map_err(Failure::Js),
             }
         });
+        self.host.originals.borrow_mut().clear();
         let host =
-            self.host.borrow_mut().take().expect("the host stays in its slot during the call");
+            self.host.host.borrow_mut().take().expect("the host stays in its slot during the call");
         (host, result)
     }
 
@@ -854,7 +870,7 @@ fn install_natives<'js>(
                    deadline: &Deadline,
                    f: &mut dyn FnMut(&mut dyn WriteHost) -> Result<(), String>|
      -> rquickjs::Result<()> {
-        let mut slot = host.borrow_mut();
+        let mut slot = host.host.borrow_mut();
         let Some(h) = slot.as_mut() else {
             return Err(Exception::throw_message(
                 ctx,
@@ -952,7 +968,8 @@ fn install_natives<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, ops: JsValue<'js>| -> rquickjs::Result<()> {
                 let convert = FromJsConverter::new(&ctx)?;
-                let ops = convert.ops(ops).map_err(|m| Exception::throw_type(&ctx, &m))?;
+                let mut ops = convert.ops(ops).map_err(|m| Exception::throw_type(&ctx, &m))?;
+                keep_ops_text(&mut ops, &h.originals.borrow());
                 let mut ops = Some(ops);
                 host_op(&ctx, &h, &d, &mut |host| {
                     host.write(ops.take().unwrap_or_default()).map_err(|e| e.to_string())

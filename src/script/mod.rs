@@ -20,6 +20,7 @@
 pub mod compile;
 mod convert;
 pub mod engine;
+pub mod exact;
 pub mod host;
 pub mod pool;
 pub mod templates;

@@ -3,6 +3,7 @@
 
 pub mod civil;
 pub mod duration;
+pub mod json;
 pub mod mutation;
 pub mod name;
 pub mod position;

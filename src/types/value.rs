@@ -90,7 +90,7 @@ impl Value {
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Json(j) => j.clone(),
             Value::JsonText(s) => {
-                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone()))
+                super::json::parse(s).unwrap_or_else(|| serde_json::Value::String(s.clone()))
             }
             Value::Array(items) => {
                 serde_json::Value::Array(items.iter().map(Value::to_json).collect())

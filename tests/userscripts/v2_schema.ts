@@ -22,8 +22,10 @@ function upsert(row: api.Row, meta: api.Metadata): api.OutRow | api.RoutedRows |
       return { events_a: [row], events_b: [row], events_audit: [{ id: row.id, seen: true }] };
     }
     case "docs": {
-      const doc = row.doc as api.Row;
-      return { id: row.id, doc: { ...doc, added: true }, keys: Object.keys(doc).length, at: new Date(Date.UTC(2024, 0, 2, 3, 4, 5)) };
+      const doc = row.doc as api.JsonObject;
+      // A number no double holds arrives as its exact text; returned, it is a number again.
+      const seen = `${typeof doc.n} ${typeof doc.big} ${doc.big}`;
+      return { id: row.id, doc: { ...doc, added: true }, keys: Object.keys(doc).length, seen, at: new Date(Date.UTC(2024, 0, 2, 3, 4, 5)) };
     }
     case "meta":
       return {
