@@ -588,3 +588,48 @@ async fn a_cascade_the_target_lacks_stops_with_the_key() {
     assert!(log.contains("SQLSTATE 23503"), "{log}");
     assert!(log.contains(r#"first failing row: table "p", key [1]"#), "{log}");
 }
+
+#[tokio::test]
+async fn two_replicas_with_one_server_id_back_off_and_name_the_flag() {
+    let f = Fixture::new(
+        &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))"],
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let mut first = f.start(&[]);
+    wait_for_log(&first, "streaming the binlog");
+    // A second replicator into another target, registering with the same server id.
+    let other = PgDatabase::create().await;
+    other
+        .client()
+        .await
+        .batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+        .await
+        .expect("ddl");
+    let mut args = f.args(&f.molt_url());
+    let at = args.iter().position(|a| a == "--targetConn").expect("flag") + 1;
+    args[at] = other.url.clone();
+    let at = args.iter().position(|a| a == "--targetSchema").expect("flag") + 1;
+    args[at] = format!("{}.public", other.name);
+    args.extend(["--defaultGTIDSet".into(), f.start.clone(), "--stagingCreateSchema".into()]);
+    let mut second = Running::spawn(&f.tmp, &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(first.log() + &second.log())
+        .contains("give every replicator and replica of this source its own --replicationProcessID")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no word of the flag\n{}\n{}",
+            first.log(),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // They back off instead of taking turns every 100 ms.
+    std::thread::sleep(Duration::from_secs(5));
+    let sessions = |log: String| log.matches("streaming the binlog").count();
+    let (a, b) = (sessions(first.log()), sessions(second.log()));
+    assert!(a + b < 20, "{a} + {b} sessions\n{}\n{}", first.log(), second.log());
+    assert!(first.stop(), "{}", first.log());
+    assert!(second.stop(), "{}", second.log());
+}

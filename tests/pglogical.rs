@@ -574,3 +574,51 @@ api.configureTargetSchema("{db}.public", {{
     .await;
     assert!(run.stop(), "clean stop\n{}", run.log());
 }
+
+#[tokio::test]
+async fn a_second_replicator_on_the_same_staging_is_refused_and_a_lost_lease_stops_applying() {
+    let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY, v text);", "").await;
+    let mut first = f.start(&["--stagingCreateSchema"]);
+    let source = f.src.client().await;
+    source.batch_execute("INSERT INTO t VALUES (1, 'a')").await.expect("insert");
+    converge(&f, &first, "t", Duration::from_secs(30)).await;
+
+    // The same command again (another slot, so the source does not refuse it first).
+    let second_slot = SlotGuard { name: unique_name("slot"), url: f.src.url.clone() };
+    let mut args = f.args(&f.src.url);
+    let at = args.iter().position(|a| a == "--slotName").expect("slot flag") + 1;
+    args[at] = second_slot.name.clone();
+    args.push("--createSlot".into());
+    let mut second = Running::spawn(&f.tmp, &args);
+    assert_eq!(second.wait_exit(Duration::from_secs(30)), Some(false), "{}", second.log());
+    let log = second.log();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert!(log.contains("another replicator (on host"), "{log}");
+    assert!(log.contains(host.trim()), "names the holder's host\n{log}");
+    assert!(log.contains("--targetSchema or --stagingSchema"), "{log}");
+
+    // The first one keeps going. Taken away from it, its lease stops it applying.
+    source.batch_execute("INSERT INTO t VALUES (2, 'b')").await.expect("insert");
+    converge(&f, &first, "t", Duration::from_secs(30)).await;
+    let target = f.tgt.client().await;
+    let taken = target
+        .execute(
+            "UPDATE _replicator.leases SET nonce = gen_random_uuid(), hostname = 'elsewhere'",
+            &[],
+        )
+        .await
+        .expect("take the lease");
+    assert_eq!(taken, 1);
+    assert_eq!(first.wait_exit(Duration::from_secs(30)), Some(false), "{}", first.log());
+    assert!(first.log().contains("another replicator took it over"), "{}", first.log());
+
+    // A clean stop gives the lease up: the next start takes it at once.
+    target.batch_execute("DELETE FROM _replicator.leases").await.expect("clear");
+    let mut third = f.start(&[]);
+    source.batch_execute("INSERT INTO t VALUES (3, 'c')").await.expect("insert");
+    converge(&f, &third, "t", Duration::from_secs(30)).await;
+    assert!(third.stop(), "clean stop\n{}", third.log());
+    let leases: i64 =
+        target.query_one("SELECT count(*) FROM _replicator.leases", &[]).await.expect("n").get(0);
+    assert_eq!(leases, 0, "released on a clean stop");
+}

@@ -183,6 +183,8 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
     let staging_db = replicate::open_staging(&staging).await?;
     let key = format!("mysql-wal-offset-{}", target.schema);
     let store = CheckpointStore::new(staging_db.schema.clone(), key.clone());
+    // One replicator per staging schema and key: the position is read once the lease is ours.
+    let lease = replicate::hold_lease(&staging, &staging_db, &key).await?;
     let stored =
         store.load_gtid(&staging_db.client).await.context("reading the stored position")?;
     let start = match (stored, default_gtids) {
@@ -258,5 +260,5 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
         script: pool,
         source: SourceTag::MyLogical,
     };
-    apply.run_to_end(queue_rx, &mut checkpoints, &stop_tx, reader, stager).await
+    apply.run_to_end(queue_rx, &mut checkpoints, &stop_tx, reader, stager, lease).await
 }

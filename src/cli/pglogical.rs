@@ -114,6 +114,8 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
     let staging_db = replicate::open_staging(&staging).await?;
     let key = format!("pglogical-wal-offset-{}", target.schema);
     let store = CheckpointStore::new(staging_db.schema.clone(), key.clone());
+    // One replicator per staging schema and key: the position is read once the lease is ours.
+    let lease = replicate::hold_lease(&staging, &staging_db, &key).await?;
     let stored = store.load_lsn(&staging_db.client).await.context("reading the stored position")?;
     let start = match (stored, ready.confirmed) {
         (Some(stored), _) => {
@@ -172,7 +174,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         script: pool,
         source: SourceTag::PgLogical,
     };
-    apply.run_to_end(queue_rx, &mut checkpoints, &stop_tx, reader, stager).await
+    apply.run_to_end(queue_rx, &mut checkpoints, &stop_tx, reader, stager, lease).await
 }
 
 /// Table names the publication has in more than one schema: an error without a userscript;

@@ -17,6 +17,7 @@ use super::script::ScriptArgs;
 use crate::script::{EngineOptions, ScriptPool, SourceTag};
 use crate::sequencer::postgres::{PgTarget, StagingCheckpoints};
 use crate::sequencer::{Checkpoints, Input, Progress, SequencerError};
+use crate::staging::lease::{Held, Lease};
 use crate::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema};
 use crate::target::Protocol;
 use crate::target::postgres::apply::Dialect;
@@ -156,6 +157,19 @@ pub async fn open_staging(staging: &StagingConfig) -> anyhow::Result<OpenedStagi
         .await
         .context("preparing staging")?;
     Ok(OpenedStaging { client, schema })
+}
+
+/// Takes the lease named `key` (the checkpoint key) in staging and keeps renewing it on a
+/// connection of its own: a second replicator on the same staging schema and key refuses to
+/// start (see [`crate::staging::lease`]).
+pub async fn hold_lease(
+    staging: &StagingConfig,
+    opened: &OpenedStaging,
+    key: &str,
+) -> anyhow::Result<Held> {
+    let lease = Lease::acquire(&opened.client, &opened.schema, key).await?;
+    let client = crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+    Ok(lease.hold(client, staging.conn.clone()))
 }
 
 /// Compiles `--userscript` and starts its engines (one per core, at most four); `None`
@@ -363,21 +377,26 @@ impl Apply<'_> {
         stop: &watch::Sender<bool>,
         reader: tokio::task::JoinHandle<Result<(), E1>>,
         stager: tokio::task::JoinHandle<Result<(), E2>>,
+        mut lease: Held,
     ) -> anyhow::Result<()>
     where
         E1: std::error::Error + Send + Sync + 'static,
         E2: std::error::Error + Send + Sync + 'static,
     {
         let grace = self.sequencer.grace_period;
-        let outcome = crate::sequencer::shutdown::run_until(
+        let run = crate::sequencer::shutdown::run_until(
             self.run(input, checkpoints),
             crate::sequencer::shutdown::signal(),
             || {
                 stop.send_replace(true);
             },
             grace,
-        )
-        .await;
+        );
+        // Nothing more is applied once the lease is lost: another instance may hold it.
+        let outcome = tokio::select! {
+            outcome = run => outcome.map_err(anyhow::Error::new),
+            lost = lease.lost() => Err(anyhow::Error::new(lost)),
+        };
         if let Err(e) = checkpoints.flush(grace).await {
             tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
         }
@@ -385,9 +404,12 @@ impl Apply<'_> {
         stop.send_replace(true);
         let wait = Duration::from_secs(5);
         if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, reader).await {
+            lease.release().await;
             return Err(anyhow::Error::new(e));
         }
-        if let Ok(Ok(Err(e))) = tokio::time::timeout(wait, stager).await {
+        let stopped = tokio::time::timeout(wait, stager).await;
+        lease.release().await;
+        if let Ok(Ok(Err(e))) = stopped {
             return Err(anyhow::Error::new(e));
         }
         let progress = outcome?;

@@ -11,6 +11,8 @@
 
 use tokio_postgres::GenericClient;
 
+pub mod lease;
+
 use crate::target::postgres::quote_ident;
 use crate::types::mutation::Position;
 use crate::types::position::{GtidSet, PgLsn};

@@ -318,6 +318,13 @@ fn shorten(statement: &str) -> String {
     s
 }
 
+/// MySQL/MariaDB error 4052 (ER_SLAVE_SAME_ID): another connection uses our server id.
+const SAME_SERVER_ID: u16 = 4052;
+/// The first wait after [`SAME_SERVER_ID`]; it doubles while the error persists.
+const SAME_ID_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait after [`SAME_SERVER_ID`].
+const SAME_ID_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Whether reconnecting may help.
 pub fn is_transient(error: &mysql_async::Error) -> bool {
     match error {
@@ -344,15 +351,19 @@ pub async fn run(
     let metrics = crate::metrics::global();
     let mut assembler: Option<Assembler> = None;
     let mut attempt: u32 = 0;
+    // Consecutive sessions ended by another replica with our server id (MySQL error 4052).
+    let mut same_id: u32 = 0;
     loop {
         if *stop.borrow() {
             return Ok(());
         }
         let mut connected = false;
         let result = session(&config, &mut assembler, &out, &mut stop, &mut connected).await;
-        if connected {
+        let kicked = matches!(&result, Err(SessionError::Binlog(mysql_async::Error::Server(e))) if e.code == SAME_SERVER_ID);
+        same_id = if kicked { same_id + 1 } else { 0 };
+        if connected && !kicked {
             attempt = 0;
-        } else {
+        } else if !connected {
             metrics.mylogical_dial_failure_total.inc();
         }
         let position = assembler
@@ -380,6 +391,30 @@ pub async fn run(
         }
         if let Some(a) = &mut assembler {
             a.reset_session();
+        }
+        if same_id > 0 {
+            // Two replicas with one server id take turns kicking each other off. A server that
+            // still holds the id of a process killed a moment ago lets go on the first retry
+            // or two; past that, another replica is connected: back off, and say what to change.
+            let delay = SAME_ID_BACKOFF
+                .saturating_mul(1 << same_id.saturating_sub(1).min(5))
+                .min(SAME_ID_MAX_BACKOFF);
+            if same_id >= 2 {
+                tracing::warn!(
+                    server_id = config.server_id,
+                    retry_in = ?delay,
+                    "another replica is connected to the source with this server id (MySQL error \
+                     4052), and each connection ends the other's: give every replicator and replica \
+                     of this source its own --replicationProcessID"
+                );
+            } else {
+                tracing::info!(server_id = config.server_id, retry_in = ?delay, "the source still serves this server id to another connection; retrying");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            continue;
         }
         let delay = config.retry.backoff(attempt).max(Duration::from_millis(100));
         tracing::warn!(error = %crate::pgconn::with_causes(&error), retry_in = ?delay, attempt = attempt + 1, "binlog connection lost; reconnecting");

@@ -1,0 +1,277 @@
+//! Leases in staging's `leases` table (MOLT's layout): one replicator at a time per name.
+//!
+//! A replication command holds the lease named after its checkpoint key (one source position
+//! per target schema) for as long as it runs, so a second `pglogical` or `mylogical` writing
+//! the same target from the same staging schema refuses to start instead of applying
+//! alongside the first. The row says who holds it (`hostname`), with which `nonce`, until when
+//! (`expires`, on staging's clock: `now()` in UTC, never the instance's). The holder renews it
+//! every [`RENEW_EVERY`]; when it cannot renew before the lease runs out (staging unreachable,
+//! or the row taken over), it stops applying: by then another instance may hold it.
+//!
+//! A process killed without releasing leaves its row until it expires: a new instance that
+//! finds the lease held waits one lease period and takes it if nobody renewed it meanwhile.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_postgres::GenericClient;
+
+use super::StagingSchema;
+use crate::types::ConnString;
+
+/// How long a lease lasts without renewal (MOLT's is 5 s).
+pub const LEASE_FOR: Duration = Duration::from_secs(5);
+
+/// How often the holder renews it.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// The holder stops applying this long before its lease would run out unrenewed.
+const GUARD: Duration = Duration::from_secs(1);
+
+/// Why a lease is not (or no longer) ours.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another instance holds it and keeps renewing it.
+    #[error(
+        "another replicator (on host {hostname:?}) is already replicating with checkpoint key \
+         {name:?} in staging schema {schema}: its lease there was renewed until {expires} UTC. \
+         Stop it first, or give this one its own --targetSchema or --stagingSchema; two \
+         replicators applying the same changes would race each other"
+    )]
+    Held {
+        /// The lease name.
+        name: String,
+        /// The staging schema.
+        schema: String,
+        /// The holder's host.
+        hostname: String,
+        /// Until when the holder renewed it.
+        expires: String,
+    },
+    /// Our lease was taken over or ran out before we could renew it.
+    #[error(
+        "lost the lease {name:?} in staging ({why}); stopped applying, since another \
+         replicator may hold it now. Restart when staging answers again"
+    )]
+    Lost {
+        /// The lease name.
+        name: String,
+        /// What happened.
+        why: String,
+    },
+    /// Staging failed.
+    #[error("reading or writing the lease {name:?} in staging failed")]
+    Database {
+        /// The lease name.
+        name: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// A lease this process holds.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    table: String,
+    schema: String,
+    name: String,
+    nonce: uuid::Uuid,
+    hostname: String,
+}
+
+/// The host name this process reports in leases.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+const NOW: &str = "(now() AT TIME ZONE 'UTC')";
+
+impl Lease {
+    /// Takes lease `name` in `staging`. A lease held by another instance is waited on for
+    /// one lease period: if nobody renews it (a process killed without releasing) it is
+    /// taken; if it is renewed, the holder is alive and this is [`LeaseError::Held`].
+    pub async fn acquire(
+        client: &impl GenericClient,
+        staging: &StagingSchema,
+        name: &str,
+    ) -> Result<Self, LeaseError> {
+        let lease = Lease {
+            table: staging.table("leases"),
+            schema: staging.qualified(),
+            name: name.to_owned(),
+            nonce: uuid::Uuid::new_v4(),
+            hostname: hostname(),
+        };
+        let mut seen: Option<String> = None;
+        loop {
+            if lease.try_take(client).await? {
+                tracing::info!(lease = %name, nonce = %lease.nonce, "holding the lease in staging");
+                return Ok(lease);
+            }
+            let (hostname, expires, left) = lease.holder(client).await?;
+            if let Some(before) = &seen
+                && *before != expires
+            {
+                return Err(LeaseError::Held {
+                    name: name.to_owned(),
+                    schema: lease.schema,
+                    hostname,
+                    expires,
+                });
+            }
+            if seen.is_none() {
+                tracing::warn!(lease = %name, holder = %hostname, %expires, "the lease is held; waiting to see whether its holder renews it");
+            }
+            seen = Some(expires);
+            tokio::time::sleep(left.clamp(Duration::from_millis(100), LEASE_FOR)).await;
+            tokio::time::sleep(RENEW_EVERY.mul_f32(1.5)).await;
+        }
+    }
+
+    /// Inserts or takes over an expired row; true when the lease is ours now.
+    async fn try_take(&self, client: &impl GenericClient) -> Result<bool, LeaseError> {
+        let sql = format!(
+            "INSERT INTO {t} (name, expires, nonce, hostname) \
+             VALUES ($1, {NOW} + $2 * INTERVAL '1 millisecond', $3::text::uuid, $4) \
+             ON CONFLICT (name) DO UPDATE SET expires = excluded.expires, nonce = excluded.nonce, \
+             hostname = excluded.hostname WHERE {t}.expires < {NOW}",
+            t = self.table
+        );
+        let millis = LEASE_FOR.as_millis() as f64;
+        let taken = client
+            .execute(&sql, &[&self.name, &millis, &self.nonce.to_string(), &self.hostname])
+            .await
+            .map_err(|source| self.database(source))?;
+        Ok(taken == 1)
+    }
+
+    /// Who holds the lease, until when (text), and how long that is from now.
+    async fn holder(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<(String, String, Duration), LeaseError> {
+        let sql = format!(
+            "SELECT hostname, expires::text, GREATEST(EXTRACT(EPOCH FROM (expires - {NOW})), 0)::float8 \
+             FROM {} WHERE name = $1",
+            self.table
+        );
+        let row = client.query_opt(&sql, &[&self.name]).await.map_err(|s| self.database(s))?;
+        Ok(match row {
+            Some(row) => (row.get(0), row.get(1), Duration::from_secs_f64(row.get(2))),
+            None => (String::new(), String::new(), Duration::ZERO),
+        })
+    }
+
+    /// Extends the lease if it is still ours; false when another instance holds it now.
+    pub async fn renew(&self, client: &impl GenericClient) -> Result<bool, LeaseError> {
+        let sql = format!(
+            "UPDATE {} SET expires = {NOW} + $3 * INTERVAL '1 millisecond' \
+             WHERE name = $1 AND nonce = $2::text::uuid",
+            self.table
+        );
+        let millis = LEASE_FOR.as_millis() as f64;
+        let renewed = client
+            .execute(&sql, &[&self.name, &self.nonce.to_string(), &millis])
+            .await
+            .map_err(|s| self.database(s))?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up (if it is still ours), so another instance may start at once.
+    pub async fn release(&self, client: &impl GenericClient) -> Result<(), LeaseError> {
+        let sql = format!("DELETE FROM {} WHERE name = $1 AND nonce = $2::text::uuid", self.table);
+        client
+            .execute(&sql, &[&self.name, &self.nonce.to_string()])
+            .await
+            .map_err(|s| self.database(s))?;
+        Ok(())
+    }
+
+    /// The lease name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn database(&self, source: tokio_postgres::Error) -> LeaseError {
+        LeaseError::Database { name: self.name.clone(), source }
+    }
+
+    /// Renews the lease in the background on a connection of its own to `conn` (reopened
+    /// when lost) until [`Held::release`]; the returned handle says when it is lost.
+    pub fn hold(self, client: tokio_postgres::Client, conn: ConnString) -> Held {
+        let (lost_tx, lost) = watch::channel(None::<String>);
+        let (stop_tx, mut stop) = watch::channel(false);
+        let lease = self.clone();
+        let task = tokio::spawn(async move {
+            let mut client = client;
+            let mut renewed_at = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(RENEW_EVERY) => {}
+                    _ = stop.changed() => break,
+                }
+                if client.is_closed()
+                    && let Ok(c) = crate::pgconn::connect(&conn).await
+                {
+                    client = c;
+                }
+                match lease.renew(&client).await {
+                    Ok(true) => renewed_at = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        lost_tx.send_replace(Some("another replicator took it over".into()));
+                        return client;
+                    }
+                    Err(e) => {
+                        let why = crate::pgconn::with_causes(&e);
+                        tracing::warn!(lease = %lease.name, error = %why, "renewing the lease failed; retrying");
+                        if renewed_at.elapsed() + GUARD >= LEASE_FOR {
+                            lost_tx.send_replace(Some(format!(
+                                "not renewed for {:?}: {why}",
+                                renewed_at.elapsed()
+                            )));
+                            return client;
+                        }
+                    }
+                }
+            }
+            client
+        });
+        Held { lease: self, lost, stop: stop_tx, task }
+    }
+}
+
+/// A lease renewed in the background.
+pub struct Held {
+    lease: Lease,
+    lost: watch::Receiver<Option<String>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<tokio_postgres::Client>,
+}
+
+impl Held {
+    /// Resolves when the lease is lost, with why.
+    pub async fn lost(&mut self) -> LeaseError {
+        let why = match self.lost.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => "its renewal stopped".to_owned(),
+        };
+        LeaseError::Lost { name: self.lease.name.clone(), why }
+    }
+
+    /// Stops renewing and gives the lease up.
+    pub async fn release(self) {
+        self.stop.send_replace(true);
+        if let Ok(client) = self.task.await
+            && self.lost.borrow().is_none()
+            && let Err(e) = self.lease.release(&client).await
+        {
+            tracing::warn!(lease = %self.lease.name, error = %crate::pgconn::with_causes(&e), "releasing the lease failed; it expires by itself");
+        }
+    }
+}
