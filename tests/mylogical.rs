@@ -633,3 +633,24 @@ async fn two_replicas_with_one_server_id_back_off_and_name_the_flag() {
     assert!(first.stop(), "{}", first.log());
     assert!(second.stop(), "{}", second.log());
 }
+
+#[tokio::test]
+async fn a_target_that_lacks_a_table_or_column_is_reported_at_start() {
+    let f = Fixture::new(
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10), extra BLOB)",
+            "CREATE TABLE u (id INT PRIMARY KEY)",
+        ],
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT, extra INT)",
+    )
+    .await;
+    let mut run = f.start(&[]);
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
+    let log = run.log();
+    assert!(log.contains("(2 problems)"), "{log}");
+    assert!(log.contains(r#"table "u" does not exist on the target"#), "{log}");
+    assert!(
+        log.contains(r#"column "extra" is blob on the source but integer on the target"#),
+        "{log}"
+    );
+}

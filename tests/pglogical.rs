@@ -622,3 +622,90 @@ async fn a_second_replicator_on_the_same_staging_is_refused_and_a_lost_lease_sto
         target.query_one("SELECT count(*) FROM _replicator.leases", &[]).await.expect("n").get(0);
     assert_eq!(leases, 0, "released on a clean stop");
 }
+
+#[tokio::test]
+async fn a_target_that_lacks_what_the_source_sends_is_reported_at_start_all_at_once() {
+    let f = Fixture::new(
+        "CREATE TABLE kept (id int PRIMARY KEY, v text);",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric, paid int, region text NOT NULL);",
+    )
+    .await;
+    f.src
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric, paid bool, note text);
+             CREATE TABLE audit (id int PRIMARY KEY);",
+        )
+        .await
+        .expect("source tables");
+    let mut run = f.start(&["--stagingCreateSchema"]);
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
+    let log = run.log();
+    assert!(log.contains("is not ready for what the source sends (4 problems)"), "{log}");
+    for problem in [
+        r#"table "audit" does not exist on the target"#,
+        r#"column "paid" is boolean on the source but integer on the target"#,
+        r#"table "orders" lacks column "note" that the source sends"#,
+        r#"column "region" is NOT NULL without a default"#,
+    ] {
+        assert!(log.contains(problem), "{problem}\n{log}");
+    }
+
+    // With a userscript they are warnings (it may route those rows), but a table it
+    // configures must exist.
+    let script = f.tmp.join("script.ts");
+    let body = |tables: &str| {
+        format!(
+            r#"import * as api from "replicator@v2";
+api.configureTargetSchema("{db}.public", {{
+  onRowUpsert: (row, meta) => (meta.table === "kept" ? row : null),
+  onRowDelete: (row, meta) => (meta.table === "kept" ? row : null),
+}});
+api.configureTargetTables([{tables}], {{ onRowUpsert: (row) => row, onRowDelete: (key) => key }});
+"#,
+            db = f.tgt.name
+        )
+    };
+    std::fs::write(&script, body(r#""kept", "missing""#)).expect("script");
+    let path = script.to_str().expect("path").to_owned();
+    let mut run = f.start(&["--userscript", &path, "--stagingCreateSchema"]);
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
+    assert!(
+        run.log().contains(r#"the userscript configures table "missing", which does not exist"#),
+        "{}",
+        run.log()
+    );
+    std::fs::write(&script, body(r#""kept""#)).expect("script");
+    let mut run = f.start(&["--userscript", &path, "--stagingCreateSchema"]);
+    f.src.client().await.batch_execute("INSERT INTO kept VALUES (1, 'x')").await.expect("insert");
+    wait_for(&f, &run, "SELECT count(*)::text FROM kept", "1").await;
+    let log = run.log();
+    assert!(log.contains(r#"table "audit" does not exist on the target"#), "a warning\n{log}");
+    assert!(run.stop(), "clean stop\n{log}");
+}
+
+#[tokio::test]
+async fn a_publication_created_after_the_slot_is_explained() {
+    let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY);", "").await;
+    let source = f.src.client().await;
+    // A slot from before the publication existed, and a change in between.
+    let late = SlotGuard { name: unique_name("slot"), url: f.src.url.clone() };
+    source.batch_execute("DROP PUBLICATION pub").await.expect("drop");
+    source
+        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&late.name])
+        .await
+        .expect("slot");
+    source.batch_execute("INSERT INTO t VALUES (1)").await.expect("insert");
+    source.batch_execute("CREATE PUBLICATION pub FOR ALL TABLES").await.expect("publication");
+    let mut args = f.args(&f.src.url);
+    let at = args.iter().position(|a| a == "--slotName").expect("slot flag") + 1;
+    args[at] = late.name.clone();
+    args.push("--stagingCreateSchema".into());
+    let mut run = Running::spawn(&f.tmp, &args);
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
+    let log = run.log();
+    assert!(log.contains("before publication \"pub\" was created"), "{log}");
+    assert!(log.contains("historic snapshot"), "{log}");
+    assert!(log.contains(&format!("pg_drop_replication_slot('{}')", late.name)), "{log}");
+}

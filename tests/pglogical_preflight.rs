@@ -15,7 +15,20 @@ async fn each_missing_piece_is_named_with_its_fix() {
     let err = preflight(&client, "pub", &slot, false).await.expect_err("no publication");
     assert_eq!(err, PreflightError::NoPublication("pub".into()));
     assert!(err.to_string().contains("CREATE PUBLICATION \"pub\" FOR ALL TABLES"));
-    client.batch_execute("CREATE PUBLICATION pub FOR ALL TABLES").await.expect("publication");
+    client.batch_execute("CREATE PUBLICATION pub").await.expect("publication");
+    let err = preflight(&client, "pub", &slot, true).await.expect_err("empty publication");
+    assert_eq!(err, PreflightError::EmptyPublication("pub".into()));
+    assert!(err.to_string().contains("ALTER PUBLICATION \"pub\" ADD TABLE"), "{err}");
+    let slots: i64 = client
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .expect("slots")
+        .get(0);
+    assert_eq!(slots, 0, "no slot is created for an empty publication");
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); ALTER PUBLICATION pub ADD TABLE t")
+        .await
+        .expect("publish a table");
     let err = preflight(&client, "pub", &slot, false).await.expect_err("no slot");
     assert!(err.to_string().contains("pass --createSlot"), "{err}");
 

@@ -176,10 +176,12 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
         }
     };
     let ready = preflight(&mut conn, params.user(), &database, args.fetch_metadata).await?;
+    let tables = crate::source::mysql::preflight::database_tables(&mut conn, &database).await?;
     drop(conn);
     tracing::info!(flavor = %ready.flavor, version = %ready.version, position = %ready.current_position, "source checked");
 
     let opened = replicate::open_target(&target).await?;
+    replicate::check_target(&target, &opened, &tables, pool.as_deref()).await?;
     let staging_db = replicate::open_staging(&staging).await?;
     let key = format!("mysql-wal-offset-{}", target.schema);
     let store = CheckpointStore::new(staging_db.schema.clone(), key.clone());

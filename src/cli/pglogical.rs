@@ -108,9 +108,16 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
     };
     let ready = preflight(&source_client, &publication, &args.slot_name, args.create_slot).await?;
     let qualify = published_duplicates(&source_client, &publication, pool.is_some()).await?;
+    let tables = crate::source::postgres::preflight::published_tables(
+        &source_client,
+        &publication,
+        &qualify,
+    )
+    .await?;
     drop(source_client);
 
     let opened = replicate::open_target(&target).await?;
+    replicate::check_target(&target, &opened, &tables, pool.as_deref()).await?;
     let staging_db = replicate::open_staging(&staging).await?;
     let key = format!("pglogical-wal-offset-{}", target.schema);
     let store = CheckpointStore::new(staging_db.schema.clone(), key.clone());

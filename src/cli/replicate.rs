@@ -22,6 +22,7 @@ use crate::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema};
 use crate::target::Protocol;
 use crate::target::postgres::apply::Dialect;
 use crate::target::postgres::{Server, check_database};
+use crate::target::preflight::{Problem, SourceTable};
 use crate::types::ConnString;
 use crate::types::mutation::Position;
 
@@ -118,6 +119,63 @@ pub async fn open_target(target: &TargetConfig) -> anyhow::Result<OpenedTarget> 
         Server::Cockroach => Dialect::Cockroach,
     };
     Ok(OpenedTarget { database, schema, dialect })
+}
+
+/// Checks the target against the tables the source will send ([`crate::target::preflight`])
+/// and reports every problem at once. Without a userscript a problem stops the start; with
+/// one, problems of same-named tables are warnings (its schema-level handlers may filter,
+/// rename or route rows anywhere), while a table it configures with `configureTargetTables`
+/// must exist.
+pub async fn check_target(
+    target: &TargetConfig,
+    opened: &OpenedTarget,
+    tables: &[SourceTable],
+    script: Option<&ScriptPool>,
+) -> anyhow::Result<()> {
+    let client = crate::pgconn::connect(&target.conn).await.context("opening the target")?;
+    let schema = crate::target::postgres::introspect::introspect(&client, &opened.schema)
+        .await
+        .context("reading the target's tables")?;
+    let problems = crate::target::preflight::compare(tables, &schema);
+    let list = |problems: &[Problem]| -> String {
+        problems.iter().map(|p| format!("\n  - {p}")).collect()
+    };
+    let Some(pool) = script else {
+        if problems.is_empty() {
+            tracing::info!(tables = tables.len(), schema = %target.schema, "target checked: it has every table and column the source sends");
+            return Ok(());
+        }
+        bail!(
+            "target schema {} is not ready for what the source sends ({} problem{}):{}\nFix \
+             them and start again; nothing was replicated",
+            target.schema,
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            list(&problems)
+        );
+    };
+    for problem in &problems {
+        tracing::warn!(problem = %problem, "target check (the userscript may filter, rename or route these rows)");
+    }
+    let prefix = format!("{}.", target.schema);
+    let missing: Vec<Problem> = pool
+        .configured()
+        .tables
+        .iter()
+        .filter_map(|t| {
+            let name = t.name.strip_prefix(&prefix).unwrap_or(&t.name);
+            schema.table(name).is_none().then(|| Problem::ScriptTable { table: t.name.clone() })
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "target schema {} lacks tables the userscript configures:{}",
+            target.schema,
+            list(&missing)
+        );
+    }
+    tracing::info!(tables = tables.len(), warnings = problems.len(), schema = %target.schema, "target checked");
+    Ok(())
 }
 
 /// Staging, ready: a client on it and the resolved schema.
@@ -281,9 +339,11 @@ impl AnnouncingCheckpoints {
                 let Some(committed) = committed else { continue };
                 let position = extract(committed.position());
                 let mut attempt = 0u32;
-                while let Err(message) = inner.save(committed.clone()).await {
+                while let Err((message, transient)) = inner.store(&committed).await {
                     tracing::warn!(error = %message, attempt, "saving the checkpoint failed; retrying");
-                    if let Ok(mut f) = report.lock() {
+                    // Staging out of reach does not stop the writes: the stored position only
+                    // lags (a restart replays more). Anything else stops the sequencer.
+                    if !transient && let Ok(mut f) = report.lock() {
                         *f = Some(message);
                     }
                     attempt += 1;

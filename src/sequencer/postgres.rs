@@ -642,19 +642,34 @@ impl StagingCheckpoints {
     }
 }
 
-impl super::Checkpoints for StagingCheckpoints {
-    async fn save(&mut self, committed: crate::staging::Committed) -> Result<(), String> {
+impl StagingCheckpoints {
+    /// Saves `committed`; the error says whether trying again may succeed (`true`: staging was
+    /// unreachable or the connection broke).
+    pub async fn store(
+        &mut self,
+        committed: &crate::staging::Committed,
+    ) -> Result<(), (String, bool)> {
         if self.client.is_closed()
             && let Some(conn) = &self.reconnect
         {
             self.client = crate::pgconn::connect(conn).await.map_err(|e| {
-                format!(
+                let message = format!(
                     "the staging connection was lost, and reconnecting failed: {}",
                     crate::pgconn::with_causes(&e)
-                )
+                );
+                (message, true)
             })?;
             tracing::info!("the staging connection was lost; saving checkpoints on a new one");
         }
-        self.store.save(&self.client, &committed).await.map_err(|e| crate::pgconn::with_causes(&e))
+        self.store
+            .save(&self.client, committed)
+            .await
+            .map_err(|e| (crate::pgconn::with_causes(&e), e.is_transient()))
+    }
+}
+
+impl super::Checkpoints for StagingCheckpoints {
+    async fn save(&mut self, committed: crate::staging::Committed) -> Result<(), String> {
+        self.store(&committed).await.map_err(|(message, _)| message)
     }
 }

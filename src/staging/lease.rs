@@ -207,7 +207,7 @@ impl Lease {
     pub fn hold(self, client: tokio_postgres::Client, conn: ConnString) -> Held {
         let (lost_tx, lost) = watch::channel(None::<String>);
         let (stop_tx, mut stop) = watch::channel(false);
-        let lease = self.clone();
+        let (lease, reconnect) = (self.clone(), conn.clone());
         let task = tokio::spawn(async move {
             let mut client = client;
             let mut renewed_at = tokio::time::Instant::now();
@@ -242,7 +242,7 @@ impl Lease {
             }
             client
         });
-        Held { lease: self, lost, stop: stop_tx, task }
+        Held { lease: self, lost, stop: stop_tx, task, conn: reconnect }
     }
 }
 
@@ -252,6 +252,7 @@ pub struct Held {
     lost: watch::Receiver<Option<String>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<tokio_postgres::Client>,
+    conn: ConnString,
 }
 
 impl Held {
@@ -267,10 +268,16 @@ impl Held {
     /// Stops renewing and gives the lease up.
     pub async fn release(self) {
         self.stop.send_replace(true);
-        if let Ok(client) = self.task.await
-            && self.lost.borrow().is_none()
-            && let Err(e) = self.lease.release(&client).await
+        let Ok(mut client) = self.task.await else { return };
+        if self.lost.borrow().is_some() {
+            return;
+        }
+        if client.is_closed()
+            && let Ok(c) = crate::pgconn::connect(&self.conn).await
         {
+            client = c;
+        }
+        if let Err(e) = self.lease.release(&client).await {
             tracing::warn!(lease = %self.lease.name, error = %crate::pgconn::with_causes(&e), "releasing the lease failed; it expires by itself");
         }
     }

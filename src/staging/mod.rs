@@ -122,6 +122,23 @@ pub enum StagingError {
     Database(#[from] tokio_postgres::Error),
 }
 
+impl StagingError {
+    /// Staging could not be reached or the connection broke: retrying (on a new connection)
+    /// may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StagingError::Database(e) => {
+                e.is_closed()
+                    || e.code().is_none_or(|c| {
+                        let c = c.code();
+                        c.starts_with("08") || c.starts_with("57P") || c.starts_with("40")
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Creates staging's tables (and the schema, when allowed); fails clearly when the schema is
 /// missing and may not be created.
 pub async fn prepare(

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod mysql;
 pub mod order;
 pub mod postgres;
+pub mod preflight;
 pub mod schema;
 
 /// The wire protocol a connection string names with its scheme.

@@ -3,6 +3,7 @@
 use mysql_async::prelude::Queryable;
 
 use super::Flavor;
+use crate::target::preflight::SourceTable;
 
 /// Why the source cannot be replicated as it is configured.
 #[derive(Debug, thiserror::Error)]
@@ -170,4 +171,30 @@ pub async fn preflight(
     }
     .unwrap_or_default();
     Ok(Ready { flavor, version, current_position })
+}
+
+/// The database's tables as the target will see them, with their columns (`COLUMN_TYPE`).
+pub async fn database_tables(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+) -> Result<Vec<SourceTable>, PreflightError> {
+    let rows: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE FROM information_schema.COLUMNS c \
+             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
+             WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' \
+             ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+            (database,),
+        )
+        .await?;
+    let mut tables: Vec<SourceTable> = Vec::new();
+    for (table, column, sql_type) in rows {
+        if tables.last().is_none_or(|t| t.name != table) {
+            tables.push(SourceTable { name: table, columns: Vec::new() });
+        }
+        if let Some(t) = tables.last_mut() {
+            t.columns.push((column, sql_type));
+        }
+    }
+    Ok(tables)
 }

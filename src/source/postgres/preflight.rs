@@ -4,6 +4,7 @@
 
 use tokio_postgres::GenericClient;
 
+use crate::target::preflight::SourceTable;
 use crate::types::position::PgLsn;
 
 /// A source setting that prevents replication, with its fix.
@@ -26,6 +27,12 @@ pub enum PreflightError {
          CREATE PUBLICATION \"{0}\" FOR ALL TABLES; (or FOR TABLE …), and pass its name with --publicationName"
     )]
     NoPublication(String),
+    /// The publication publishes nothing.
+    #[error(
+        "publication {0:?} publishes no tables, so there is nothing to replicate: add them \
+         (ALTER PUBLICATION \"{0}\" ADD TABLE …;) or create it FOR ALL TABLES"
+    )]
+    EmptyPublication(String),
     /// The slot is missing and may not be created.
     #[error(
         "replication slot {0:?} does not exist: pass --createSlot to let replicator create it, or run \
@@ -104,6 +111,14 @@ pub async fn preflight(
     {
         return Err(PreflightError::NoPublication(publication.to_owned()));
     }
+    let published: i64 = client
+        .query_one("SELECT count(*) FROM pg_publication_tables WHERE pubname = $1", &[&publication])
+        .await
+        .map_err(query)?
+        .get(0);
+    if published == 0 {
+        return Err(PreflightError::EmptyPublication(publication.to_owned()));
+    }
     let found = client
         .query_opt(
             "SELECT plugin::text, database::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -137,6 +152,50 @@ pub async fn preflight(
         return Err(PreflightError::WrongDatabase { slot: slot.to_owned(), database, current });
     }
     Ok(Ready { confirmed: confirmed.and_then(|c| c.parse().ok()), created_slot: false })
+}
+
+/// The publication's tables as the target will see them: each with the columns pgoutput
+/// sends (its column list, if it has one; generated columns are not sent), named `table`, or
+/// `schema.table` for the names in `qualify`.
+pub async fn published_tables(
+    client: &impl GenericClient,
+    publication: &str,
+    qualify: &std::collections::HashSet<String>,
+) -> Result<Vec<SourceTable>, PreflightError> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(query)?
+        .get(0);
+    // PostgreSQL 15 added column lists to publications.
+    let listed = if version >= 150000 {
+        "AND (pt.attnames IS NULL OR a.attname = ANY (pt.attnames))"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT pt.schemaname::text, pt.tablename::text, a.attname::text, \
+                format_type(a.atttypid, a.atttypmod) \
+         FROM pg_publication_tables pt \
+         JOIN pg_namespace n ON n.nspname = pt.schemaname \
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+              AND a.attgenerated = '' {listed} \
+         WHERE pt.pubname = $1 ORDER BY 1, 2, a.attnum"
+    );
+    let rows = client.query(&sql, &[&publication]).await.map_err(query)?;
+    let mut tables: Vec<SourceTable> = Vec::new();
+    for row in rows {
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        let name = if qualify.contains(&table) { format!("{schema}.{table}") } else { table };
+        if tables.last().is_none_or(|t| t.name != name) {
+            tables.push(SourceTable { name, columns: Vec::new() });
+        }
+        if let Some(t) = tables.last_mut() {
+            t.columns.push((row.get(2), row.get(3)));
+        }
+    }
+    Ok(tables)
 }
 
 #[cfg(test)]

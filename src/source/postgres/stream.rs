@@ -49,6 +49,26 @@ pub enum StreamError {
         #[source]
         source: ReplicationError,
     },
+    /// The slot's position is older than the publication: pgoutput reads each change with
+    /// the catalog as it was at that change, when the publication did not exist yet.
+    #[error(
+        "slot {slot:?} is at {position}, before publication {publication:?} was created, and \
+         PostgreSQL decodes every change with the catalog as it was at that change (its \
+         historic snapshot), so it cannot use a publication created later (\"{message}\"). \
+         Create the publication first and the slot after it: drop the slot \
+         (SELECT pg_drop_replication_slot('{slot}')), start again with --createSlot (or create \
+         it yourself), then load the rows written since the old slot's position into the target"
+    )]
+    PublicationAfterSlot {
+        /// The slot.
+        slot: String,
+        /// The publication.
+        publication: String,
+        /// Where decoding failed.
+        position: PgLsn,
+        /// The server's message.
+        message: String,
+    },
     /// A pgoutput message did not decode.
     #[error("decoding the change stream after {after} failed: {message}")]
     Decode {
@@ -103,6 +123,18 @@ pub async fn run(
         }
         // The slot keeps the WAL while we are away: a transient failure is retried for as long
         // as it lasts.
+        if let ReplicationError::Server { code, message } = &error
+            && code == "42704"
+            && message.contains(&format!("publication \"{}\"", config.publication))
+        {
+            // The preflight saw the publication: the slot's historic snapshot does not.
+            return Err(StreamError::PublicationAfterSlot {
+                slot: config.slot.clone(),
+                publication: config.publication.clone(),
+                position: delivered,
+                message: message.clone(),
+            });
+        }
         if !error.is_transient() {
             return Err(StreamError::Replication { slot: config.slot.clone(), source: error });
         }
