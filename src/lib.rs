@@ -36,5 +36,6 @@ pub mod sequencer;
 pub mod server;
 pub mod source;
 pub mod staging;
+pub mod status;
 pub mod target;
 pub mod types;

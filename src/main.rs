@@ -34,11 +34,21 @@ fn main() -> ExitCode {
 /// returns the failure exit code.
 fn fail(err: &anyhow::Error, to_log_file: bool) -> ExitCode {
     if to_log_file {
-        tracing::error!(error = format!("{err:#}"), "replicator stopped");
+        tracing::error!(
+            error = replicator::pgconn::with_causes(err.as_ref()),
+            "replicator stopped"
+        );
     }
     eprintln!("error: {err}");
+    // A cause that only repeats what was printed (drivers often wrap their inner error with
+    // its text) is left out.
+    let mut said = err.to_string();
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        said = text;
     }
     ExitCode::FAILURE
 }

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub source_lag_seconds_histogram: HistogramVec,
     /// Source commit → applied, as a distribution.
     pub target_lag_seconds_histogram: HistogramVec,
+    /// Source commit → target commit of every source transaction, by `schema`.
+    pub target_apply_transaction_lag_seconds: HistogramVec,
+    /// WAL the PostgreSQL source keeps for the replication slot, in bytes.
+    pub pglogical_slot_retained_wal_bytes: IntGauge,
     /// Mutations received for a table, by `schema`, `table`.
     pub mutations_staged: IntCounterVec,
     /// Mutations applied to a table, by `schema`, `table`.
@@ -97,6 +101,11 @@ impl Metrics {
         let last_checkpoint =
             Gauge::new("replicator_last_checkpoint_seconds", "time of the last saved checkpoint")?;
         registry.register(Box::new(last_checkpoint.clone()))?;
+        let slot_wal = IntGauge::new(
+            "pglogical_slot_retained_wal_bytes",
+            "WAL the source keeps for the replication slot",
+        )?;
+        registry.register(Box::new(slot_wal.clone()))?;
         let up = IntCounter::new("replicator_up", "1 while replicator runs")?;
         registry.register(Box::new(up.clone()))?;
         up.inc();
@@ -148,6 +157,12 @@ impl Metrics {
                 "source commit to applied",
                 &["schema"],
             )?,
+            target_apply_transaction_lag_seconds: histogram(
+                "target_apply_transaction_lag_seconds",
+                "source commit to target commit, per source transaction",
+                &["schema"],
+            )?,
+            pglogical_slot_retained_wal_bytes: slot_wal,
             mutations_staged: counter(
                 "replicator_applier_mutations_staged",
                 "mutations received for a table",
@@ -225,6 +240,30 @@ impl Metrics {
             }
         }
         self.mutations_applied.with_label_values(&labels).inc_by(rows);
+    }
+
+    /// Records one userscript handler call over `rows` rows of `schema.table`, of which
+    /// `passed` came out (the rest were dropped), or its failure.
+    pub fn count_script_call(
+        &self,
+        call: [&str; 3],
+        rows: usize,
+        passed: Option<usize>,
+        timing: crate::script::pool::Timing,
+    ) {
+        self.script_invocations_total.with_label_values(&call).inc();
+        self.script_entry_wait_seconds.with_label_values(&call).observe(timing.wait.as_secs_f64());
+        self.script_exec_time_seconds.with_label_values(&call).observe(timing.run.as_secs_f64());
+        match passed {
+            Some(passed) => {
+                self.script_rows_processed_total.with_label_values(&call).inc_by(passed as u64);
+                let dropped = rows.saturating_sub(passed) as u64;
+                if dropped > 0 {
+                    self.script_rows_filtered_total.with_label_values(&call).inc_by(dropped);
+                }
+            }
+            None => self.script_errors_total.with_label_values(&call).inc(),
+        }
     }
 
     /// Counts a source transaction's mutations under `mutation_total{source, type}`.

@@ -210,6 +210,8 @@ impl MyParams {
             .pass(self.password.clone())
             .db_name(self.database.clone())
             .prefer_socket(false)
+            // performance_schema.session_connect_attrs names the sessions replicator opens.
+            .connect_attribute("program_name", "replicator")
             .ssl_opts(if tls { self.ssl_opts() } else { None });
         builder.into()
     }

@@ -75,13 +75,17 @@ pub enum PgConnError {
     },
 }
 
-/// An error with its causes, `outer: inner: innermost`.
+/// An error with its causes, `outer: inner: innermost`; a cause whose text the message
+/// already holds (drivers often repeat their inner error in their own) is left out.
 pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text
@@ -307,9 +311,8 @@ impl PgParams {
         if let Some(password) = &self.password {
             config.password(password);
         }
-        if let Some(name) = &self.application_name {
-            config.application_name(name);
-        }
+        // Sessions say who they are in pg_stat_activity, unless the URL names them otherwise.
+        config.application_name(self.application_name.as_deref().unwrap_or("replicator"));
         if !self.runtime.is_empty() {
             config.options(runtime_options(&self.runtime));
         }

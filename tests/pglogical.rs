@@ -709,3 +709,125 @@ async fn a_publication_created_after_the_slot_is_explained() {
     assert!(log.contains("historic snapshot"), "{log}");
     assert!(log.contains(&format!("pg_drop_replication_slot('{}')", late.name)), "{log}");
 }
+
+#[tokio::test]
+async fn status_lag_metrics_and_session_names_say_where_replication_stands() {
+    let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY, v text);", "").await;
+    let script = f.tmp.join("script.ts");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import * as api from "replicator@v2";
+api.configureTargetSchema("{db}.public", {{
+  onRowUpsert: (row) => (row.v === "skip" ? null : row),
+  onRowDelete: (row) => row,
+}});
+"#,
+            db = f.tgt.name
+        ),
+    )
+    .expect("script");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = f.start(&[
+        "--stagingCreateSchema",
+        "--metricsAddr",
+        &addr,
+        "--userscript",
+        script.to_str().expect("path"),
+        "--retainedWALWarning",
+        "1",
+    ]);
+    let source = f.src.client().await;
+    source
+        .batch_execute("INSERT INTO t VALUES (1, 'a'), (2, 'skip'); INSERT INTO t VALUES (3, 'b')")
+        .await
+        .expect("insert");
+    wait_for(&f, &run, "SELECT count(*)::text FROM t", "2").await;
+
+    // Caught up: /_/status says so, with the applied position, and the log line does too.
+    let schema = format!("{}.public", f.tgt.name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (code, body) = support::http_get(&addr, "/_/status").await;
+        assert_eq!(code, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if json["caught_up"] == true && json["applied_position"].is_string() {
+            break json;
+        }
+        assert!(Instant::now() < deadline, "not caught up: {body}\n{}", run.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["source"], "pglogical");
+    assert_eq!(status["target_schema"], schema.as_str());
+    assert_eq!(status["lag_seconds"], 0.0);
+    assert!(status["applied_source_commit"].as_str().is_some_and(|t| t.ends_with('Z')), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run.log().contains("INFO caught up") {
+        assert!(Instant::now() < deadline, "no caught-up line\n{}", run.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = run.log();
+    assert!(
+        log.contains("userscript loaded")
+            && log.contains(&format!("schemas={schema} (replicator@v2)")),
+        "{log}"
+    );
+    assert!(
+        log.contains("keeps more WAL for the replication slot than --retainedWALWarning"),
+        "{log}"
+    );
+
+    // Lags, script counters and the slot's WAL, labelled with the whole target schema.
+    let (_, varz) = support::http_get(&addr, "/_/varz").await;
+    for line in [
+        format!("apply_upserts_total{{schema=\"{schema}\",table=\"t\"}} 2"),
+        format!("target_lag_seconds{{schema=\"{schema}\"}}"),
+        format!("source_lag_seconds{{schema=\"{schema}\"}}"),
+        format!("target_apply_transaction_lag_seconds_count{{schema=\"{schema}\"}} 1"),
+        format!("source_lag_seconds_histogram_count{{schema=\"{schema}\"}} 1"),
+        format!(
+            "script_rows_filtered_total{{function=\"onRowUpsert\",schema=\"{schema}\",table=\"t\"}} 1"
+        ),
+        format!(
+            "script_rows_processed_total{{function=\"onRowUpsert\",schema=\"{schema}\",table=\"t\"}} 2"
+        ),
+        "pglogical_slot_retained_wal_bytes ".to_owned(),
+    ] {
+        assert!(varz.contains(&line), "missing {line}\n{varz}");
+    }
+
+    // Every session replicator opens says who it is (the test's own are closed first).
+    drop(source);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = pg_connect(&pg_url()).await;
+    let named: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'replicator'",
+            &[&f.tgt.name],
+        )
+        .await
+        .expect("activity")
+        .get(0);
+    assert!(named >= 3, "target, staging and lease sessions: {named}");
+    let unnamed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1) AND backend_type = 'client backend' \
+             AND application_name <> 'replicator' AND pid <> pg_backend_pid()",
+            &[&vec![f.tgt.name.clone(), f.src.name.clone()]],
+        )
+        .await
+        .expect("activity")
+        .get(0);
+    assert_eq!(unnamed, 0, "every session is named");
+    let walsender: String = admin
+        .query_one("SELECT application_name FROM pg_stat_replication WHERE application_name = 'replicator' LIMIT 1", &[])
+        .await
+        .expect("the replication session")
+        .get(0);
+    assert_eq!(walsender, "replicator");
+    assert!(run.stop(), "clean stop\n{}", run.log());
+}

@@ -153,8 +153,8 @@ async fn run_past_a_failed_commit(
     let err =
         run_immediate(&config(flush_size, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
             .await
-            .expect_err("the deferred constraint fails at COMMIT")
-            .to_string();
+            .expect_err("the deferred constraint fails at COMMIT");
+    let err = replicator::pgconn::with_causes(&err);
     let saved = lsns(&checkpoints.saved);
     let by_tx: Vec<(i64, i64)> = admin
         .query("SELECT id / 1000, count(*) FROM t GROUP BY 1 ORDER BY 1", &[])
@@ -272,7 +272,8 @@ async fn the_checkpoint_stays_at_the_last_commit_when_the_target_fails() {
         "a data error is not retried: {err}"
     );
     assert!(
-        err.to_string().contains("up to 0/4") && err.to_string().contains("injected failure"),
+        replicator::pgconn::with_causes(&err).contains("up to 0/4")
+            && replicator::pgconn::with_causes(&err).contains("injected failure"),
         "{err}"
     );
 }
@@ -341,7 +342,10 @@ async fn a_postgres_target_with_staging_checkpoints() {
         run_immediate(&config(1000, 20, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
             .await
             .expect_err("unknown column");
-    assert!(err.to_string().contains("table \"t\" has no column \"nope\""), "{err}");
+    assert!(
+        replicator::pgconn::with_causes(&err).contains("table \"t\" has no column \"nope\""),
+        "{err}"
+    );
     assert_eq!(store.load_lsn(&admin).await.expect("load"), Some(PgLsn(3)));
 }
 
@@ -412,7 +416,9 @@ api.configureTargetTables(["customers"], {
     let mut staged = Vec::new();
     for tx in txs {
         staged.push(
-            schema_level(&pool, "db.public", SourceTag::PgLogical, tx).await.expect("schema level"),
+            schema_level(&pool, "db.public", SourceTag::PgLogical, tx, |_| None)
+                .await
+                .expect("schema level"),
         );
     }
     assert_eq!(staged[0].mutations.len(), 3, "audit_logs dropped, people routed to customers");
@@ -451,11 +457,24 @@ api.configureTargetTables(["customers"], {
         position: Position::Lsn(PgLsn(3)),
         commit_nanos: 0,
     };
-    let err = schema_level(&pool, "db.public", SourceTag::PgLogical, cursed)
+    let key_of = |table: &str| (table == "orders").then(|| vec!["id".to_owned()]);
+    let err = schema_level(&pool, "db.public", SourceTag::PgLogical, cursed, key_of)
         .await
         .expect_err("throws")
         .to_string();
     assert!(err.contains("Error: cursed row") && err.contains("at pipeline.ts:9:"), "{err}");
+    assert!(
+        err.contains(r#"onRowUpsert for schema "db.public" on table "orders", key [666] threw"#),
+        "names the row: {err}"
+    );
+    let metrics = replicator::metrics::global().render();
+    assert!(
+        metrics.contains(
+            r#"script_errors_total{function="onRowUpsert",schema="db.public",table="orders"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"script_rows_filtered_total{function="onRowUpsert",schema="db.public",table="audit_logs"}"#), "{metrics}");
     assert_eq!(lsns(&checkpoints.saved), [2]);
 }
 
@@ -631,7 +650,7 @@ api.configureTargetTables(["orders"], {
     )
     .await
     .expect_err("throws");
-    assert!(err.to_string().contains("unlucky batch"), "{err}");
+    assert!(replicator::pgconn::with_causes(&err).contains("unlucky batch"), "{err}");
     assert_eq!(
         admin
             .query_one("SELECT count(*) FROM orders WHERE id = 13", &[])
@@ -695,7 +714,7 @@ async fn parallel_groups_checkpoint_only_what_every_group_committed() {
     )
     .await
     .expect_err("group b fails");
-    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(replicator::pgconn::with_causes(&err).contains("injected failure"), "{err}");
     assert!(
         lsns(&checkpoints.saved).iter().all(|&l| l <= 2),
         "never past tx2: {:?}",
@@ -834,7 +853,11 @@ async fn shutdown_drains_the_queue_and_saves_the_last_checkpoint() {
     )
     .await
     .expect_err("grace elapsed");
-    assert!(err.to_string().contains("stopping took longer than --gracePeriod (50ms)"), "{err}");
+    assert!(
+        replicator::pgconn::with_causes(&err)
+            .contains("stopping took longer than --gracePeriod (50ms)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -892,7 +915,7 @@ async fn a_refused_batch_names_the_first_failing_key() {
         run_immediate(&config(100, 5, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
             .await
             .expect_err("NOT NULL");
-    let text = err.to_string();
+    let text = replicator::pgconn::with_causes(&err);
     assert!(text.contains("writing table \"t\" failed: null value in column \"v\""), "{text}");
     assert!(
         text.contains("(SQLSTATE 23502)")
@@ -925,7 +948,7 @@ async fn a_refused_mysql_batch_names_the_first_failing_key() {
         run_immediate(&config(100, 5, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
             .await
             .expect_err("NOT NULL");
-    let text = err.to_string();
+    let text = replicator::pgconn::with_causes(&err);
     assert!(
         text.contains("(MySQL error 1048)")
             && text.contains("first failing row: table \"t\", key [1002]"),
@@ -1079,7 +1102,7 @@ async fn a_coalesced_cascade_on_a_mysql_target_ends_as_the_source_transactions_l
     )
     .await
     .expect_err("the parent is still referenced");
-    let text = err.to_string();
+    let text = replicator::pgconn::with_causes(&err);
     assert!(text.contains("(MySQL error 1451)"), "{text}");
     assert!(text.contains(r#"first failing row: table "p2", key [1]"#), "{text}");
 }

@@ -68,13 +68,17 @@ async fn varz_and_healthz() {
     .expect("serve");
     let (status, body) = get(healthy, "/_/varz").await;
     assert_eq!(status, 200);
-    for line in [
-        "# TYPE apply_upserts_total counter",
-        "apply_upserts_total{schema=\"public\",table=\"t\"} 2",
-        "# TYPE apply_duration_seconds histogram",
-    ] {
+    // Labelled with the whole target schema (db.schema), as --targetSchema names it.
+    let upserts = format!("apply_upserts_total{{schema=\"{}.public\",table=\"t\"}} 2", db.name);
+    for line in
+        ["# TYPE apply_upserts_total counter", &upserts, "# TYPE apply_duration_seconds histogram"]
+    {
         assert!(body.contains(line), "{line:?} missing:\n{body}");
     }
+    let (status, body) = get(healthy, "/_/status").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["caught_up"], true, "nothing is waiting: {body}");
     assert_eq!(get(healthy, "/_/healthz").await, (200, "OK\n".to_owned()));
 
     let down = serve_metrics(

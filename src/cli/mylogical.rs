@@ -2,6 +2,7 @@
 //! PostgreSQL target, through the userscript when one is given. See
 //! [`crate::source::mysql`] for the source's design.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ async fn stage(
     mut input: mpsc::Receiver<Decoded>,
     queue: QueueSender,
     script: Option<(Arc<ScriptPool>, String)>,
+    keys: HashMap<String, Vec<String>>,
 ) -> Result<(), StageError> {
     let metrics = crate::metrics::global();
     while let Some(decoded) = input.recv().await {
@@ -128,13 +130,15 @@ async fn stage(
         metrics.count_source_mutations("mylogical", &tx.mutations);
         if let Some((pool, schema)) = &script {
             let position = tx.position.to_string();
-            tx = schema_level(pool, schema, SourceTag::MyLogical, tx)
+            tx = schema_level(pool, schema, SourceTag::MyLogical, tx, |t| keys.get(t).cloned())
                 .await
                 .map_err(|source| StageError::Script { position, source })?;
         }
+        let (position, commit_nanos) = (tx.position.clone(), tx.commit_nanos);
         if queue.send(tx).await.is_err() {
             return Ok(());
         }
+        crate::status::global().received(&position, commit_nanos);
     }
     Ok(())
 }
@@ -225,6 +229,7 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
         (_, start) => start,
     };
     replicate::serve_metrics(&metrics, &target.conn, &staging.conn).await?;
+    replicate::watch_status("mylogical", &target);
 
     // source → stage → queue → sequencer → target.
     let (announce, _) = watch::channel(start.clone());
@@ -244,7 +249,8 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
     let memo = (staging_db.schema.table("memo"), key);
     let reader = tokio::spawn(stream::run(stream_config, decoded_tx, stop_rx, memo));
     let script = pool.clone().map(|p| (p, target.schema.to_string()));
-    let stager = tokio::spawn(stage(decoded_rx, queue, script));
+    let keys = crate::target::preflight::source_keys(&tables);
+    let stager = tokio::spawn(stage(decoded_rx, queue, script, keys));
 
     let checkpoint_client =
         crate::pgconn::connect(&staging.conn).await.context("opening staging")?;

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::groups::SourceArgs;
 use super::replicate::{self, AnnouncingCheckpoints, Apply, PipelineArgs, PipelineConfig};
-use super::values::{go_bool, go_duration};
+use super::values::{byte_size, go_bool, go_duration};
 use crate::pgconn::PgParams;
 use crate::script::SourceTag;
 use crate::source::postgres::preflight::preflight;
@@ -52,6 +52,10 @@ pub struct PglogicalArgs {
     /// How often progress (the applied WAL position) is reported to the source
     #[arg(long = "standbyTimeout", value_name = "DURATION", default_value = "5s", value_parser = go_duration, help_heading = "Source")]
     pub standby_timeout: Duration,
+
+    /// Warn when the slot makes the source keep more WAL than this (0: never), e.g. 1GiB
+    #[arg(long = "retainedWALWarning", value_name = "SIZE", default_value = "1GiB", value_parser = byte_size, help_heading = "Source")]
+    pub retained_wal_warning: usize,
 
     /// Target, staging, sequencer, userscript and metrics flags.
     #[command(flatten)]
@@ -136,6 +140,12 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         (None, None) => PgLsn(0),
     };
     replicate::serve_metrics(&metrics, &target.conn, &staging.conn).await?;
+    replicate::watch_status("pglogical", &target);
+    tokio::spawn(watch_retained_wal(
+        params.clone(),
+        args.slot_name.clone(),
+        args.retained_wal_warning,
+    ));
 
     // source → stage → queue → sequencer → target; positions flow back through `committed`.
     let (committed_tx, committed_rx) = watch::channel(start);
@@ -162,6 +172,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         target_conn: target.conn.clone(),
         committed: committed_rx,
         memo: (staging_db.schema.table("memo"), key),
+        keys: crate::target::preflight::source_keys(&tables),
     };
     let stager = tokio::spawn(stage::run(decoded_rx, stage_config));
 
@@ -225,4 +236,52 @@ async fn published_duplicates(
     }
     tracing::warn!(tables = %listed.join("; "), "same-named tables reach the userscript as schema.table");
     Ok(duplicates.into_keys().collect())
+}
+
+/// How often the slot's retained WAL is read.
+const RETAINED_WAL_EVERY: Duration = Duration::from_secs(15);
+
+/// Reads how much WAL the source keeps for `slot` (from its restart position to the current
+/// end of WAL) into `pglogical_slot_retained_wal_bytes`, and warns when it passes `warn_at`
+/// bytes: a slot that does not advance makes the source keep WAL until its disk fills.
+/// Runs until the process ends; a failed read is retried on a new connection.
+async fn watch_retained_wal(params: PgParams, slot: String, warn_at: usize) {
+    let gauge = &crate::metrics::global().pglogical_slot_retained_wal_bytes;
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut warned = false;
+    loop {
+        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            client = crate::pgconn::connect_params(&params).await.ok();
+        }
+        let retained = match &client {
+            Some(c) => c
+                .query_opt(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .ok()
+                .flatten()
+                .and_then(|row| row.get::<_, Option<i64>>(0)),
+            None => None,
+        };
+        if let Some(bytes) = retained {
+            gauge.set(bytes);
+            let over = warn_at > 0 && usize::try_from(bytes).is_ok_and(|b| b > warn_at);
+            if over && !warned {
+                tracing::warn!(
+                    slot = %slot,
+                    retained_mib = bytes / (1 << 20),
+                    "the source keeps more WAL for the replication slot than --retainedWALWarning: \
+                     replication is behind or stopped; if the slot is no longer needed, drop it \
+                     (SELECT pg_drop_replication_slot(...)) before the source's disk fills"
+                );
+            } else if !over && warned {
+                tracing::info!(slot = %slot, "the WAL kept for the replication slot is back under --retainedWALWarning");
+            }
+            warned = over;
+        }
+        tokio::time::sleep(RETAINED_WAL_EVERY).await;
+    }
 }

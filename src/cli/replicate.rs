@@ -240,7 +240,25 @@ pub fn script_pool(
     let Some(script) = args.compile()? else { return Ok(None) };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     let options = EngineOptions { limits, known_flags, ..EngineOptions::default() };
+    let path = script.entry.clone();
     let pool = ScriptPool::new(script, options, workers).context("loading the userscript")?;
+    let configured = pool.configured();
+    let describe =
+        |names: Vec<String>| if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+    tracing::info!(
+        script = %path,
+        engines = workers,
+        schemas = %describe(configured.schemas.iter().map(|(s, api)| format!("{s} ({api})")).collect()),
+        tables = %describe(configured.tables.iter().map(|t| {
+            let handlers: Vec<&str> = [(t.upsert, "upsert"), (t.delete, "delete"), (t.write, "write")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+            format!("{} ({})", t.name, handlers.join("/"))
+        }).collect()),
+        options = %describe(configured.options.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        "userscript loaded"
+    );
     Ok(Some(Arc::new(pool)))
 }
 
@@ -271,8 +289,16 @@ pub fn with_script_options<A: Args + FromArgMatches>(
     A::from_arg_matches(sub).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Serves `/_/varz` and `/_/healthz` when `--metricsAddr` is set; health checks connect to
-/// the target and staging.
+/// Names the replication in `/_/status` and metric labels, and logs where it stands at
+/// least once a minute ([`crate::status`]).
+pub fn watch_status(source: &str, target: &TargetConfig) {
+    let status = crate::status::global();
+    status.start(source, &target.schema.to_string());
+    tokio::spawn(status.report());
+}
+
+/// Serves `/_/varz`, `/_/healthz` and `/_/status` when `--metricsAddr` is set; health checks
+/// connect to the target and staging.
 pub async fn serve_metrics(
     metrics: &MetricsConfig,
     target: &ConnString,
@@ -384,6 +410,7 @@ impl Checkpoints for AnnouncingCheckpoints {
         if let Some(message) = self.failed.lock().ok().and_then(|f| f.clone()) {
             return Err(message);
         }
+        crate::status::global().applied(committed.position(), committed.commit_nanos());
         self.latest.send_modify(|(seq, c)| {
             *seq += 1;
             *c = Some(committed);

@@ -144,6 +144,22 @@ fn row_part(row: Option<usize>) -> String {
     row.map(|r| format!(" on row {} of the batch", r + 1)).unwrap_or_default()
 }
 
+impl ScriptError {
+    /// Names the failing row the way the caller knows it (`on table "orders", key [42]`)
+    /// instead of by its place in the batch, when the error points at a row: `describe` gets
+    /// its index.
+    pub fn describe_row(mut self, describe: impl FnOnce(usize) -> Option<String>) -> Self {
+        if let ScriptError::Thrown { row, handler, .. } | ScriptError::Return { row, handler, .. } =
+            &mut self
+            && let Some(described) = row.and_then(describe)
+        {
+            *handler = format!("{handler} on {described}");
+            *row = None;
+        }
+        self
+    }
+}
+
 /// `256MiB`, `1GiB`, `512KiB` or bytes.
 pub fn format_bytes(bytes: usize) -> String {
     const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];

@@ -17,6 +17,15 @@ use crate::types::Row;
 
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
+/// Where a job's time went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Waiting for a free engine.
+    pub wait: std::time::Duration,
+    /// Running on it.
+    pub run: std::time::Duration,
+}
+
 /// A pool of engines running one userscript.
 #[derive(Debug)]
 pub struct ScriptPool {
@@ -100,6 +109,22 @@ impl ScriptPool {
             let _ = tx.send(f(engine));
         }));
         rx.await.expect("a userscript worker stopped")
+    }
+
+    /// [`ScriptPool::run`], also saying how long the job waited for a free engine and how
+    /// long it ran there.
+    pub async fn run_timed<R, F>(&self, f: F) -> (R, Timing)
+    where
+        F: FnOnce(&mut Engine) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let submitted = std::time::Instant::now();
+        self.run(move |engine| {
+            let started = std::time::Instant::now();
+            let result = f(engine);
+            (result, Timing { wait: started - submitted, run: started.elapsed() })
+        })
+        .await
     }
 
     /// Schema-level handlers over a batch, on a free engine.

@@ -138,9 +138,7 @@ pub struct TargetError {
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
     /// A batch failed and was not retried, or still failed after `--maxRetries`.
-    #[error(
-        "applying source transactions up to {position} failed after {attempts} attempt(s): {source}"
-    )]
+    #[error("applying source transactions up to {position} failed after {attempts} attempt(s)")]
     Apply {
         /// The last position in the failed batch.
         position: String,
@@ -227,15 +225,23 @@ pub async fn run_immediate<I: Input, T: Target, C: Checkpoints>(
             .map(|a| Upcoming { transactions: a.batch.as_slice(), plan: &mut a.plan });
         let last = batch.last().expect("a batch has one transaction at least").position.clone();
         let position = last.to_string();
-        apply_with_retries(&config.retry, target, &batch, planned, upcoming, &position).await?;
+        let status = crate::status::global();
+        status.writing(true);
+        let applied =
+            apply_with_retries(&config.retry, target, &batch, planned, upcoming, &position).await;
+        status.writing(false);
+        applied?;
+        status.transactions_applied(batch.iter().map(|tx| tx.commit_nanos));
         progress.commits += 1;
         progress.transactions += batch.len() as u64;
         progress.mutations += rows as u64;
         tracing::debug!(position = %last, transactions = batch.len(), rows, planned_ahead, next_ready = ahead_now, "committed");
         let commit_nanos = batch.last().map_or(0, |tx| tx.commit_nanos);
         report.committed(rows, &last, commit_nanos);
-        checkpoints.save(Committed::after_commit(last.clone())).await.map_err(|message| {
-            SequencerError::Checkpoint { position: last.to_string(), message }
+        let committed = Committed::after_commit(last.clone()).committed_at(commit_nanos);
+        checkpoints.save(committed).await.map_err(|message| SequencerError::Checkpoint {
+            position: last.to_string(),
+            message,
         })?;
         if planner.is_some() {
             // Freeing a batch's rows costs as much as planning them.

@@ -60,13 +60,13 @@ pub fn table_groups(
 /// Forwards a worker's commits to the coordinator.
 struct WorkerCheckpoints {
     worker: usize,
-    commits: mpsc::UnboundedSender<(usize, Position)>,
+    commits: mpsc::UnboundedSender<(usize, Position, i64)>,
 }
 
 impl Checkpoints for WorkerCheckpoints {
     async fn save(&mut self, committed: Committed) -> Result<(), String> {
         self.commits
-            .send((self.worker, committed.position().clone()))
+            .send((self.worker, committed.position().clone(), committed.commit_nanos()))
             .map_err(|_| "the coordinator stopped".to_owned())
     }
 }
@@ -89,7 +89,7 @@ where
     C: Checkpoints,
 {
     let workers = workers.max(1);
-    let (commits_tx, mut commits) = mpsc::unbounded_channel::<(usize, Position)>();
+    let (commits_tx, mut commits) = mpsc::unbounded_channel::<(usize, Position, i64)>();
     let mut senders = Vec::new();
     let mut tasks: JoinSet<Result<Progress, SequencerError>> = JoinSet::new();
     for worker in 0..workers {
@@ -106,8 +106,8 @@ where
     }
     drop(commits_tx);
 
-    // Transactions in flight: (position, workers that still owe their part).
-    let mut in_flight: VecDeque<(Position, BTreeSet<usize>)> = VecDeque::new();
+    // Transactions in flight: (position, source commit time, workers that still owe their part).
+    let mut in_flight: VecDeque<(Position, i64, BTreeSet<usize>)> = VecDeque::new();
     // Per worker, the positions of its parts in order (to credit a commit "up to" a position).
     let mut owed: Vec<VecDeque<Position>> = vec![VecDeque::new(); workers];
     let mut progress = Progress::default();
@@ -131,7 +131,7 @@ where
                         parts.entry(group % workers).or_default().push(m);
                     }
                     let touched: BTreeSet<usize> = parts.keys().copied().collect();
-                    in_flight.push_back((tx.position.clone(), touched));
+                    in_flight.push_back((tx.position.clone(), tx.commit_nanos, touched));
                     for (worker, mutations) in parts {
                         owed[worker].push_back(tx.position.clone());
                         let part = SourceTransaction { mutations, position: tx.position.clone(), commit_nanos: tx.commit_nanos };
@@ -143,11 +143,11 @@ where
             },
             commit = commits.recv(), if commits_open => match commit {
                 None => commits_open = false,
-                Some((worker, position)) => {
+                Some((worker, position, _)) => {
                     progress.commits += 1;
                     // Everything this worker owed up to `position` is committed.
                     while let Some(p) = owed[worker].pop_front() {
-                        for (tx_position, waiting) in in_flight.iter_mut() {
+                        for (tx_position, _, waiting) in in_flight.iter_mut() {
                             if *tx_position == p {
                                 waiting.remove(&worker);
                                 break;
@@ -178,19 +178,19 @@ where
 /// Saves the position of the last transaction at the front of `in_flight` that every worker
 /// has finished (unless already saved), dropping the finished ones.
 async fn save_done<C: Checkpoints>(
-    in_flight: &mut VecDeque<(Position, BTreeSet<usize>)>,
+    in_flight: &mut VecDeque<(Position, i64, BTreeSet<usize>)>,
     last_saved: &mut Option<Position>,
     checkpoints: &mut C,
 ) -> Result<(), SequencerError> {
     let mut done = None;
-    while in_flight.front().is_some_and(|(_, waiting)| waiting.is_empty()) {
-        done = in_flight.pop_front().map(|(p, _)| p);
+    while in_flight.front().is_some_and(|(_, _, waiting)| waiting.is_empty()) {
+        done = in_flight.pop_front().map(|(p, nanos, _)| (p, nanos));
     }
-    if let Some(p) = done
+    if let Some((p, nanos)) = done
         && last_saved.as_ref() != Some(&p)
     {
         checkpoints
-            .save(Committed::after_commit(p.clone()))
+            .save(Committed::after_commit(p.clone()).committed_at(nanos))
             .await
             .map_err(|message| SequencerError::Checkpoint { position: p.to_string(), message })?;
         *last_saved = Some(p);

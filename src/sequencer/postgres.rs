@@ -68,8 +68,9 @@ impl PgTarget {
         dialect: Dialect,
         collapse: bool,
     ) -> Result<Self, tokio_postgres::Error> {
-        let info = introspect(&client, schema).await?;
+        let mut info = introspect(&client, schema).await?;
         let database: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
+        info.label = format!("{database}.{schema}");
         let info = Arc::new(info);
         Ok(Self {
             client: Arc::new(client),
@@ -137,7 +138,9 @@ impl PgTarget {
     }
 
     async fn refresh(&mut self) -> Result<(), tokio_postgres::Error> {
-        self.schema = Arc::new(introspect(&*self.client, &self.schema_name).await?);
+        let mut schema = introspect(&*self.client, &self.schema_name).await?;
+        schema.label = format!("{}.{}", self.database, self.schema_name);
+        self.schema = Arc::new(schema);
         if let Ok(mut shared) = self.shared_schema.lock() {
             *shared = self.schema.clone();
         }
@@ -226,7 +229,7 @@ impl PgTarget {
     fn count_written(&self, wires: &[Wire]) {
         let metrics = crate::metrics::global();
         for w in wires {
-            metrics.count_applied(&self.schema_name, &w.table, w.op, w.rows);
+            metrics.count_applied(self.schema.label(), &w.table, w.op, w.rows);
         }
     }
 
@@ -337,7 +340,7 @@ impl PgTarget {
     fn count_error(&self, e: &ApplyError) {
         if let ApplyError::Database { table, .. } = e {
             let metrics = crate::metrics::global();
-            metrics.apply_errors_total.with_label_values(&[&self.schema_name, table]).inc();
+            metrics.apply_errors_total.with_label_values(&[self.schema.label(), table]).inc();
         }
     }
 
@@ -579,12 +582,13 @@ impl Target for PgTarget {
                 return Err(classify(e));
             }
             for (name, table, ops) in on_write {
-                let Some((pool, _, _)) = &self.script else { break };
+                let Some((pool, script_schema, _)) = &self.script else { break };
                 let (client, runtime, schema, dialect) =
                     (self.client.clone(), Handle::current(), self.schema.clone(), self.dialect);
                 let (database, schema_name) = (self.database.clone(), self.schema_name.clone());
-                let result = pool
-                    .run(move |engine| {
+                let (rows, call_name) = (ops.len(), name.clone());
+                let (result, timing) = pool
+                    .run_timed(move |engine| {
                         let writer = applier_writer(
                             client.clone(),
                             runtime.clone(),
@@ -603,6 +607,9 @@ impl Target for PgTarget {
                         engine.write(&name, &ops, Box::new(host)).1
                     })
                     .await;
+                let call = [script_schema.as_str(), call_name.as_str(), "onWrite"];
+                let passed = result.is_ok().then_some(rows);
+                crate::metrics::global().count_script_call(call, rows, passed, timing);
                 result.map_err(|e| TargetError { message: e.to_string(), transient: false })?;
             }
             Ok(())
@@ -615,7 +622,7 @@ impl Target for PgTarget {
         self.client.batch_execute("COMMIT").await.map_err(transient)?;
         // Counted only once committed.
         for s in &statements {
-            metrics.count_applied(&self.schema_name, &s.table, s.op, s.rows);
+            metrics.count_applied(self.schema.label(), &s.table, s.op, s.rows);
         }
         Ok(())
     }

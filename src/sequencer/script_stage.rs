@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::script::{Meta, Routed, ScriptError, ScriptPool, SourceTag};
+use crate::script::{Api, Meta, Routed, ScriptError, ScriptPool, SourceTag};
 use crate::target::schema::values_for;
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
 use crate::types::{Row, Value};
@@ -31,17 +31,41 @@ fn meta(
     }
 }
 
+/// The handler's name as the script registered it, for metrics.
+fn function(api: Api, op: Op, schema_level: bool) -> &'static str {
+    match (api, op, schema_level) {
+        (Api::V2, Op::Upsert, _) => "onRowUpsert",
+        (Api::V2, Op::Delete, _) => "onRowDelete",
+        (Api::V1, Op::Upsert, true) => "dispatch",
+        (Api::V1, Op::Delete, true) => "deletesTo",
+        (Api::V1, Op::Upsert, false) => "map",
+        (Api::V1, Op::Delete, false) => "deleteKey",
+    }
+}
+
+/// A row as an operator finds it: `table "orders", key [42]` (the key's values when the key
+/// columns are known and present, else the table alone).
+pub fn describe_row(table: &str, key: Option<&[String]>, row: &Row) -> String {
+    match key.filter(|k| !k.is_empty() && k.iter().all(|c| row.contains_key(c.as_str()))) {
+        Some(key) => format!("table {table:?}, key [{}]", values_for(key, row).join(", ")),
+        None => format!("table {table:?}"),
+    }
+}
+
 /// Runs the schema-level handlers of `target_schema` over one source transaction. Runs of
 /// consecutive mutations with the same operation go to the engine as one batch.
+/// `key_of(table)` gives a source table's key columns, to name a row a handler fails on.
 pub async fn schema_level(
     pool: &Arc<ScriptPool>,
     target_schema: &str,
     source: SourceTag,
     tx: SourceTransaction,
+    key_of: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<SourceTransaction, ScriptError> {
-    if pool.configured().schema(target_schema).is_none() {
+    let Some(api) = pool.configured().schema(target_schema) else {
         return Ok(tx);
-    }
+    };
+    let metrics = crate::metrics::global();
     let mut out = Vec::with_capacity(tx.mutations.len());
     let mut start = 0;
     while start < tx.mutations.len() {
@@ -54,7 +78,38 @@ pub async fn schema_level(
             .iter()
             .map(|m| (m.row.clone(), meta(target_schema, &m.table, source, &tx, m.before.clone())))
             .collect();
-        let routed = pool.schema_rows(target_schema.to_owned(), op, rows).await?;
+        let (schema, count) = (target_schema.to_owned(), rows.len());
+        let (routed, timing) =
+            pool.run_timed(move |engine| engine.schema_rows(&schema, op, &rows)).await;
+        let batch = &tx.mutations[start..end];
+        let function = function(api, op, true);
+        let routed = match routed {
+            Ok(routed) => routed,
+            Err(e) => {
+                let call = [target_schema, batch[0].table.as_str(), function];
+                metrics.count_script_call(call, count, None, timing);
+                return Err(e.describe_row(|i| {
+                    batch
+                        .get(i)
+                        .map(|m| describe_row(&m.table, key_of(&m.table).as_deref(), &m.row))
+                }));
+            }
+        };
+        // Rows in, rows passed on, by source table (a batch may hold several tables).
+        let mut by_table: Vec<(&str, usize, usize)> = Vec::new();
+        for (m, r) in batch.iter().zip(&routed) {
+            let passed = usize::from(matches!(r, Routed::Rows(rows) if !rows.is_empty()));
+            match by_table.iter_mut().find(|(t, _, _)| *t == m.table) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.2 += passed;
+                }
+                None => by_table.push((&m.table, 1, passed)),
+            }
+        }
+        for (table, rows, passed) in by_table {
+            metrics.count_script_call([target_schema, table, function], rows, Some(passed), timing);
+        }
         for (m, r) in tx.mutations[start..end].iter().zip(routed) {
             if let Routed::Rows(rows) = r {
                 for (table, row) in rows {
@@ -79,6 +134,7 @@ pub async fn table_level(
     key_of: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Vec<Mutation>, ScriptError> {
     let configured = pool.configured();
+    let metrics = crate::metrics::global();
     // (transaction, mutation) in order, with the registered table-level name if any.
     let mut items: Vec<(usize, Mutation, Option<String>)> = Vec::new();
     for (t, tx) in transactions.iter().enumerate() {
@@ -98,6 +154,14 @@ pub async fn table_level(
     for ((name, is_delete), positions) in groups {
         let config = configured.tables.iter().find(|c| c.name == name).cloned();
         let Some(config) = config else { continue };
+        let op = if is_delete { Op::Delete } else { Op::Upsert };
+        let call = [target_schema, name.as_str(), function(config.api, op, false)];
+        let describe = |i: usize| {
+            positions.get(i).map(|&p| {
+                let m = &items[p].1;
+                describe_row(&m.table, key_of(&m.table).as_deref(), &m.row)
+            })
+        };
         if is_delete && config.delete {
             let mut batch = Vec::new();
             for &i in &positions {
@@ -106,7 +170,17 @@ pub async fn table_level(
                 batch.push((key, meta(target_schema, &m.table, source, &transactions[*t], None)));
             }
             let name2 = name.clone();
-            let results = pool.run(move |engine| engine.table_deletes(&name2, &batch)).await?;
+            let (results, timing) =
+                pool.run_timed(move |engine| engine.table_deletes(&name2, &batch)).await;
+            let results = match results {
+                Ok(results) => results,
+                Err(e) => {
+                    metrics.count_script_call(call, positions.len(), None, timing);
+                    return Err(e.describe_row(describe));
+                }
+            };
+            let passed = results.iter().filter(|r| r.is_some()).count();
+            metrics.count_script_call(call, positions.len(), Some(passed), timing);
             for (&i, result) in positions.iter().zip(results) {
                 match result {
                     None => keep[i] = false,
@@ -129,7 +203,17 @@ pub async fn table_level(
                 })
                 .collect();
             let name2 = name.clone();
-            let results = pool.run(move |engine| engine.table_upserts(&name2, &batch)).await?;
+            let (results, timing) =
+                pool.run_timed(move |engine| engine.table_upserts(&name2, &batch)).await;
+            let results = match results {
+                Ok(results) => results,
+                Err(e) => {
+                    metrics.count_script_call(call, positions.len(), None, timing);
+                    return Err(e.describe_row(describe));
+                }
+            };
+            let passed = results.iter().filter(|r| r.is_some()).count();
+            metrics.count_script_call(call, positions.len(), Some(passed), timing);
             for (&i, result) in positions.iter().zip(results) {
                 match result {
                     None => keep[i] = false,

@@ -1,4 +1,5 @@
-//! The HTTP side: `/_/varz` (Prometheus metrics) and `/_/healthz` on `--metricsAddr`.
+//! The HTTP side: `/_/varz` (Prometheus metrics), `/_/healthz` and `/_/status` (where
+//! replication stands, as JSON: see [`crate::status`]) on `--metricsAddr`.
 //! (The changefeed webhook joins here with `replicator start`.)
 
 use std::future::Future;
@@ -43,11 +44,17 @@ async fn healthz(State(state): State<Checks>) -> impl IntoResponse {
     (StatusCode::OK, "OK\n".to_owned())
 }
 
+async fn status() -> impl IntoResponse {
+    let body = serde_json::to_string(&crate::status::global().snapshot()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body + "\n")
+}
+
 /// The router for the metrics endpoints.
 pub fn router(checks: Vec<(String, HealthCheck)>, timeout: Duration) -> Router {
     Router::new()
         .route("/_/varz", get(varz))
         .route("/_/healthz", get(healthz))
+        .route("/_/status", get(status))
         .with_state(Checks { checks, timeout })
 }
 
@@ -66,6 +73,6 @@ pub async fn serve_metrics(
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
-    tracing::info!(addr = %bound, "serving /_/varz and /_/healthz");
+    tracing::info!(addr = %bound, "serving /_/varz, /_/healthz and /_/status");
     Ok(bound)
 }

@@ -165,17 +165,28 @@ pub async fn prepare(
 /// A position whose target transaction has committed. Only [`Committed::after_commit`] makes
 /// one; the sequencer calls it with the position of a transaction it has seen commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed(Position);
+pub struct Committed(Position, i64);
 
 impl Committed {
     /// Wraps the position of a transaction the caller has just seen commit on the target.
     pub fn after_commit(position: Position) -> Self {
-        Self(position)
+        Self(position, 0)
+    }
+
+    /// The same, with that transaction's commit time on the source (nanoseconds since the
+    /// Unix epoch), for the lag it reports.
+    pub fn committed_at(self, commit_nanos: i64) -> Self {
+        Self(self.0, commit_nanos)
     }
 
     /// The position.
     pub fn position(&self) -> &Position {
         &self.0
+    }
+
+    /// The source commit time (0 when unknown).
+    pub fn commit_nanos(&self) -> i64 {
+        self.1
     }
 }
 

@@ -23,6 +23,13 @@ pub struct SourceTable {
     pub name: String,
     /// Its columns, with their SQL types as the source writes them.
     pub columns: Vec<(String, String)>,
+    /// Its primary key columns, in key order (empty when it has none).
+    pub key: Vec<String>,
+}
+
+/// Each source table's key columns, by the name its rows carry (to name a failing row).
+pub fn source_keys(tables: &[SourceTable]) -> std::collections::HashMap<String, Vec<String>> {
+    tables.iter().map(|t| (t.name.clone(), t.key.clone())).collect()
 }
 
 /// One thing the target lacks.
@@ -289,6 +296,7 @@ mod tests {
         SourceTable {
             name: name.into(),
             columns: columns.iter().map(|(c, t)| (c.to_string(), t.to_string())).collect(),
+            key: vec!["id".into()],
         }
     }
 

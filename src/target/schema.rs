@@ -126,6 +126,8 @@ pub struct Schema {
     /// Tables whose deletes change rows of other tables: parents of a foreign key with
     /// `ON DELETE CASCADE`, `SET NULL` or `SET DEFAULT`.
     pub cascading: BTreeSet<String>,
+    /// The schema as metric labels name it (`db.public`, as `--targetSchema`); empty: `name`.
+    pub label: String,
 }
 
 impl Schema {
@@ -139,6 +141,11 @@ impl Schema {
             (Some(t), None) => Some(t),
             _ => None,
         }
+    }
+
+    /// The schema's name in metric labels.
+    pub fn label(&self) -> &str {
+        if self.label.is_empty() { &self.name } else { &self.label }
     }
 
     /// Table names.

@@ -178,9 +178,13 @@ pub async fn database_tables(
     conn: &mut mysql_async::Conn,
     database: &str,
 ) -> Result<Vec<SourceTable>, PreflightError> {
-    let rows: Vec<(String, String, String)> = conn
+    let rows: Vec<(String, String, String, Option<u64>)> = conn
         .exec(
-            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE FROM information_schema.COLUMNS c \
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, \
+                    (SELECT s.SEQ_IN_INDEX FROM information_schema.STATISTICS s \
+                      WHERE s.TABLE_SCHEMA = c.TABLE_SCHEMA AND s.TABLE_NAME = c.TABLE_NAME \
+                        AND s.COLUMN_NAME = c.COLUMN_NAME AND s.INDEX_NAME = 'PRIMARY') \
+             FROM information_schema.COLUMNS c \
              JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
              WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' \
              ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
@@ -188,13 +192,22 @@ pub async fn database_tables(
         )
         .await?;
     let mut tables: Vec<SourceTable> = Vec::new();
-    for (table, column, sql_type) in rows {
+    let mut keys: Vec<Vec<(u64, String)>> = Vec::new();
+    for (table, column, sql_type, key_position) in rows {
         if tables.last().is_none_or(|t| t.name != table) {
-            tables.push(SourceTable { name: table, columns: Vec::new() });
+            tables.push(SourceTable { name: table, columns: Vec::new(), key: Vec::new() });
+            keys.push(Vec::new());
+        }
+        if let (Some(position), Some(key)) = (key_position, keys.last_mut()) {
+            key.push((position, column.clone()));
         }
         if let Some(t) = tables.last_mut() {
             t.columns.push((column, sql_type));
         }
+    }
+    for (table, mut key) in tables.iter_mut().zip(keys) {
+        key.sort();
+        table.key = key.into_iter().map(|(_, c)| c).collect();
     }
     Ok(tables)
 }

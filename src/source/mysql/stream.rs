@@ -318,6 +318,9 @@ fn shorten(statement: &str) -> String {
     s
 }
 
+/// The binlog's heartbeat event (HEARTBEAT_LOG_EVENT), sent while the source is idle.
+const HEARTBEAT_EVENT: u8 = 27;
+
 /// MySQL/MariaDB error 4052 (ER_SLAVE_SAME_ID): another connection uses our server id.
 const SAME_SERVER_ID: u16 = 4052;
 /// The first wait after [`SAME_SERVER_ID`]; it doubles while the error persists.
@@ -498,6 +501,9 @@ async fn session(
             }
             Ok(Some(event)) => event?,
         };
+        if event.header().event_type_raw() != HEARTBEAT_EVENT {
+            crate::status::global().source_read();
+        }
         let decoded =
             assembler.handle(&event, meta.as_mut()).await.map_err(SessionError::Assemble)?;
         if let Some(decoded) = decoded {

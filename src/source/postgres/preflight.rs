@@ -175,25 +175,37 @@ pub async fn published_tables(
     };
     let sql = format!(
         "SELECT pt.schemaname::text, pt.tablename::text, a.attname::text, \
-                format_type(a.atttypid, a.atttypmod) \
+                format_type(a.atttypid, a.atttypmod), \
+                array_position(i.indkey::int2[], a.attnum)::int4 \
          FROM pg_publication_tables pt \
          JOIN pg_namespace n ON n.nspname = pt.schemaname \
          JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
               AND a.attgenerated = '' {listed} \
+         LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
          WHERE pt.pubname = $1 ORDER BY 1, 2, a.attnum"
     );
     let rows = client.query(&sql, &[&publication]).await.map_err(query)?;
     let mut tables: Vec<SourceTable> = Vec::new();
+    let mut keys: Vec<Vec<(i32, String)>> = Vec::new();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
         let name = if qualify.contains(&table) { format!("{schema}.{table}") } else { table };
         if tables.last().is_none_or(|t| t.name != name) {
-            tables.push(SourceTable { name, columns: Vec::new() });
+            tables.push(SourceTable { name, columns: Vec::new(), key: Vec::new() });
+            keys.push(Vec::new());
+        }
+        let column: String = row.get(2);
+        if let (Some(position), Some(key)) = (row.get::<_, Option<i32>>(4), keys.last_mut()) {
+            key.push((position, column.clone()));
         }
         if let Some(t) = tables.last_mut() {
-            t.columns.push((row.get(2), row.get(3)));
+            t.columns.push((column, row.get(3)));
         }
+    }
+    for (table, mut key) in tables.iter_mut().zip(keys) {
+        key.sort();
+        table.key = key.into_iter().map(|(_, c)| c).collect();
     }
     Ok(tables)
 }

@@ -29,7 +29,7 @@ pub enum ReplicationError {
     #[error(transparent)]
     Connect(#[from] PgConnError),
     /// The connection broke.
-    #[error("the replication connection broke: {0}")]
+    #[error("the replication connection broke")]
     Io(#[from] io::Error),
     /// The server reported an error.
     #[error("{message} (SQLSTATE {code})")]

@@ -126,6 +126,8 @@ pub struct Stage {
     pub committed: watch::Receiver<PgLsn>,
     /// The staging memo table and key, for the truncate message.
     pub memo: (String, String),
+    /// Source tables' key columns, to name a row the userscript fails on.
+    pub keys: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// Runs until `input` closes (`Ok`), the queue closes (`Ok`: the sequencer reports its own
@@ -164,13 +166,16 @@ pub async fn run(mut input: mpsc::Receiver<Decoded>, mut stage: Stage) -> Result
         }
         metrics.count_source_mutations("pglogical", &tx.mutations);
         if let Some((pool, schema)) = &stage.script {
-            tx = schema_level(pool, schema, SourceTag::PgLogical, tx)
+            let keys = &stage.keys;
+            tx = schema_level(pool, schema, SourceTag::PgLogical, tx, |t| keys.get(t).cloned())
                 .await
                 .map_err(|source| StageError::Script { position, source })?;
         }
+        let commit_nanos = tx.commit_nanos;
         if stage.queue.send(tx).await.is_err() {
             return Ok(());
         }
+        crate::status::global().received(&position, commit_nanos);
         last_sent = Some(position);
     }
     Ok(())

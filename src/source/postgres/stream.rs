@@ -212,6 +212,7 @@ impl Session<'_> {
                 }
                 message = conn.recv(), if pending.is_none() => match message? {
                     Replicated::XLogData { data, start, .. } => {
+                        crate::status::global().source_read();
                         received = received.max(start);
                         let decoded = decoder.decode(&data).map_err(|e| {
                             SessionError::Decode(format!("{e} (message at {start})"))

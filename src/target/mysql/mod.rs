@@ -93,7 +93,7 @@ pub async fn introspect(
         fks.into_iter().map(|(child, parent, _)| (child, parent)).collect();
     foreign_keys.sort();
     foreign_keys.dedup();
-    Ok(Schema { name: database.to_owned(), tables, foreign_keys, cascading })
+    Ok(Schema { name: database.to_owned(), tables, foreign_keys, cascading, label: String::new() })
 }
 
 /// A value as text MySQL parses for the column.

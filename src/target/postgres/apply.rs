@@ -102,6 +102,11 @@ pub fn plan<'a>(
             }
         }
     }
+    if !schema.label.is_empty() {
+        for s in &mut statements {
+            s.schema.clone_from(&schema.label);
+        }
+    }
     Ok(statements)
 }
 

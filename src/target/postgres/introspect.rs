@@ -62,5 +62,5 @@ pub async fn introspect(
         .await?;
     let foreign_keys = fks.iter().map(|r| (r.get(0), r.get(1))).collect();
     let cascading = fks.iter().filter(|r| r.get::<_, bool>(2)).map(|r| r.get(1)).collect();
-    Ok(Schema { name: schema.to_owned(), tables, foreign_keys, cascading })
+    Ok(Schema { name: schema.to_owned(), tables, foreign_keys, cascading, label: String::new() })
 }
