@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     };
     match replicator::cli::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `replicator version | head`: the reader has what it wanted.
+        Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let code = fail(&err, log_file.is_some());
             // Commands with documented exit codes (script test, script check) say which one.
@@ -28,6 +30,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error is a write to a pipe whose reader has gone.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Prints the error and its causes to stderr (and to the log file when logs go to one) and

@@ -582,3 +582,21 @@ fn a_broken_userscript_fails_with_its_location() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("broken.ts:2:19: syntax error"), "{stderr}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_is_not_an_error() {
+    // `replicator version | head -1`: the reader goes away before the output is written.
+    for args in [&["version"][..], &["script", "api"], &["userscript", "--api"]] {
+        let mut child = support::replicator()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
