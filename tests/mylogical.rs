@@ -535,6 +535,10 @@ const FK_SOURCE: [&str; 2] = [
      FOREIGN KEY (pid) REFERENCES p (id) ON DELETE CASCADE) ENGINE=InnoDB",
 ];
 
+/// A parent, its child, the child updated, the parent deleted (the child cascading).
+const CASCADE_STATEMENTS: &str = "INSERT INTO p VALUES (1); INSERT INTO c VALUES (10, 1, 'a'); \
+     UPDATE c SET v = 'b' WHERE id = 10; DELETE FROM p WHERE id = 1;";
+
 /// MariaDB writes no binlog event for the rows an `ON DELETE CASCADE` removes, so a
 /// coalesced batch can hold a combination no source commit had (the child's upsert and its
 /// parent's delete); the target must still end where the source transactions leave it.
@@ -549,11 +553,7 @@ async fn cascaded_deletes_coalesced_end_where_the_source_transactions_leave_the_
     let mut run = f.start(&[]);
     wait_for_log(&run, "streaming the binlog");
     // Four autocommits, coalesced into one batch that collapses to {p: delete, c: upsert}.
-    f.source(
-        "INSERT INTO p VALUES (1); INSERT INTO c VALUES (10, 1, 'a'); \
-         UPDATE c SET v = 'b' WHERE id = 10; DELETE FROM p WHERE id = 1;",
-    )
-    .await;
+    f.source(CASCADE_STATEMENTS).await;
     // A parent deleted (its child cascading) and inserted again with a new child: the
     // delete must not vanish into the re-insert, or the old child would stay on the target.
     f.source("INSERT INTO p VALUES (2); INSERT INTO c VALUES (20, 2, 'old')").await;
@@ -578,11 +578,7 @@ async fn a_cascade_the_target_lacks_stops_with_the_key() {
     .await;
     let mut run = f.start(&[]);
     wait_for_log(&run, "streaming the binlog");
-    f.source(
-        "INSERT INTO p VALUES (1); INSERT INTO c VALUES (10, 1, 'a'); \
-         UPDATE c SET v = 'b' WHERE id = 10; DELETE FROM p WHERE id = 1;",
-    )
-    .await;
+    f.source(CASCADE_STATEMENTS).await;
     assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
     let log = run.log();
     assert!(log.contains("SQLSTATE 23503"), "{log}");

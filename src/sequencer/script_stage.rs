@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::script::pool::Timing;
 use crate::script::{Api, Meta, Routed, ScriptError, ScriptPool, SourceTag};
 use crate::target::schema::values_for;
 use crate::types::mutation::{Mutation, Op, SourceTransaction};
@@ -134,7 +135,6 @@ pub async fn table_level(
     key_of: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Vec<Mutation>, ScriptError> {
     let configured = pool.configured();
-    let metrics = crate::metrics::global();
     // (transaction, mutation) in order, with the registered table-level name if any.
     let mut items: Vec<(usize, Mutation, Option<String>)> = Vec::new();
     for (t, tx) in transactions.iter().enumerate() {
@@ -170,17 +170,8 @@ pub async fn table_level(
                 batch.push((key, meta(target_schema, &m.table, source, &transactions[*t], None)));
             }
             let name2 = name.clone();
-            let (results, timing) =
-                pool.run_timed(move |engine| engine.table_deletes(&name2, &batch)).await;
-            let results = match results {
-                Ok(results) => results,
-                Err(e) => {
-                    metrics.count_script_call(call, positions.len(), None, timing);
-                    return Err(e.describe_row(describe));
-                }
-            };
-            let passed = results.iter().filter(|r| r.is_some()).count();
-            metrics.count_script_call(call, positions.len(), Some(passed), timing);
+            let outcome = pool.run_timed(move |engine| engine.table_deletes(&name2, &batch)).await;
+            let results = counted(outcome, call, describe)?;
             for (&i, result) in positions.iter().zip(results) {
                 match result {
                     None => keep[i] = false,
@@ -203,17 +194,8 @@ pub async fn table_level(
                 })
                 .collect();
             let name2 = name.clone();
-            let (results, timing) =
-                pool.run_timed(move |engine| engine.table_upserts(&name2, &batch)).await;
-            let results = match results {
-                Ok(results) => results,
-                Err(e) => {
-                    metrics.count_script_call(call, positions.len(), None, timing);
-                    return Err(e.describe_row(describe));
-                }
-            };
-            let passed = results.iter().filter(|r| r.is_some()).count();
-            metrics.count_script_call(call, positions.len(), Some(passed), timing);
+            let outcome = pool.run_timed(move |engine| engine.table_upserts(&name2, &batch)).await;
+            let results = counted(outcome, call, describe)?;
             for (&i, result) in positions.iter().zip(results) {
                 match result {
                     None => keep[i] = false,
@@ -223,4 +205,25 @@ pub async fn table_level(
         }
     }
     Ok(items.into_iter().zip(keep).filter(|(_, k)| *k).map(|((_, m, _), _)| m).collect())
+}
+
+/// A table-level call's results, counted in the `script_*` metrics under `call` (rows that
+/// came back `None` were dropped); a failure names its row through `describe`.
+fn counted<T>(
+    (outcome, timing): (Result<Vec<Option<T>>, ScriptError>, Timing),
+    call: [&str; 3],
+    describe: impl FnOnce(usize) -> Option<String>,
+) -> Result<Vec<Option<T>>, ScriptError> {
+    let metrics = crate::metrics::global();
+    match outcome {
+        Ok(results) => {
+            let passed = results.iter().filter(|r| r.is_some()).count();
+            metrics.count_script_call(call, results.len(), Some(passed), timing);
+            Ok(results)
+        }
+        Err(e) => {
+            metrics.count_script_call(call, 1, None, timing);
+            Err(e.describe_row(describe))
+        }
+    }
 }

@@ -173,41 +173,20 @@ pub async fn preflight(
     Ok(Ready { flavor, version, current_position })
 }
 
-/// The database's tables as the target will see them, with their columns (`COLUMN_TYPE`).
+/// The database's tables as the target will see them, with their columns (`COLUMN_TYPE`)
+/// and primary keys, read as the MySQL target reads a schema.
 pub async fn database_tables(
     conn: &mut mysql_async::Conn,
     database: &str,
 ) -> Result<Vec<SourceTable>, PreflightError> {
-    let rows: Vec<(String, String, String, Option<u64>)> = conn
-        .exec(
-            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, \
-                    (SELECT s.SEQ_IN_INDEX FROM information_schema.STATISTICS s \
-                      WHERE s.TABLE_SCHEMA = c.TABLE_SCHEMA AND s.TABLE_NAME = c.TABLE_NAME \
-                        AND s.COLUMN_NAME = c.COLUMN_NAME AND s.INDEX_NAME = 'PRIMARY') \
-             FROM information_schema.COLUMNS c \
-             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
-             WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' \
-             ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
-            (database,),
-        )
-        .await?;
-    let mut tables: Vec<SourceTable> = Vec::new();
-    let mut keys: Vec<Vec<(u64, String)>> = Vec::new();
-    for (table, column, sql_type, key_position) in rows {
-        if tables.last().is_none_or(|t| t.name != table) {
-            tables.push(SourceTable { name: table, columns: Vec::new(), key: Vec::new() });
-            keys.push(Vec::new());
-        }
-        if let (Some(position), Some(key)) = (key_position, keys.last_mut()) {
-            key.push((position, column.clone()));
-        }
-        if let Some(t) = tables.last_mut() {
-            t.columns.push((column, sql_type));
-        }
-    }
-    for (table, mut key) in tables.iter_mut().zip(keys) {
-        key.sort();
-        table.key = key.into_iter().map(|(_, c)| c).collect();
-    }
-    Ok(tables)
+    let schema = crate::target::mysql::introspect(conn, database).await?;
+    Ok(schema
+        .tables
+        .into_values()
+        .map(|t| SourceTable {
+            key: t.key_names(),
+            columns: t.columns.into_iter().map(|c| (c.name, c.sql_type)).collect(),
+            name: t.name,
+        })
+        .collect())
 }
