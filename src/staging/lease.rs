@@ -3,13 +3,17 @@
 //! A replication command holds the lease named after its checkpoint key (one source position
 //! per target schema) for as long as it runs, so a second `pglogical` or `mylogical` writing
 //! the same target from the same staging schema refuses to start instead of applying
-//! alongside the first. The row says who holds it (`hostname`), with which `nonce`, until when
-//! (`expires`, on staging's clock: `now()` in UTC, never the instance's). The holder renews it
-//! every [`RENEW_EVERY`]; when it cannot renew before the lease runs out (staging unreachable,
-//! or the row taken over), it stops applying: by then another instance may hold it.
+//! alongside the first. The row says who holds it (`hostname`: the host and the process id),
+//! with which `nonce`, until when (`expires`, on staging's clock: `now()` in UTC, never the
+//! instance's). The holder renews it every [`RENEW_EVERY`] for [`LEASE_FOR`], so staging may
+//! be out of reach for most of that (a restarted server) without consequence; when the holder
+//! cannot renew before the lease runs out, or finds the row taken over, it stops applying: by
+//! then another instance may hold it.
 //!
-//! A process killed without releasing leaves its row until it expires: a new instance that
-//! finds the lease held waits one lease period and takes it if nobody renewed it meanwhile.
+//! A new instance that finds the lease held watches it for a few renewals: renewed, the
+//! holder is alive and the start is refused. Not renewed, the holder is gone: a process of
+//! this host that no longer runs (after `kill -9`) is taken over at once, one elsewhere when
+//! its lease expires.
 
 use std::time::Duration;
 
@@ -19,21 +23,22 @@ use tokio_postgres::GenericClient;
 use super::StagingSchema;
 use crate::types::ConnString;
 
-/// How long a lease lasts without renewal (MOLT's is 5 s).
-pub const LEASE_FOR: Duration = Duration::from_secs(5);
+/// How long a lease lasts without renewal: how long staging may be out of reach before the
+/// holder stops applying, and how long a holder that died elsewhere blocks a new start.
+pub const LEASE_FOR: Duration = Duration::from_secs(30);
 
 /// How often the holder renews it.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 /// The holder stops applying this long before its lease would run out unrenewed.
-const GUARD: Duration = Duration::from_secs(1);
+const GUARD: Duration = Duration::from_secs(2);
 
 /// Why a lease is not (or no longer) ours.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     /// Another instance holds it and keeps renewing it.
     #[error(
-        "another replicator (on host {hostname:?}) is already replicating with checkpoint key \
+        "another replicator ({hostname}) is already replicating with checkpoint key \
          {name:?} in staging schema {schema}: its lease there was renewed until {expires} UTC. \
          Stop it first, or give this one its own --targetSchema or --stagingSchema; two \
          replicators applying the same changes would race each other"
@@ -90,12 +95,31 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// How this process names itself in the `hostname` column: `host (pid 1234)`.
+fn holder_name() -> String {
+    format!("{} (pid {})", hostname(), std::process::id())
+}
+
+/// A holder named `holder` is a process of this host that no longer runs.
+fn gone_from_this_host(holder: &str) -> bool {
+    let Some(pid) = holder
+        .strip_prefix(&format!("{} (pid ", hostname()))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !String::from_utf8_lossy(&cmdline).contains("replicator")
+}
+
 const NOW: &str = "(now() AT TIME ZONE 'UTC')";
 
 impl Lease {
-    /// Takes lease `name` in `staging`. A lease held by another instance is waited on for
-    /// one lease period: if nobody renews it (a process killed without releasing) it is
-    /// taken; if it is renewed, the holder is alive and this is [`LeaseError::Held`].
+    /// Takes lease `name` in `staging`. A lease another instance holds is watched for a few
+    /// renewals: renewed, its holder is alive and this is [`LeaseError::Held`]; not renewed,
+    /// it is taken over once it expires, or at once when its holder was a process of this
+    /// host that no longer runs.
     pub async fn acquire(
         client: &impl GenericClient,
         staging: &StagingSchema,
@@ -106,66 +130,73 @@ impl Lease {
             schema: staging.qualified(),
             name: name.to_owned(),
             nonce: uuid::Uuid::new_v4(),
-            hostname: hostname(),
+            hostname: holder_name(),
         };
         let mut seen: Option<String> = None;
         loop {
-            if lease.try_take(client).await? {
+            if lease.try_take(client, None).await? {
                 tracing::info!(lease = %name, nonce = %lease.nonce, "holding the lease in staging");
                 return Ok(lease);
             }
-            let (hostname, expires, left) = lease.holder(client).await?;
+            let Some((holder, expires, nonce)) = lease.holder(client).await? else {
+                continue;
+            };
+            if gone_from_this_host(&holder) && lease.try_take(client, Some(&nonce)).await? {
+                tracing::info!(lease = %name, previous = %holder, "took over the lease of a replicator of this host that no longer runs");
+                return Ok(lease);
+            }
             if let Some(before) = &seen
                 && *before != expires
             {
                 return Err(LeaseError::Held {
                     name: name.to_owned(),
                     schema: lease.schema,
-                    hostname,
+                    hostname: holder,
                     expires,
                 });
             }
             if seen.is_none() {
-                tracing::warn!(lease = %name, holder = %hostname, %expires, "the lease is held; waiting to see whether its holder renews it");
+                tracing::warn!(lease = %name, %holder, %expires, "the lease is held; waiting to see whether its holder renews it");
             }
             seen = Some(expires);
-            tokio::time::sleep(left.clamp(Duration::from_millis(100), LEASE_FOR)).await;
-            tokio::time::sleep(RENEW_EVERY.mul_f32(1.5)).await;
+            tokio::time::sleep(RENEW_EVERY.mul_f32(2.5)).await;
         }
     }
 
-    /// Inserts or takes over an expired row; true when the lease is ours now.
-    async fn try_take(&self, client: &impl GenericClient) -> Result<bool, LeaseError> {
+    /// Inserts the row, or takes it over when it has expired (or, with `from`, when it still
+    /// holds that nonce: its holder is gone); true when the lease is ours now.
+    async fn try_take(
+        &self,
+        client: &impl GenericClient,
+        from: Option<&str>,
+    ) -> Result<bool, LeaseError> {
         let sql = format!(
             "INSERT INTO {t} (name, expires, nonce, hostname) \
              VALUES ($1, {NOW} + $2 * INTERVAL '1 millisecond', $3::text::uuid, $4) \
              ON CONFLICT (name) DO UPDATE SET expires = excluded.expires, nonce = excluded.nonce, \
-             hostname = excluded.hostname WHERE {t}.expires < {NOW}",
+             hostname = excluded.hostname WHERE {t}.expires < {NOW} OR {t}.nonce::text = $5",
             t = self.table
         );
         let millis = LEASE_FOR.as_millis() as f64;
+        let from = from.unwrap_or_default();
         let taken = client
-            .execute(&sql, &[&self.name, &millis, &self.nonce.to_string(), &self.hostname])
+            .execute(&sql, &[&self.name, &millis, &self.nonce.to_string(), &self.hostname, &from])
             .await
             .map_err(|source| self.database(source))?;
         Ok(taken == 1)
     }
 
-    /// Who holds the lease, until when (text), and how long that is from now.
+    /// Who holds the lease, until when (text) and with which nonce; `None` when nobody does.
     async fn holder(
         &self,
         client: &impl GenericClient,
-    ) -> Result<(String, String, Duration), LeaseError> {
+    ) -> Result<Option<(String, String, String)>, LeaseError> {
         let sql = format!(
-            "SELECT hostname, expires::text, GREATEST(EXTRACT(EPOCH FROM (expires - {NOW})), 0)::float8 \
-             FROM {} WHERE name = $1",
+            "SELECT hostname, expires::text, nonce::text FROM {} WHERE name = $1",
             self.table
         );
         let row = client.query_opt(&sql, &[&self.name]).await.map_err(|s| self.database(s))?;
-        Ok(match row {
-            Some(row) => (row.get(0), row.get(1), Duration::from_secs_f64(row.get(2))),
-            None => (String::new(), String::new(), Duration::ZERO),
-        })
+        Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
     }
 
     /// Extends the lease if it is still ours; false when another instance holds it now.
