@@ -650,3 +650,35 @@ async fn a_target_that_lacks_a_table_or_column_is_reported_at_start() {
         "{log}"
     );
 }
+
+/// A value longer than its target column stops replication naming the row: an explicit cast
+/// to `varchar(8)` would have cut it silently. Keys of fixed-width character columns still
+/// match for deletes.
+#[tokio::test]
+async fn a_value_too_long_for_the_target_stops_instead_of_being_cut() {
+    let f = Fixture::new(
+        &[
+            "CREATE TABLE k (code CHAR(3) PRIMARY KEY, n INT)",
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40))",
+        ],
+        "CREATE TABLE k (code char(3) PRIMARY KEY, n int); CREATE TABLE t (id int PRIMARY KEY, v varchar(8));",
+    )
+    .await;
+    let mut run = f.start(&[]);
+    wait_for_log(&run, "streaming the binlog");
+    f.source("INSERT INTO k VALUES ('ab', 1), ('xyz', 2); INSERT INTO t VALUES (1, 'short')").await;
+    f.expect_rows(
+        &run,
+        "SELECT code, n FROM k ORDER BY n",
+        &[&[Some("ab "), Some("1")], &[Some("xyz"), Some("2")]],
+    )
+    .await;
+    f.source("DELETE FROM k WHERE code = 'ab'").await;
+    f.expect_rows(&run, "SELECT code FROM k", &[&[Some("xyz")]]).await;
+    f.source("INSERT INTO t VALUES (2, 'a much too long value')").await;
+    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(false), "{}", run.log());
+    let log = run.log();
+    assert!(log.contains("value too long for type character varying(8)"), "{log}");
+    assert!(log.contains(r#"first failing row: table "t", key [2]"#), "{log}");
+    f.expect_rows(&run, "SELECT id, v FROM t", &[&[Some("1"), Some("short")]]).await;
+}

@@ -98,7 +98,7 @@ pub fn plan<'a>(
         }
         for name in order.iter().rev() {
             if let Some(pending) = round.get(name) {
-                deletes(&schema.name, &schema.tables[name], pending, &mut statements);
+                deletes(&schema.name, &schema.tables[name], pending, dialect, &mut statements);
             }
         }
     }
@@ -123,15 +123,36 @@ fn cell(value: &Value, json: bool) -> Cell<'_> {
     }
 }
 
-fn source(table: &Table, columns: &[usize]) -> (String, String) {
+fn source(table: &Table, columns: &[usize], dialect: Dialect) -> (String, String) {
     let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}::text[]")).collect();
     let aliases: Vec<String> = (1..=columns.len()).map(|i| format!("c{i}")).collect();
     let casts: Vec<String> = columns
         .iter()
         .enumerate()
-        .map(|(n, &i)| format!("u.c{}::{}", n + 1, table.columns[i].sql_type))
+        .map(|(n, &i)| format!("u.c{}::{}", n + 1, cast_type(&table.columns[i].sql_type, dialect)))
         .collect();
     (casts.join(", "), format!("unnest({}) AS u({})", params.join(", "), aliases.join(", ")))
+}
+
+/// The type a value is cast to on its way into a column of `sql_type`: the column's type,
+/// without the length of a character or bit string. An explicit cast to `varchar(8)`
+/// truncates a longer value silently (PostgreSQL and CockroachDB alike), where writing it
+/// into the column fails with "value too long", as an INSERT of the source's value would
+/// (and as the COPY path does); a truncated key would even match another row.
+/// CockroachDB keeps `character(n)`: its unbounded form is not known to exist there.
+fn cast_type(sql_type: &str, dialect: Dialect) -> Cow<'_, str> {
+    let base = sql_type.trim_end_matches("[]");
+    let arrays = &sql_type[base.len()..];
+    let unbounded = if base.starts_with("character varying(") {
+        "character varying"
+    } else if base.starts_with("bit varying(") || base.starts_with("bit(") {
+        "bit varying"
+    } else if base.starts_with("character(") && dialect == Dialect::Postgres {
+        "bpchar"
+    } else {
+        return Cow::Borrowed(sql_type);
+    };
+    Cow::Owned(format!("{unbounded}{arrays}"))
 }
 
 fn upserts<'a>(
@@ -147,7 +168,7 @@ fn upserts<'a>(
     for (columns, rows) in by_columns {
         let names: Vec<String> =
             columns.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
-        let (casts, from) = source(table, &columns);
+        let (casts, from) = source(table, &columns, dialect);
         let sql = match dialect {
             Dialect::Cockroach => {
                 format!("UPSERT INTO {target} ({}) SELECT {casts} FROM {from}", names.join(", "))
@@ -193,7 +214,13 @@ fn upserts<'a>(
     }
 }
 
-fn deletes<'a>(schema: &str, table: &Table, pending: &Keyed<'a>, out: &mut Vec<Statement<'a>>) {
+fn deletes<'a>(
+    schema: &str,
+    table: &Table,
+    pending: &Keyed<'a>,
+    dialect: Dialect,
+    out: &mut Vec<Statement<'a>>,
+) {
     let keys = delete_keys(pending);
     if keys.is_empty() {
         return;
@@ -201,7 +228,7 @@ fn deletes<'a>(schema: &str, table: &Table, pending: &Keyed<'a>, out: &mut Vec<S
     let target = format!("{}.{}", quote_ident(schema), quote_ident(&table.name));
     let names: Vec<String> =
         table.key.iter().map(|&i| quote_ident(&table.columns[i].name)).collect();
-    let (casts, from) = source(table, &table.key);
+    let (casts, from) = source(table, &table.key, dialect);
     let sql = format!(
         "DELETE FROM {target} WHERE ({}) IN (SELECT {casts} FROM {from})",
         names.join(", ")
@@ -850,6 +877,27 @@ mod tests {
             uncollapsed.iter().filter(|s| s.op == Op::Upsert).map(|s| s.rows).sum::<usize>(),
             4
         );
+    }
+
+    #[test]
+    fn values_are_cast_without_string_lengths_so_nothing_is_truncated() {
+        for (column, postgres, cockroach) in [
+            ("character varying(8)", "character varying", "character varying"),
+            ("character varying(8)[]", "character varying[]", "character varying[]"),
+            ("character(5)", "bpchar", "character(5)"),
+            ("bit(10)", "bit varying", "bit varying"),
+            ("bit varying(3)", "bit varying", "bit varying"),
+            ("numeric(12,2)", "numeric(12,2)", "numeric(12,2)"),
+            (
+                "timestamp(3) without time zone",
+                "timestamp(3) without time zone",
+                "timestamp(3) without time zone",
+            ),
+            ("text", "text", "text"),
+        ] {
+            assert_eq!(cast_type(column, Dialect::Postgres), postgres, "{column}");
+            assert_eq!(cast_type(column, Dialect::Cockroach), cockroach, "{column}");
+        }
     }
 
     #[test]
