@@ -19,11 +19,20 @@
 //! - the **applier** writes each batch with one statement shape per table and dialect;
 //! - **staging** keeps checkpoints so a restart resumes exactly where the last commit ended.
 //!
-//! Modules are named after those parts. What exists today: [`cli`] (commands and the flag
-//! groups later commands share), [`auth`] (JWT signing for `make-jwt`), [`logging`],
-//! [`target`] (target dialects), and [`types`] (connection-string secrets, durations).
-//! The design lives in `DESIGN.md` (shared with the project) and the userscript contract in
-//! `userscript-api.md`.
+//! Modules are named after those parts: [`cli`] (commands and the flag groups they share),
+//! [`source`] (PostgreSQL logical replication and pgoutput; MySQL/MariaDB binlog), [`script`]
+//! (TypeScript compiler, QuickJS engine, engine pool), [`sequencer`] (immediate and parallel
+//! apply, the queue, shutdown, the userscript stage, the targets it writes through),
+//! [`target`] (introspection, the preflight check, batched appliers per dialect), [`staging`]
+//! (checkpoints, leases), [`server`], [`metrics`] and [`status`] (`/_/varz`, `/_/healthz`,
+//! `/_/status`), [`pgconn`] and [`myconn`] (connection URLs and TLS), [`auth`] (JWT),
+//! [`logging`], and [`types`] (positions, mutations, exact values, secrets).
+//!
+//! Invariants every part keeps: a checkpoint moves only after the target commit that covers
+//! it; replays are harmless (upserts and deletes by key); a source transaction is never split
+//! and transactions commit in source order; positions are typed and never move backwards;
+//! numbers travel as their exact text; credentials never reach logs; a userscript error stops
+//! its batch, naming the script's location and the row.
 
 pub mod auth;
 pub mod cli;

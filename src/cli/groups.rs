@@ -471,7 +471,7 @@ impl SequencerConfig {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Metrics")]
 pub struct MetricsArgs {
-    /// Serve /_/varz (Prometheus) and /_/healthz on [host]:port, e.g. :30005 [default: off]
+    /// Serve /_/varz (Prometheus), /_/healthz and /_/status (JSON) on host:port or :port, e.g. :30005 (default: off)
     #[arg(long = "metricsAddr", value_name = "[HOST]:PORT")]
     pub metrics_addr: Option<String>,
 }
