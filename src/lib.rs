@@ -25,8 +25,9 @@
 //! apply, the queue, shutdown, the userscript stage, the targets it writes through),
 //! [`target`] (introspection, the preflight check, batched appliers per dialect), [`staging`]
 //! (checkpoints, leases), [`server`], [`metrics`] and [`status`] (`/_/varz`, `/_/healthz`,
-//! `/_/status`), [`pgconn`] and [`myconn`] (connection URLs and TLS), [`auth`] (JWT),
-//! [`logging`], and [`types`] (positions, mutations, exact values, secrets).
+//! `/_/status`), [`conn`] (connection URLs with secret passwords, protocols, TLS, clients),
+//! [`auth`] (JWT), [`logging`], [`error`] (cause chains), and [`types`] (the model:
+//! positions, mutations, exact values).
 //!
 //! Invariants every part keeps: a checkpoint moves only after the target commit that covers
 //! it; replays are harmless (upserts and deletes by key); a source transaction is never split
@@ -36,10 +37,10 @@
 
 pub mod auth;
 pub mod cli;
+pub mod conn;
+pub mod error;
 pub mod logging;
 pub mod metrics;
-pub mod myconn;
-pub mod pgconn;
 pub mod script;
 pub mod sequencer;
 pub mod server;

@@ -7,7 +7,7 @@
 //! otherwise. The final error of a failed run is printed to stderr by `main`, and also
 //! written to the log file when there is one.
 //!
-//! Never log row values or credentials: connection strings are [`crate::types::ConnString`],
+//! Never log row values or credentials: connection strings are [`crate::conn::ConnString`],
 //! which shows itself redacted.
 
 use std::fs::{File, OpenOptions};
@@ -170,7 +170,7 @@ impl<'a> MakeWriter<'a> for LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::ConnString;
+    use crate::conn::ConnString;
 
     /// Collects everything a subscriber writes.
     #[derive(Clone, Default)]

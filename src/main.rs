@@ -45,10 +45,7 @@ fn closed_pipe(err: &anyhow::Error) -> bool {
 /// returns the failure exit code.
 fn fail(err: &anyhow::Error, to_log_file: bool) -> ExitCode {
     if to_log_file {
-        tracing::error!(
-            error = replicator::pgconn::with_causes(err.as_ref()),
-            "replicator stopped"
-        );
+        tracing::error!(error = replicator::error::with_causes(err.as_ref()), "replicator stopped");
     }
     eprintln!("error: {err}");
     // A cause that only repeats what was printed (drivers often wrap their inner error with

@@ -154,7 +154,7 @@ async fn run_past_a_failed_commit(
         run_immediate(&config(flush_size, 20, 0), feed(txs).await, &mut target, &mut checkpoints)
             .await
             .expect_err("the deferred constraint fails at COMMIT");
-    let err = replicator::pgconn::with_causes(&err);
+    let err = replicator::error::with_causes(&err);
     let saved = lsns(&checkpoints.saved);
     let by_tx: Vec<(i64, i64)> = admin
         .query("SELECT id / 1000, count(*) FROM t GROUP BY 1 ORDER BY 1", &[])
@@ -272,8 +272,8 @@ async fn the_checkpoint_stays_at_the_last_commit_when_the_target_fails() {
         "a data error is not retried: {err}"
     );
     assert!(
-        replicator::pgconn::with_causes(&err).contains("up to 0/4")
-            && replicator::pgconn::with_causes(&err).contains("injected failure"),
+        replicator::error::with_causes(&err).contains("up to 0/4")
+            && replicator::error::with_causes(&err).contains("injected failure"),
         "{err}"
     );
 }
@@ -343,7 +343,7 @@ async fn a_postgres_target_with_staging_checkpoints() {
             .await
             .expect_err("unknown column");
     assert!(
-        replicator::pgconn::with_causes(&err).contains("table \"t\" has no column \"nope\""),
+        replicator::error::with_causes(&err).contains("table \"t\" has no column \"nope\""),
         "{err}"
     );
     assert_eq!(store.load_lsn(&admin).await.expect("load"), Some(PgLsn(3)));
@@ -650,7 +650,7 @@ api.configureTargetTables(["orders"], {
     )
     .await
     .expect_err("throws");
-    assert!(replicator::pgconn::with_causes(&err).contains("unlucky batch"), "{err}");
+    assert!(replicator::error::with_causes(&err).contains("unlucky batch"), "{err}");
     assert_eq!(
         admin
             .query_one("SELECT count(*) FROM orders WHERE id = 13", &[])
@@ -714,7 +714,7 @@ async fn parallel_groups_checkpoint_only_what_every_group_committed() {
     )
     .await
     .expect_err("group b fails");
-    assert!(replicator::pgconn::with_causes(&err).contains("injected failure"), "{err}");
+    assert!(replicator::error::with_causes(&err).contains("injected failure"), "{err}");
     assert!(
         lsns(&checkpoints.saved).iter().all(|&l| l <= 2),
         "never past tx2: {:?}",
@@ -854,7 +854,7 @@ async fn shutdown_drains_the_queue_and_saves_the_last_checkpoint() {
     .await
     .expect_err("grace elapsed");
     assert!(
-        replicator::pgconn::with_causes(&err)
+        replicator::error::with_causes(&err)
             .contains("stopping took longer than --gracePeriod (50ms)"),
         "{err}"
     );
@@ -915,7 +915,7 @@ async fn a_refused_batch_names_the_first_failing_key() {
         run_immediate(&config(100, 5, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
             .await
             .expect_err("NOT NULL");
-    let text = replicator::pgconn::with_causes(&err);
+    let text = replicator::error::with_causes(&err);
     assert!(text.contains("writing table \"t\" failed: null value in column \"v\""), "{text}");
     assert!(
         text.contains("(SQLSTATE 23502)")
@@ -948,7 +948,7 @@ async fn a_refused_mysql_batch_names_the_first_failing_key() {
         run_immediate(&config(100, 5, 3), feed(vec![bad]).await, &mut target, &mut checkpoints)
             .await
             .expect_err("NOT NULL");
-    let text = replicator::pgconn::with_causes(&err);
+    let text = replicator::error::with_causes(&err);
     assert!(
         text.contains("(MySQL error 1048)")
             && text.contains("first failing row: table \"t\", key [1002]"),
@@ -963,7 +963,7 @@ async fn a_lost_postgres_target_connection_is_replaced_and_the_batch_retried() {
     let db = PgDatabase::create().await;
     let admin = db.client().await;
     admin.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text)").await.expect("schema");
-    let conn = replicator::types::ConnString::parse(&db.url).expect("url");
+    let conn = replicator::conn::ConnString::parse(&db.url).expect("url");
     let mut target = PgTarget::new(db.client().await, "public", Dialect::Postgres, true)
         .await
         .expect("target")
@@ -995,8 +995,8 @@ async fn a_lost_mysql_target_connection_is_replaced_and_the_batch_retried() {
     let db = support::MyDatabase::create().await;
     let mut admin = db.conn().await;
     admin.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.expect("schema");
-    let conn = replicator::types::ConnString::parse(&db.url).expect("url");
-    let params = replicator::myconn::MyParams::from_conn(&conn).expect("params");
+    let conn = replicator::conn::ConnString::parse(&db.url).expect("url");
+    let params = replicator::conn::mysql::MyParams::from_conn(&conn).expect("params");
     let mut target = MyTarget::new(db.conn().await, &db.name, true)
         .await
         .expect("target")
@@ -1102,7 +1102,7 @@ async fn a_coalesced_cascade_on_a_mysql_target_ends_as_the_source_transactions_l
     )
     .await
     .expect_err("the parent is still referenced");
-    let text = replicator::pgconn::with_causes(&err);
+    let text = replicator::error::with_causes(&err);
     assert!(text.contains("(MySQL error 1451)"), "{text}");
     assert!(text.contains(r#"first failing row: table "p2", key [1]"#), "{text}");
 }

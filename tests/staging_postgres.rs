@@ -122,7 +122,7 @@ async fn checkpoints_coming_fast_are_saved_paced_and_the_last_one_kept() {
     };
     let mut checkpoints = AnnouncingCheckpoints::new(
         db.client().await,
-        replicator::types::ConnString::parse(&db.url).expect("url"),
+        replicator::conn::ConnString::parse(&db.url).expect("url"),
         store.clone(),
         announce,
         lsn_of,

@@ -66,7 +66,7 @@ pub struct ReplicatorClaim {
 /// Everything a token asserts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// Always [`ISSUER`].
+    /// Always `ISSUER` (`replicator`).
     pub iss: String,
     /// A random UUID identifying this token, so it can be revoked (`jwt_revoked_ids`).
     pub jti: String,

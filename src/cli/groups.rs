@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args};
 
 use super::values::{ConnStringParser, Period, go_bool, go_duration, go_period};
-use crate::target::Protocol;
-use crate::types::ConnString;
+use crate::conn::ConnString;
+use crate::conn::Protocol;
 use crate::types::duration::format as format_duration;
 use crate::types::name::DottedName;
 

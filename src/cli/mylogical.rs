@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, watch};
 use super::groups::SourceArgs;
 use super::replicate::{self, AnnouncingCheckpoints, Apply, PipelineArgs, PipelineConfig};
 use super::values::go_bool;
-use crate::myconn::MyParams;
+use crate::conn::Protocol;
+use crate::conn::mysql::MyParams;
 use crate::script::{ScriptPool, SourceTag};
 use crate::sequencer::queue::QueueSender;
 use crate::sequencer::script_stage::schema_level;
@@ -21,7 +22,6 @@ use crate::source::mysql::preflight::preflight;
 use crate::source::mysql::stream::{self, Decoded};
 use crate::source::mysql::{Flavor, rows::Problem};
 use crate::staging::CheckpointStore;
-use crate::target::Protocol;
 use crate::types::mutation::Position;
 use crate::types::position::GtidSet;
 
@@ -253,7 +253,7 @@ async fn run_async(mut args: MylogicalArgs) -> anyhow::Result<()> {
     let stager = tokio::spawn(stage(decoded_rx, queue, script, keys));
 
     let checkpoint_client =
-        crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+        crate::conn::postgres::connect(&staging.conn).await.context("opening staging")?;
     let mut checkpoints = AnnouncingCheckpoints::new(
         checkpoint_client,
         staging.conn.clone(),

@@ -12,12 +12,12 @@ use tokio::sync::{mpsc, watch};
 use super::groups::SourceArgs;
 use super::replicate::{self, AnnouncingCheckpoints, Apply, PipelineArgs, PipelineConfig};
 use super::values::{byte_size, go_bool, go_duration};
-use crate::pgconn::PgParams;
+use crate::conn::Protocol;
+use crate::conn::postgres::PgParams;
 use crate::script::SourceTag;
 use crate::source::postgres::preflight::preflight;
 use crate::source::postgres::{stage, stream};
 use crate::staging::CheckpointStore;
-use crate::target::Protocol;
 use crate::types::mutation::Position;
 use crate::types::position::PgLsn;
 
@@ -103,7 +103,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
 
     // Preflight over an ordinary connection.
     let dials = crate::metrics::global();
-    let source_client = match crate::pgconn::connect_params(&params).await {
+    let source_client = match crate::conn::postgres::connect_params(&params).await {
         Ok(client) => client,
         Err(e) => {
             dials.pglogical_dial_failure_total.inc();
@@ -164,7 +164,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
     let reader =
         tokio::spawn(stream::run(stream_config, decoded_tx, committed_rx.clone(), stop_rx));
     let truncate_client =
-        crate::pgconn::connect(&target.conn).await.context("opening the target")?;
+        crate::conn::postgres::connect(&target.conn).await.context("opening the target")?;
     let stage_config = stage::Stage {
         queue,
         script: pool.clone().map(|p| (p, target.schema.to_string())),
@@ -177,7 +177,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
     let stager = tokio::spawn(stage::run(decoded_rx, stage_config));
 
     let checkpoint_client =
-        crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+        crate::conn::postgres::connect(&staging.conn).await.context("opening staging")?;
     let mut checkpoints = AnnouncingCheckpoints::new(
         checkpoint_client,
         staging.conn.clone(),
@@ -251,7 +251,7 @@ async fn watch_retained_wal(params: PgParams, slot: String, warn_at: usize) {
     let mut warned = false;
     loop {
         if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-            client = crate::pgconn::connect_params(&params).await.ok();
+            client = crate::conn::postgres::connect_params(&params).await.ok();
         }
         let retained = match &client {
             Some(c) => c

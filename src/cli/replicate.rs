@@ -14,16 +14,16 @@ use super::groups::{ConfigError, MetricsArgs, SequencerArgs, StagingArgs, Target
 use super::groups::{DEFAULT_STAGING_SCHEMA_COCKROACH, DEFAULT_STAGING_SCHEMA_POSTGRES};
 use super::groups::{MetricsConfig, SequencerConfig, StagingConfig, TargetConfig};
 use super::script::ScriptArgs;
+use crate::conn::ConnString;
+use crate::conn::Protocol;
 use crate::script::{EngineOptions, ScriptPool, SourceTag};
 use crate::sequencer::postgres::{PgTarget, StagingCheckpoints};
 use crate::sequencer::{Checkpoints, Input, Progress, SequencerError};
 use crate::staging::lease::{Held, Lease};
 use crate::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema};
-use crate::target::Protocol;
 use crate::target::postgres::apply::Dialect;
 use crate::target::postgres::{Server, check_database};
 use crate::target::preflight::{Problem, SourceTable};
-use crate::types::ConnString;
 use crate::types::mutation::Position;
 
 /// The flags every replication command takes after its source's: target, staging, sequencer,
@@ -98,7 +98,8 @@ pub async fn open_target(target: &TargetConfig) -> anyhow::Result<OpenedTarget> 
     }
     let parts = target.schema.parts();
     let (database, schema) = (parts[0].clone(), parts[1].clone());
-    let client = crate::pgconn::connect(&target.conn).await.context("opening the target")?;
+    let client =
+        crate::conn::postgres::connect(&target.conn).await.context("opening the target")?;
     let server = check_database(&client, "targetSchema", &database, &schema)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -132,7 +133,8 @@ pub async fn check_target(
     tables: &[SourceTable],
     script: Option<&ScriptPool>,
 ) -> anyhow::Result<()> {
-    let client = crate::pgconn::connect(&target.conn).await.context("opening the target")?;
+    let client =
+        crate::conn::postgres::connect(&target.conn).await.context("opening the target")?;
     let schema = crate::target::postgres::introspect::introspect(&client, &opened.schema)
         .await
         .context("reading the target's tables")?;
@@ -188,7 +190,7 @@ pub struct OpenedStaging {
 
 /// Connects to staging, resolves `--stagingSchema` and creates staging's tables.
 pub async fn open_staging(staging: &StagingConfig) -> anyhow::Result<OpenedStaging> {
-    let client = crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+    let client = crate::conn::postgres::connect(&staging.conn).await.context("opening staging")?;
     let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
     let cockroach = version.contains("CockroachDB");
     let default =
@@ -226,7 +228,7 @@ pub async fn hold_lease(
     key: &str,
 ) -> anyhow::Result<Held> {
     let lease = Lease::acquire(&opened.client, &opened.schema, key).await?;
-    let client = crate::pgconn::connect(&staging.conn).await.context("opening staging")?;
+    let client = crate::conn::postgres::connect(&staging.conn).await.context("opening staging")?;
     Ok(lease.hold(client, staging.conn.clone()))
 }
 
@@ -309,7 +311,8 @@ pub async fn serve_metrics(
         Arc::new(move || {
             let conn = conn.clone();
             Box::pin(async move {
-                let client = crate::pgconn::connect(&conn).await.map_err(|e| e.to_string())?;
+                let client =
+                    crate::conn::postgres::connect(&conn).await.map_err(|e| e.to_string())?;
                 client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| e.to_string())
             })
         })
@@ -435,8 +438,9 @@ pub struct Apply<'a> {
 
 impl Apply<'_> {
     async fn make_target(&self) -> Result<PgTarget, String> {
-        let client =
-            crate::pgconn::connect(&self.target.conn).await.map_err(|e| format!("{e:#}"))?;
+        let client = crate::conn::postgres::connect(&self.target.conn)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
         let mut target = PgTarget::new(
             client,
             &self.opened.schema,
@@ -529,7 +533,7 @@ impl Apply<'_> {
             )
             .await;
         }
-        let client = crate::pgconn::connect(&self.target.conn)
+        let client = crate::conn::postgres::connect(&self.target.conn)
             .await
             .map_err(|e| opening(format!("{e:#}")))?;
         let schema = crate::target::postgres::introspect::introspect(&client, &self.opened.schema)

@@ -118,7 +118,7 @@ pub struct NewArgs {
 pub struct CheckArgs {
     /// Target database: also check that the configured schemas and tables exist there
     #[arg(long = "targetConn", value_name = "URL", value_parser = super::values::ConnStringParser)]
-    pub target_conn: Option<crate::types::ConnString>,
+    pub target_conn: Option<crate::conn::ConnString>,
 
     /// Schema where bare table names of configureTargetTables live [default: the script's only schema]
     #[arg(long = "targetSchema", value_name = "SCHEMA")]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::script::CheckArgs;
 use super::{CodedError, coded};
+use crate::conn::ConnString;
+use crate::conn::Protocol;
 use crate::script::{Api, Configured, Engine, EngineOptions, compile_script};
-use crate::target::Protocol;
-use crate::types::ConnString;
 
 /// Runs `script check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
@@ -100,8 +100,8 @@ fn check_target(
         .build()
         .map_err(|e| coded(2, e.to_string()))?;
     runtime.block_on(async {
-        let client = crate::pgconn::connect(conn).await.map_err(|e| {
-            coded(2, format!("cannot reach --targetConn: {}", crate::pgconn::with_causes(&e)))
+        let client = crate::conn::postgres::connect(conn).await.map_err(|e| {
+            coded(2, format!("cannot reach --targetConn: {}", crate::error::with_causes(&e)))
         })?;
         let database: String = client
             .query_one("SELECT current_database()", &[])

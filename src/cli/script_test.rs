@@ -22,10 +22,11 @@ use serde_json::{Map, Value as Json};
 
 use super::script::ScriptArgs;
 use super::values::ConnStringParser;
+use crate::conn::ConnString;
+use crate::conn::Protocol;
 use crate::script::{Engine, EngineOptions, Meta, Op, Routed, RowOp, ScriptError, compile_script};
-use crate::target::Protocol;
 use crate::target::postgres::PgScriptHost;
-use crate::types::{ConnString, Row, Value};
+use crate::types::{Row, Value};
 
 /// Default `--now`.
 pub const DEFAULT_NOW: &str = "2024-01-01T00:00:00Z";
@@ -268,8 +269,8 @@ impl Target {
             .enable_all()
             .build()
             .map_err(|e| failure(2, e.to_string()))?;
-        let client = runtime.block_on(crate::pgconn::connect(conn)).map_err(|e| {
-            failure(2, format!("cannot reach --targetConn: {}", crate::pgconn::with_causes(&e)))
+        let client = runtime.block_on(crate::conn::postgres::connect(conn)).map_err(|e| {
+            failure(2, format!("cannot reach --targetConn: {}", crate::error::with_causes(&e)))
         })?;
         let database: String = runtime
             .block_on(client.query_one("SELECT current_database()", &[]))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
-use crate::types::ConnString;
+use crate::conn::ConnString;
 use crate::types::duration;
 
 /// Go's `strconv.ParseBool`: `1 t T true TRUE True` and `0 f F false FALSE False`.

@@ -2,7 +2,7 @@
 //! transaction; the schema is re-read when a write names an unknown table or column.
 
 use super::{Target, TargetError};
-use crate::myconn::MyParams;
+use crate::conn::mysql::MyParams;
 use crate::target::batch::ApplyError;
 use crate::target::batch::Grouping;
 use crate::target::mysql::{MAX_PLACEHOLDERS, Statement, execute, introspect, is_lost, plan};
@@ -59,7 +59,7 @@ impl MyTarget {
         let conn = params.connect().await.map_err(|e| TargetError {
             message: format!(
                 "the target connection was lost, and reconnecting failed: {}",
-                crate::pgconn::with_causes(&e)
+                crate::error::with_causes(&e)
             ),
             transient: true,
         })?;

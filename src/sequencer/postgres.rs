@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 
 use super::script_stage::table_level;
 use super::{Planned, Planner, Target, TargetError, Upcoming};
+use crate::conn::ConnString;
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
 use crate::target::batch::Grouping;
 use crate::target::postgres::PgScriptHost;
@@ -21,7 +22,7 @@ use crate::target::postgres::apply::{
 };
 use crate::target::postgres::introspect::{Schema, introspect};
 use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
-use crate::types::{ConnString, Name, Row, Value};
+use crate::types::{Name, Row, Value};
 
 /// Operations for tables with an `onWrite`: (registered name, target table, operations).
 type OnWriteBatches = Vec<(String, String, Vec<RowOp>)>;
@@ -104,10 +105,10 @@ impl PgTarget {
             return Ok(());
         }
         let Some(conn) = &self.reconnect else { return Ok(()) };
-        let client = crate::pgconn::connect(conn).await.map_err(|e| TargetError {
+        let client = crate::conn::postgres::connect(conn).await.map_err(|e| TargetError {
             message: format!(
                 "the target connection was lost, and reconnecting failed: {}",
-                crate::pgconn::with_causes(&e)
+                crate::error::with_causes(&e)
             ),
             transient: true,
         })?;
@@ -659,10 +660,10 @@ impl StagingCheckpoints {
         if self.client.is_closed()
             && let Some(conn) = &self.reconnect
         {
-            self.client = crate::pgconn::connect(conn).await.map_err(|e| {
+            self.client = crate::conn::postgres::connect(conn).await.map_err(|e| {
                 let message = format!(
                     "the staging connection was lost, and reconnecting failed: {}",
-                    crate::pgconn::with_causes(&e)
+                    crate::error::with_causes(&e)
                 );
                 (message, true)
             })?;
@@ -671,7 +672,7 @@ impl StagingCheckpoints {
         self.store
             .save(&self.client, committed)
             .await
-            .map_err(|e| (crate::pgconn::with_causes(&e), e.is_transient()))
+            .map_err(|e| (crate::error::with_causes(&e), e.is_transient()))
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_postgres::GenericClient;
 
 use super::StagingSchema;
-use crate::types::ConnString;
+use crate::conn::ConnString;
 
 /// How long a lease lasts without renewal: how long staging may be out of reach before the
 /// holder stops applying, and how long a holder that died elsewhere blocks a new start.
@@ -248,7 +248,7 @@ impl Lease {
                     _ = stop.changed() => break,
                 }
                 if client.is_closed()
-                    && let Ok(c) = crate::pgconn::connect(&conn).await
+                    && let Ok(c) = crate::conn::postgres::connect(&conn).await
                 {
                     client = c;
                 }
@@ -259,7 +259,7 @@ impl Lease {
                         return client;
                     }
                     Err(e) => {
-                        let why = crate::pgconn::with_causes(&e);
+                        let why = crate::error::with_causes(&e);
                         tracing::warn!(lease = %lease.name, error = %why, "renewing the lease failed; retrying");
                         if renewed_at.elapsed() + GUARD >= LEASE_FOR {
                             lost_tx.send_replace(Some(format!(
@@ -304,12 +304,12 @@ impl Held {
             return;
         }
         if client.is_closed()
-            && let Ok(c) = crate::pgconn::connect(&self.conn).await
+            && let Ok(c) = crate::conn::postgres::connect(&self.conn).await
         {
             client = c;
         }
         if let Err(e) = self.lease.release(&client).await {
-            tracing::warn!(lease = %self.lease.name, error = %crate::pgconn::with_causes(&e), "releasing the lease failed; it expires by itself");
+            tracing::warn!(lease = %self.lease.name, error = %crate::error::with_causes(&e), "releasing the lease failed; it expires by itself");
         }
     }
 }

@@ -17,7 +17,7 @@ use super::gtid::{self, Gtid};
 use super::rows::{self, Problem, RowError};
 use super::schema::{Catalog, SchemaError, TableInfo};
 use crate::cli::groups::RetryConfig;
-use crate::myconn::MyParams;
+use crate::conn::mysql::MyParams;
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 use crate::types::position::GtidSet;
 
@@ -420,7 +420,7 @@ pub async fn run(
             continue;
         }
         let delay = config.retry.backoff(attempt).max(Duration::from_millis(100));
-        tracing::warn!(error = %crate::pgconn::with_causes(&error), retry_in = ?delay, attempt = attempt + 1, "binlog connection lost; reconnecting");
+        tracing::warn!(error = %crate::error::with_causes(&error), retry_in = ?delay, attempt = attempt + 1, "binlog connection lost; reconnecting");
         attempt += 1;
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

@@ -11,7 +11,7 @@
 //!
 //! **Streaming** ([`replication`], [`stream`]): a replication connection
 //! (`replication=database`, trust/password/MD5/SCRAM-SHA-256, TLS per `sslmode` with
-//! rustls, see [`crate::pgconn`]) runs `START_REPLICATION SLOT … LOGICAL <lsn>
+//! rustls, see [`crate::conn::postgres`]) runs `START_REPLICATION SLOT … LOGICAL <lsn>
 //! (proto_version '1', publication_names …)`. XLogData carries pgoutput messages, decoded
 //! by [`pgoutput`] into source transactions positioned at their commit's end LSN.
 //! Keepalives are answered at once when the server asks; standby status goes out every

@@ -3,7 +3,7 @@
 //! `START_REPLICATION … LOGICAL` opens: XLogData and keepalives in, standby status out.
 //!
 //! tokio-postgres cannot open such a connection, so this speaks the protocol itself with
-//! postgres-protocol's message codecs, over [`crate::pgconn::open_stream`] (TLS per
+//! postgres-protocol's message codecs, over [`crate::conn::postgres::open_stream`] (TLS per
 //! `sslmode`). Every wait is cancel-safe: [`ReplicationConn::recv`] may be dropped in a
 //! `select!` without losing bytes.
 
@@ -16,7 +16,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, Scr
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::pgconn::{PgConnError, PgParams, PgStream, open_stream, runtime_options};
+use crate::conn::postgres::{PgConnError, PgParams, PgStream, open_stream, runtime_options};
 use crate::types::position::PgLsn;
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).

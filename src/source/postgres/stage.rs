@@ -68,7 +68,7 @@ pub enum StageError {
     Reconnect {
         /// Why.
         #[source]
-        source: crate::pgconn::PgConnError,
+        source: crate::conn::postgres::PgConnError,
     },
     /// A truncated table has no same-named target table.
     #[error(
@@ -121,7 +121,7 @@ pub struct Stage {
     /// A target connection for truncates, and the target schema's name.
     pub truncate: (tokio_postgres::Client, String),
     /// Where that connection goes, to replace it when it is lost.
-    pub target_conn: crate::types::ConnString,
+    pub target_conn: crate::conn::ConnString,
     /// The last committed position (from the sequencer's checkpoints).
     pub committed: watch::Receiver<PgLsn>,
     /// The staging memo table and key, for the truncate message.
@@ -185,7 +185,7 @@ impl Stage {
     /// Replaces the target connection when it was lost (killed, server restarted).
     async fn reconnect_if_lost(&mut self) -> Result<(), StageError> {
         if self.truncate.0.is_closed() {
-            self.truncate.0 = crate::pgconn::connect(&self.target_conn)
+            self.truncate.0 = crate::conn::postgres::connect(&self.target_conn)
                 .await
                 .map_err(|source| StageError::Reconnect { source })?;
         }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::pgoutput::{Decoded, Decoder};
 use super::replication::{Replicated, ReplicationConn, ReplicationError};
 use crate::cli::groups::RetryConfig;
-use crate::pgconn::PgParams;
+use crate::conn::postgres::PgParams;
 use crate::types::mutation::Position;
 use crate::types::position::PgLsn;
 

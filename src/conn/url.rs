@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::target::Protocol;
+use super::Protocol;
 
 /// What replaces a password wherever a connection string is shown.
 pub const MASK: &str = "****";

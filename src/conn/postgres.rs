@@ -28,22 +28,7 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::types::ConnString;
-
-/// How TLS is negotiated (libpq's `sslmode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// No TLS.
-    Disable,
-    /// TLS if the server offers it; the certificate is not checked (`allow`, `prefer`).
-    Prefer,
-    /// TLS or fail; the certificate is not checked.
-    Require,
-    /// TLS, the chain checked against the root certificates.
-    VerifyCa,
-    /// TLS, the chain checked and the certificate must name the host.
-    VerifyFull,
-}
+use super::{ConnString, SslMode};
 
 /// Why a connection could not be set up or opened. Never contains the password.
 #[derive(Debug, thiserror::Error)]
@@ -73,22 +58,6 @@ pub enum PgConnError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-}
-
-/// An error with its causes, `outer: inner: innermost`; a cause whose text the message
-/// already holds (drivers often repeat their inner error in their own) is left out.
-pub fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let cause = s.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A PostgreSQL-protocol connection's settings, read from a `postgres://` URL.

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use mysql_async::{ClientIdentity, Opts, OptsBuilder, SslOpts};
 
-use crate::pgconn::SslMode;
-use crate::types::ConnString;
+use super::{ConnString, SslMode};
 use crate::types::duration::parse as parse_duration;
 
 /// Why a MySQL connection URL cannot be used. Never contains the password.
