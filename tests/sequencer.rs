@@ -6,7 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use replicator::cli::groups::{RetryConfig, SequencerConfig};
+use replicator::error::RetryConfig;
+use replicator::sequencer::SequencerConfig;
 use replicator::sequencer::postgres::{PgTarget, StagingCheckpoints};
 use replicator::sequencer::testing::{FaultyTarget, MemoryCheckpoints};
 use replicator::sequencer::{SequencerError, run_immediate};

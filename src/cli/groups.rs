@@ -15,6 +15,8 @@ use clap::{ArgAction, Args};
 use super::values::{ConnStringParser, Period, go_bool, go_duration, go_period};
 use crate::conn::ConnString;
 use crate::conn::Protocol;
+use crate::error::RetryConfig;
+use crate::sequencer::SequencerConfig;
 use crate::types::duration::format as format_duration;
 use crate::types::name::DottedName;
 
@@ -362,48 +364,6 @@ pub struct SequencerArgs {
     pub grace_period: Duration,
 }
 
-/// Validated sequencer tuning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SequencerConfig {
-    /// Rows per target transaction.
-    pub flush_size: usize,
-    /// Longest wait before a flush.
-    pub flush_period: Duration,
-    /// Apply independent table groups concurrently.
-    pub parallel_applies: bool,
-    /// Requested concurrent target transactions (see [`Self::effective_parallelism`]).
-    pub parallelism: usize,
-    /// Mutations queued before the source pauses.
-    pub apply_queue_size: usize,
-    /// Collapse same-key mutations in a batch.
-    pub collapse_mutations: bool,
-    /// Retry policy for transient failures.
-    pub retry: RetryConfig,
-    /// Shutdown grace period.
-    pub grace_period: Duration,
-}
-
-/// Exponential backoff for transient failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// Retries before giving up.
-    pub max_retries: u32,
-    /// First delay.
-    pub initial_backoff: Duration,
-    /// Delay ceiling.
-    pub max_backoff: Duration,
-    /// Growth factor.
-    pub multiplier: u32,
-}
-
-impl RetryConfig {
-    /// The delay before retry number `attempt` (0-based), capped at `max_backoff`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = self.multiplier.saturating_pow(attempt);
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
-    }
-}
-
 impl SequencerArgs {
     /// Checks every value is usable.
     pub fn validate(&self) -> Result<SequencerConfig, ConfigError> {
@@ -453,15 +413,6 @@ impl SequencerArgs {
             },
             grace_period: self.grace_period,
         })
-    }
-}
-
-impl SequencerConfig {
-    /// `--parallelism` capped at 80% of the target pool (at least 1), so the pool always has
-    /// connections left for introspection and staging.
-    pub fn effective_parallelism(&self, target_pool_size: u32) -> usize {
-        let cap = (target_pool_size as usize * 8 / 10).max(1);
-        self.parallelism.min(cap)
     }
 }
 

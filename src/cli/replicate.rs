@@ -12,11 +12,12 @@ use tokio::sync::watch;
 
 use super::groups::{ConfigError, MetricsArgs, SequencerArgs, StagingArgs, TargetArgs};
 use super::groups::{DEFAULT_STAGING_SCHEMA_COCKROACH, DEFAULT_STAGING_SCHEMA_POSTGRES};
-use super::groups::{MetricsConfig, SequencerConfig, StagingConfig, TargetConfig};
+use super::groups::{MetricsConfig, StagingConfig, TargetConfig};
 use super::script::ScriptArgs;
 use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::script::{EngineOptions, ScriptPool, SourceTag};
+use crate::sequencer::SequencerConfig;
 use crate::sequencer::postgres::{PgTarget, StagingCheckpoints};
 use crate::sequencer::{Checkpoints, Input, Progress, SequencerError};
 use crate::staging::lease::{Held, Lease};

@@ -24,9 +24,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::cli::groups::{RetryConfig, SequencerConfig};
+use crate::error::RetryConfig;
 use crate::staging::Committed;
 use crate::types::mutation::SourceTransaction;
+pub use config::SequencerConfig;
 
 /// Where batches are written: one call is one target transaction, committed when it returns
 /// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
@@ -369,6 +370,7 @@ async fn apply_with_retries<T: Target>(
     }
 }
 
+pub mod config;
 pub mod mysql;
 pub mod parallel;
 pub mod postgres;

@@ -13,8 +13,8 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::SequencerConfig;
 use super::{Checkpoints, Input, Progress, SequencerError, Target, run_immediate};
-use crate::cli::groups::SequencerConfig;
 use crate::staging::Committed;
 use crate::types::mutation::{Position, SourceTransaction};
 

@@ -16,8 +16,8 @@ use super::Flavor;
 use super::gtid::{self, Gtid};
 use super::rows::{self, Problem, RowError};
 use super::schema::{Catalog, SchemaError, TableInfo};
-use crate::cli::groups::RetryConfig;
 use crate::conn::mysql::MyParams;
+use crate::error::RetryConfig;
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 use crate::types::position::GtidSet;
 

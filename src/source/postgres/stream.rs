@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::pgoutput::{Decoded, Decoder};
 use super::replication::{Replicated, ReplicationConn, ReplicationError};
-use crate::cli::groups::RetryConfig;
 use crate::conn::postgres::PgParams;
+use crate::error::RetryConfig;
 use crate::types::mutation::Position;
 use crate::types::position::PgLsn;
 
