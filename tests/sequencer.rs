@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use replicator::error::RetryConfig;
 use replicator::sequencer::SequencerConfig;
-use replicator::sequencer::postgres::{PgTarget, StagingCheckpoints};
 use replicator::sequencer::testing::{FaultyTarget, MemoryCheckpoints};
 use replicator::sequencer::{SequencerError, run_immediate};
+use replicator::staging::StagingCheckpoints;
 use replicator::staging::{CheckpointStore, StagingDialect, StagingSchema, prepare};
 use replicator::target::postgres::apply::Dialect;
+use replicator::target::postgres::writer::PgTarget;
 use replicator::types::Value;
 use replicator::types::mutation::{Mutation, Position, SourceTransaction, row};
 use replicator::types::position::PgLsn;
@@ -352,8 +353,8 @@ async fn a_postgres_target_with_staging_checkpoints() {
 
 #[tokio::test]
 async fn the_userscript_runs_in_the_pipeline() {
+    use replicator::script::transform::schema_level;
     use replicator::script::{EngineOptions, ScriptPool, SourceTag, compile_script};
-    use replicator::sequencer::script_stage::schema_level;
     use std::sync::Arc;
 
     let db = PgDatabase::create().await;
@@ -533,7 +534,7 @@ async fn small_transactions_waiting_in_the_queue_coalesce() {
 #[tokio::test]
 async fn a_mysql_target_under_the_sequencer() {
     use mysql_async::prelude::Queryable;
-    use replicator::sequencer::mysql::MyTarget;
+    use replicator::target::mysql::writer::MyTarget;
     let db = support::MyDatabase::create().await;
     let mut admin = db.conn().await;
     admin.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.expect("schema");
@@ -934,7 +935,7 @@ async fn a_refused_batch_names_the_first_failing_key() {
 #[tokio::test]
 async fn a_refused_mysql_batch_names_the_first_failing_key() {
     use mysql_async::prelude::Queryable;
-    use replicator::sequencer::mysql::MyTarget;
+    use replicator::target::mysql::writer::MyTarget;
     let db = support::MyDatabase::create().await;
     let mut admin = db.conn().await;
     admin
@@ -992,7 +993,7 @@ async fn a_lost_postgres_target_connection_is_replaced_and_the_batch_retried() {
 #[tokio::test]
 async fn a_lost_mysql_target_connection_is_replaced_and_the_batch_retried() {
     use mysql_async::prelude::Queryable;
-    use replicator::sequencer::mysql::MyTarget;
+    use replicator::target::mysql::writer::MyTarget;
     let db = support::MyDatabase::create().await;
     let mut admin = db.conn().await;
     admin.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.expect("schema");
@@ -1057,7 +1058,7 @@ fn cascade_transactions() -> Vec<SourceTransaction> {
 #[tokio::test]
 async fn a_coalesced_cascade_on_a_mysql_target_ends_as_the_source_transactions_leave_it() {
     use mysql_async::prelude::Queryable;
-    use replicator::sequencer::mysql::MyTarget;
+    use replicator::target::mysql::writer::MyTarget;
     let db = support::MyDatabase::create().await;
     let mut admin = db.conn().await;
     admin

@@ -6,10 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use replicator::sequencer::Target;
-use replicator::sequencer::postgres::PgTarget;
 use replicator::server::{HealthCheck, serve_metrics};
+use replicator::target::Target;
 use replicator::target::postgres::apply::Dialect;
+use replicator::target::postgres::writer::PgTarget;
 use replicator::types::Value;
 use replicator::types::mutation::{Mutation, Position, SourceTransaction, row};
 use replicator::types::position::PgLsn;

@@ -97,8 +97,8 @@ async fn target_schema_must_name_the_connection_database_on_postgres() {
 
 #[tokio::test]
 async fn checkpoints_coming_fast_are_saved_paced_and_the_last_one_kept() {
-    use replicator::cli::replicate::AnnouncingCheckpoints;
-    use replicator::sequencer::Checkpoints;
+    use replicator::staging::AnnouncingCheckpoints;
+    use replicator::staging::Checkpoints;
     use replicator::types::position::PgLsn;
     let db = PgDatabase::create().await;
     let client = db.client().await;

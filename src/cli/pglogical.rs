@@ -10,13 +10,14 @@ use clap::{ArgAction, Args};
 use tokio::sync::{mpsc, watch};
 
 use super::groups::SourceArgs;
-use super::replicate::{self, AnnouncingCheckpoints, Apply, PipelineArgs, PipelineConfig};
+use super::replicate::{self, Apply, PipelineArgs, PipelineConfig};
 use super::values::{byte_size, go_bool, go_duration};
 use crate::conn::Protocol;
 use crate::conn::postgres::PgParams;
 use crate::script::SourceTag;
 use crate::source::postgres::preflight::preflight;
-use crate::source::postgres::{stage, stream};
+use crate::source::postgres::{forward, stream};
+use crate::staging::AnnouncingCheckpoints;
 use crate::staging::CheckpointStore;
 use crate::types::mutation::Position;
 use crate::types::position::PgLsn;
@@ -165,7 +166,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         tokio::spawn(stream::run(stream_config, decoded_tx, committed_rx.clone(), stop_rx));
     let truncate_client =
         crate::conn::postgres::connect(&target.conn).await.context("opening the target")?;
-    let stage_config = stage::Stage {
+    let stage_config = forward::Stage {
         queue,
         script: pool.clone().map(|p| (p, target.schema.to_string())),
         truncate: (truncate_client, opened.schema.clone()),
@@ -174,7 +175,7 @@ async fn run_async(mut args: PglogicalArgs) -> anyhow::Result<()> {
         memo: (staging_db.schema.table("memo"), key),
         keys: crate::target::preflight::source_keys(&tables),
     };
-    let stager = tokio::spawn(stage::run(decoded_rx, stage_config));
+    let stager = tokio::spawn(forward::run(decoded_rx, stage_config));
 
     let checkpoint_client =
         crate::conn::postgres::connect(&staging.conn).await.context("opening staging")?;

@@ -18,14 +18,13 @@ use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::script::{EngineOptions, ScriptPool, SourceTag};
 use crate::sequencer::SequencerConfig;
-use crate::sequencer::postgres::{PgTarget, StagingCheckpoints};
-use crate::sequencer::{Checkpoints, Input, Progress, SequencerError};
+use crate::sequencer::{Input, Progress, SequencerError};
 use crate::staging::lease::{Held, Lease};
-use crate::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema};
+use crate::staging::{AnnouncingCheckpoints, Checkpoints, StagingDialect, StagingSchema};
 use crate::target::postgres::apply::Dialect;
+use crate::target::postgres::writer::PgTarget;
 use crate::target::postgres::{Server, check_database};
 use crate::target::preflight::{Problem, SourceTable};
-use crate::types::mutation::Position;
 
 /// The flags every replication command takes after its source's: target, staging, sequencer,
 /// userscript and metrics.
@@ -329,100 +328,6 @@ pub async fn serve_metrics(
     Ok(())
 }
 
-/// Checkpoints in staging, written off the apply path: each committed position is handed to
-/// a background task that saves the latest one (positions arriving while a save runs, or
-/// within [`AnnouncingCheckpoints::PACE`] of the last save, are coalesced into the next),
-/// then announces it (the source tells its server what it may forget only once the position
-/// is stored). A stored position that lags the target is safe: a restart replays from it, and
-/// replays are idempotent. A failing save is retried; while it fails, the sequencer is stopped
-/// by the next `save` with the error.
-pub struct AnnouncingCheckpoints {
-    latest: watch::Sender<(u64, Option<Committed>)>,
-    stored: watch::Receiver<u64>,
-    failed: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl AnnouncingCheckpoints {
-    /// The least time between two saves. Target commits can come every few milliseconds, and
-    /// saving each one cost the staging server about a seventh of the writes' CPU; a restart
-    /// replays at most this much more, and the source learns what it may forget this much
-    /// later.
-    pub const PACE: Duration = Duration::from_millis(100);
-
-    /// Saves through `store` on `client` (a connection to `conn`, reopened when lost) and
-    /// sends each saved position to `announce`.
-    pub fn new<P: Send + Sync + 'static>(
-        client: tokio_postgres::Client,
-        conn: ConnString,
-        store: CheckpointStore,
-        announce: watch::Sender<P>,
-        extract: fn(&Position) -> Option<P>,
-    ) -> Self {
-        let (latest, mut pending) = watch::channel::<(u64, Option<Committed>)>((0, None));
-        let (stored_tx, stored) = watch::channel(0u64);
-        let failed = Arc::new(std::sync::Mutex::new(None));
-        let report = failed.clone();
-        let mut inner = StagingCheckpoints::new(client, store).with_reconnect(conn);
-        tokio::spawn(async move {
-            while pending.changed().await.is_ok() {
-                let (seq, committed) = pending.borrow_and_update().clone();
-                let Some(committed) = committed else { continue };
-                let position = extract(committed.position());
-                let mut attempt = 0u32;
-                while let Err((message, transient)) = inner.store(&committed).await {
-                    tracing::warn!(error = %message, attempt, "saving the checkpoint failed; retrying");
-                    // Staging out of reach does not stop the writes: the stored position only
-                    // lags (a restart replays more). Anything else stops the sequencer.
-                    if !transient && let Ok(mut f) = report.lock() {
-                        *f = Some(message);
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
-                        .await;
-                }
-                if let Ok(mut f) = report.lock() {
-                    *f = None;
-                }
-                let saved = tokio::time::Instant::now();
-                stored_tx.send_replace(seq);
-                if let Some(p) = position {
-                    announce.send_replace(p);
-                }
-                tokio::time::sleep_until(saved + Self::PACE).await;
-            }
-        });
-        Self { latest, stored, failed }
-    }
-
-    /// Waits until the last position handed over is stored, at most `within`.
-    pub async fn flush(&mut self, within: Duration) -> Result<(), String> {
-        let want = self.latest.borrow().0;
-        match tokio::time::timeout(within, self.stored.wait_for(|s| *s >= want)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(self
-                .failed
-                .lock()
-                .ok()
-                .and_then(|f| f.clone())
-                .unwrap_or_else(|| "the last checkpoint was not stored in time".to_owned())),
-        }
-    }
-}
-
-impl Checkpoints for AnnouncingCheckpoints {
-    async fn save(&mut self, committed: Committed) -> Result<(), String> {
-        if let Some(message) = self.failed.lock().ok().and_then(|f| f.clone()) {
-            return Err(message);
-        }
-        crate::status::global().applied(committed.position(), committed.commit_nanos());
-        self.latest.send_modify(|(seq, c)| {
-            *seq += 1;
-            *c = Some(committed);
-        });
-        Ok(())
-    }
-}
-
 /// How the sequencer writes.
 pub struct Apply<'a> {
     /// Sequencer flags.
@@ -520,10 +425,7 @@ impl Apply<'_> {
         input: impl Input,
         checkpoints: &mut C,
     ) -> Result<Progress, SequencerError> {
-        let opening = |message: String| SequencerError::Checkpoint {
-            position: "start".into(),
-            message: format!("opening the target: {message}"),
-        };
+        let opening = |message: String| SequencerError::Open { message };
         if !self.sequencer.parallel_applies {
             let mut target = self.make_target().await.map_err(opening)?;
             return crate::sequencer::run_immediate(

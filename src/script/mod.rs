@@ -24,6 +24,7 @@ pub mod exact;
 pub mod host;
 pub mod pool;
 pub mod templates;
+pub mod transform;
 
 use std::fmt;
 use std::time::Duration;

@@ -25,79 +25,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::RetryConfig;
-use crate::staging::Committed;
+use crate::staging::{CheckpointError, Checkpoints, Committed};
+use crate::target::{PlanSlot, Planned, Target, TargetError, Upcoming};
 use crate::types::mutation::SourceTransaction;
 pub use config::SequencerConfig;
-
-/// Where batches are written: one call is one target transaction, committed when it returns
-/// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
-/// be idempotent (upserts and deletes by key).
-pub trait Target: Send {
-    /// Writes the mutations of `transactions` (in source order) in one target transaction and
-    /// commits it.
-    fn apply(
-        &mut self,
-        transactions: &[SourceTransaction],
-    ) -> impl Future<Output = Result<(), TargetError>> + Send;
-
-    /// Plans batches ahead of their turn: the sequencer runs it on another thread while the
-    /// batch before is written, and hands the result to [`Target::apply_planned`]. `None` (the
-    /// default): this target plans in `apply`.
-    fn planner(&self) -> Option<Planner> {
-        None
-    }
-
-    /// Like [`Target::apply`], with what the planner made of `transactions` (`None` when it
-    /// could not plan them: `apply` then plans, and re-reads the schema if it must).
-    /// `upcoming` is the batch after this one: a target may start writing it before it
-    /// returns (taking its plan), as long as it commits it only in its own `apply_planned`,
-    /// after this batch committed.
-    fn apply_planned(
-        &mut self,
-        transactions: &[SourceTransaction],
-        planned: Option<Planned>,
-        upcoming: Option<Upcoming<'_>>,
-    ) -> impl Future<Output = Result<(), TargetError>> + Send {
-        let _ = (planned, upcoming);
-        self.apply(transactions)
-    }
-}
-
-/// The batch after the one being applied, and its plan if it is ready.
-pub struct Upcoming<'a> {
-    /// Its transactions.
-    pub transactions: &'a [SourceTransaction],
-    plan: &'a mut PlanSlot,
-}
-
-impl Upcoming<'_> {
-    /// Its plan, once made (then it is the taker's; `None` if it could not be planned ahead).
-    pub async fn take_plan(&mut self) -> Option<Planned> {
-        match std::mem::replace(self.plan, PlanSlot::Taken) {
-            PlanSlot::Planning(handle) => handle.await.ok().flatten(),
-            other => {
-                *self.plan = other;
-                None
-            }
-        }
-    }
-}
-
-/// Where a planned-ahead batch's plan is.
-enum PlanSlot {
-    /// Nobody plans it ahead.
-    None,
-    /// Being made on a blocking thread.
-    Planning(tokio::task::JoinHandle<Option<Planned>>),
-    /// Taken by the target while it wrote the batch before.
-    Taken,
-}
-
-/// A batch planned ahead, for the target that planned it.
-pub type Planned = Box<dyn std::any::Any + Send>;
-
-/// Plans a batch ahead of its turn (see [`Target::planner`]).
-pub type Planner = Arc<dyn Fn(&[SourceTransaction]) -> Option<Planned> + Send + Sync>;
 
 /// Where the sequencer takes source transactions from, in source order: the source's queue
 /// ([`queue::QueueReceiver`]), or a channel.
@@ -117,22 +48,6 @@ impl Input for mpsc::Receiver<SourceTransaction> {
     fn try_recv(&mut self) -> Result<SourceTransaction, mpsc::error::TryRecvError> {
         mpsc::Receiver::try_recv(self)
     }
-}
-
-/// Where committed positions go.
-pub trait Checkpoints: Send {
-    /// Records a committed position; never called with a position before an earlier one.
-    fn save(&mut self, committed: Committed) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// A failed target transaction, classified once.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct TargetError {
-    /// What failed (names the table, and the key when known).
-    pub message: String,
-    /// Retrying may succeed (lost connection, serialization failure, deadlock).
-    pub transient: bool,
 }
 
 /// Why the sequencer stopped.
@@ -160,11 +75,24 @@ pub enum SequencerError {
         grace: Duration,
     },
     /// The checkpoint could not be written after a commit.
-    #[error("saving checkpoint {position} failed: {message}")]
+    #[error("saving checkpoint {position} failed")]
     Checkpoint {
         /// The committed position.
         position: String,
         /// Why.
+        #[source]
+        source: CheckpointError,
+    },
+    /// The target could not be opened.
+    #[error("opening the target failed: {message}")]
+    Open {
+        /// Why.
+        message: String,
+    },
+    /// A parallel-apply worker stopped without reporting (it panicked).
+    #[error("a parallel-apply worker stopped: {message}")]
+    Worker {
+        /// What the runtime said.
         message: String,
     },
 }
@@ -240,10 +168,10 @@ pub async fn run_immediate<I: Input, T: Target, C: Checkpoints>(
         let commit_nanos = batch.last().map_or(0, |tx| tx.commit_nanos);
         report.committed(rows, &last, commit_nanos);
         let committed = Committed::after_commit(last.clone()).committed_at(commit_nanos);
-        checkpoints.save(committed).await.map_err(|message| SequencerError::Checkpoint {
-            position: last.to_string(),
-            message,
-        })?;
+        checkpoints
+            .save(committed)
+            .await
+            .map_err(|source| SequencerError::Checkpoint { position: last.to_string(), source })?;
         if planner.is_some() {
             // Freeing a batch's rows costs as much as planning them.
             tokio::task::spawn_blocking(move || drop(batch));
@@ -371,10 +299,7 @@ async fn apply_with_retries<T: Target>(
 }
 
 pub mod config;
-pub mod mysql;
 pub mod parallel;
-pub mod postgres;
 pub mod queue;
-pub mod script_stage;
 pub mod shutdown;
 pub mod testing;

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::SequencerConfig;
 use super::{Checkpoints, Input, Progress, SequencerError, Target, run_immediate};
-use crate::staging::Committed;
+use crate::staging::{CheckpointError, Committed};
 use crate::types::mutation::{Position, SourceTransaction};
 
 /// Table → group, from foreign-key connectivity (undirected). Tables not listed fall in
@@ -64,10 +64,13 @@ struct WorkerCheckpoints {
 }
 
 impl Checkpoints for WorkerCheckpoints {
-    async fn save(&mut self, committed: Committed) -> Result<(), String> {
+    async fn save(&mut self, committed: Committed) -> Result<(), CheckpointError> {
         self.commits
             .send((self.worker, committed.position().clone(), committed.commit_nanos()))
-            .map_err(|_| "the coordinator stopped".to_owned())
+            .map_err(|_| CheckpointError {
+                message: "the coordinator stopped".to_owned(),
+                transient: false,
+            })
     }
 }
 
@@ -93,11 +96,9 @@ where
     let mut senders = Vec::new();
     let mut tasks: JoinSet<Result<Progress, SequencerError>> = JoinSet::new();
     for worker in 0..workers {
-        let mut target =
-            make_target(worker).await.map_err(|message| SequencerError::Checkpoint {
-                position: "start".into(),
-                message: format!("opening the target for worker {worker}: {message}"),
-            })?;
+        let mut target = make_target(worker).await.map_err(|message| SequencerError::Open {
+            message: format!("for worker {worker}: {message}"),
+        })?;
         let (sender, receiver) = mpsc::channel::<SourceTransaction>(16);
         senders.push(sender);
         let mut cp = WorkerCheckpoints { worker, commits: commits_tx.clone() };
@@ -164,7 +165,7 @@ where
                 match finished {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(SequencerError::Checkpoint { position: "worker".into(), message: e.to_string() }),
+                    Err(e) => return Err(SequencerError::Worker { message: e.to_string() }),
                 }
             },
             else => break,
@@ -192,7 +193,7 @@ async fn save_done<C: Checkpoints>(
         checkpoints
             .save(Committed::after_commit(p.clone()).committed_at(nanos))
             .await
-            .map_err(|message| SequencerError::Checkpoint { position: p.to_string(), message })?;
+            .map_err(|source| SequencerError::Checkpoint { position: p.to_string(), source })?;
         *last_saved = Some(p);
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! Test doubles for the sequencer's boundaries: a target that fails on cue and an in-memory
 //! checkpoint store. Used by the crate's tests and by integration tests.
 
-use super::{Checkpoints, Planned, Planner, Target, TargetError};
 use crate::staging::Committed;
+use crate::staging::{CheckpointError, Checkpoints};
+use crate::target::{Planned, Planner, Target, TargetError};
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 
 /// Records committed batches; fails the way it is told to.
@@ -98,7 +99,7 @@ pub struct MemoryCheckpoints {
 }
 
 impl Checkpoints for MemoryCheckpoints {
-    async fn save(&mut self, committed: Committed) -> Result<(), String> {
+    async fn save(&mut self, committed: Committed) -> Result<(), CheckpointError> {
         self.saved.push(committed.position().clone());
         Ok(())
     }

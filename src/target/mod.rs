@@ -1,5 +1,7 @@
-//! Target databases: introspection, the check before streaming, and the batched appliers per
-//! dialect. Which wire protocol a connection string speaks is [`crate::conn::Protocol`].
+//! Target databases: the [`Target`] contract the sequencer writes through, introspection, the
+//! check before streaming, and the batched appliers and writers per dialect
+//! ([`postgres::writer::PgTarget`], [`mysql::writer::MyTarget`]). Which wire protocol a
+//! connection string speaks is [`crate::conn::Protocol`].
 //!
 //! CockroachDB speaks the PostgreSQL protocol, so a `postgres://` URL may reach either; the
 //! difference is settled at connect time (from `version()`), not from the URL.
@@ -10,3 +12,88 @@ pub mod order;
 pub mod postgres;
 pub mod preflight;
 pub mod schema;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::types::mutation::SourceTransaction;
+
+/// Where batches are written: one call is one target transaction, committed when it returns
+/// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
+/// be idempotent (upserts and deletes by key).
+pub trait Target: Send {
+    /// Writes the mutations of `transactions` (in source order) in one target transaction and
+    /// commits it.
+    fn apply(
+        &mut self,
+        transactions: &[SourceTransaction],
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+
+    /// Plans batches ahead of their turn: the sequencer runs it on another thread while the
+    /// batch before is written, and hands the result to [`Target::apply_planned`]. `None` (the
+    /// default): this target plans in `apply`.
+    fn planner(&self) -> Option<Planner> {
+        None
+    }
+
+    /// Like [`Target::apply`], with what the planner made of `transactions` (`None` when it
+    /// could not plan them: `apply` then plans, and re-reads the schema if it must).
+    /// `upcoming` is the batch after this one: a target may start writing it before it
+    /// returns (taking its plan), as long as it commits it only in its own `apply_planned`,
+    /// after this batch committed.
+    fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+        upcoming: Option<Upcoming<'_>>,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send {
+        let _ = (planned, upcoming);
+        self.apply(transactions)
+    }
+}
+
+/// The batch after the one being applied, and its plan if it is ready.
+pub struct Upcoming<'a> {
+    /// Its transactions.
+    pub transactions: &'a [SourceTransaction],
+    pub(crate) plan: &'a mut PlanSlot,
+}
+
+impl Upcoming<'_> {
+    /// Its plan, once made (then it is the taker's; `None` if it could not be planned ahead).
+    pub async fn take_plan(&mut self) -> Option<Planned> {
+        match std::mem::replace(self.plan, PlanSlot::Taken) {
+            PlanSlot::Planning(handle) => handle.await.ok().flatten(),
+            other => {
+                *self.plan = other;
+                None
+            }
+        }
+    }
+}
+
+/// Where a planned-ahead batch's plan is.
+pub(crate) enum PlanSlot {
+    /// Nobody plans it ahead.
+    None,
+    /// Being made on a blocking thread.
+    Planning(tokio::task::JoinHandle<Option<Planned>>),
+    /// Taken by the target while it wrote the batch before.
+    Taken,
+}
+
+/// A batch planned ahead, for the target that planned it.
+pub type Planned = Box<dyn std::any::Any + Send>;
+
+/// Plans a batch ahead of its turn (see [`Target::planner`]).
+pub type Planner = Arc<dyn Fn(&[SourceTransaction]) -> Option<Planned> + Send + Sync>;
+
+/// A failed target transaction, classified once.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    /// What failed (names the table, and the key when known).
+    pub message: String,
+    /// Retrying may succeed (lost connection, serialization failure, deadlock).
+    pub transient: bool,
+}

@@ -43,8 +43,8 @@
 //! once everything before has committed; with a userscript it stops with an error naming the
 //! tables. Sequences, DDL and large objects are not replicated: pgoutput does not carry them.
 
+pub mod forward;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;
-pub mod stage;
 pub mod stream;

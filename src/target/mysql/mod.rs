@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod writer;
+
 use mysql_async::prelude::Queryable;
 
 use super::batch::{ApplyError, Cell, delete_keys, rounds, table_order, upserts_by_columns};

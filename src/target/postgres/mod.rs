@@ -1,10 +1,12 @@
-//! PostgreSQL and CockroachDB targets: value codec and the userscript's view of the target
-//! transaction. (The applier and introspection arrive with the replication core.)
+//! PostgreSQL and CockroachDB targets: introspection, the batched applier, its value codec,
+//! the [`writer::PgTarget`] the sequencer writes through, and the userscript's view of the
+//! target transaction.
 
 pub mod apply;
 pub mod codec;
 pub mod introspect;
 mod script_host;
+pub mod writer;
 
 pub use script_host::{PgScriptHost, Writer, row_writer};
 

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
-use super::script_stage::table_level;
-use super::{Planned, Planner, Target, TargetError, Upcoming};
 use crate::conn::ConnString;
+use crate::script::transform::table_level;
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
 use crate::target::batch::Grouping;
 use crate::target::postgres::PgScriptHost;
@@ -21,6 +20,7 @@ use crate::target::postgres::apply::{
     plan, render, start,
 };
 use crate::target::postgres::introspect::{Schema, introspect};
+use crate::target::{Planned, Planner, Target, TargetError, Upcoming};
 use crate::types::mutation::{Mutation, Op, Position, SourceTransaction};
 use crate::types::{Name, Row, Value};
 
@@ -626,58 +626,5 @@ impl Target for PgTarget {
             metrics.count_applied(self.schema.label(), &s.table, s.op, s.rows);
         }
         Ok(())
-    }
-}
-
-/// [`super::Checkpoints`] in staging's `memo`, on its own connection (replaced by a new one
-/// when it is lost, if [`StagingCheckpoints::with_reconnect`] says where).
-pub struct StagingCheckpoints {
-    client: Client,
-    store: crate::staging::CheckpointStore,
-    reconnect: Option<ConnString>,
-}
-
-impl StagingCheckpoints {
-    /// Saves through `store` on `client` (the staging database).
-    pub fn new(client: Client, store: crate::staging::CheckpointStore) -> Self {
-        Self { client, store, reconnect: None }
-    }
-
-    /// Opens a new connection to `conn` when the current one is lost.
-    pub fn with_reconnect(mut self, conn: ConnString) -> Self {
-        self.reconnect = Some(conn);
-        self
-    }
-}
-
-impl StagingCheckpoints {
-    /// Saves `committed`; the error says whether trying again may succeed (`true`: staging was
-    /// unreachable or the connection broke).
-    pub async fn store(
-        &mut self,
-        committed: &crate::staging::Committed,
-    ) -> Result<(), (String, bool)> {
-        if self.client.is_closed()
-            && let Some(conn) = &self.reconnect
-        {
-            self.client = crate::conn::postgres::connect(conn).await.map_err(|e| {
-                let message = format!(
-                    "the staging connection was lost, and reconnecting failed: {}",
-                    crate::error::with_causes(&e)
-                );
-                (message, true)
-            })?;
-            tracing::info!("the staging connection was lost; saving checkpoints on a new one");
-        }
-        self.store
-            .save(&self.client, committed)
-            .await
-            .map_err(|e| (crate::error::with_causes(&e), e.is_transient()))
-    }
-}
-
-impl super::Checkpoints for StagingCheckpoints {
-    async fn save(&mut self, committed: crate::staging::Committed) -> Result<(), String> {
-        self.store(&committed).await.map_err(|(message, _)| message)
     }
 }

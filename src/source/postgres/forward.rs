@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::pgoutput::{Decoded, ToastedKeyChange};
 use super::stream::end_lsn;
+use crate::script::transform::schema_level;
 use crate::script::{ScriptPool, SourceTag};
 use crate::sequencer::queue::QueueSender;
-use crate::sequencer::script_stage::schema_level;
 use crate::target::postgres::introspect::introspect;
 use crate::target::postgres::quote_ident;
 use crate::types::Value;

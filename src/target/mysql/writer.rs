@@ -1,12 +1,12 @@
 //! A MySQL/MariaDB [`Target`]: batches planned by the MySQL applier, written in one
 //! transaction; the schema is re-read when a write names an unknown table or column.
 
-use super::{Target, TargetError};
 use crate::conn::mysql::MyParams;
 use crate::target::batch::ApplyError;
 use crate::target::batch::Grouping;
 use crate::target::mysql::{MAX_PLACEHOLDERS, Statement, execute, introspect, is_lost, plan};
 use crate::target::schema::Schema;
+use crate::target::{Target, TargetError};
 use crate::types::mutation::{Mutation, SourceTransaction};
 
 /// Writes batches into one MySQL/MariaDB database.
