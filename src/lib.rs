@@ -41,6 +41,7 @@ pub mod conn;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod script;
 pub mod sequencer;
 pub mod server;

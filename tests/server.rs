@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use replicator::server::{HealthCheck, serve_metrics};
+use replicator::server::{HealthCheck, HealthError, serve_metrics};
 use replicator::target::Target;
 use replicator::target::postgres::apply::Dialect;
 use replicator::target::postgres::writer::PgTarget;
@@ -36,9 +36,9 @@ fn pg_check(url: String) -> HealthCheck {
         Box::pin(async move {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(HealthError::new)?;
             tokio::spawn(conn);
-            client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| e.to_string())
+            client.simple_query("SELECT 1").await.map(|_| ()).map_err(HealthError::new)
         })
     })
 }

@@ -16,6 +16,7 @@ use super::values::{ConnStringParser, Period, go_bool, go_duration, go_period};
 use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::error::RetryConfig;
+use crate::pipeline::config::{MetricsConfig, StagingConfig, TargetConfig};
 use crate::sequencer::SequencerConfig;
 use crate::types::duration::format as format_duration;
 use crate::types::name::DottedName;
@@ -24,10 +25,6 @@ use crate::types::name::DottedName;
 pub const DEFAULT_TARGET_MAX_POOL_SIZE: u32 = 128;
 /// Default `--schemaRefresh`.
 pub const DEFAULT_SCHEMA_REFRESH: Duration = Duration::from_secs(60);
-/// Default staging schema on PostgreSQL (a schema in the staging connection's database).
-pub const DEFAULT_STAGING_SCHEMA_POSTGRES: &str = "_replicator";
-/// Default staging schema on CockroachDB (MOLT's).
-pub const DEFAULT_STAGING_SCHEMA_COCKROACH: &str = "_replicator.public";
 /// Default `--flushSize`.
 pub const DEFAULT_FLUSH_SIZE: usize = 1_000;
 /// Default `--flushPeriod`.
@@ -141,21 +138,6 @@ pub struct TargetArgs {
     pub schema_refresh: Period,
 }
 
-/// A validated target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetConfig {
-    /// Where to write.
-    pub conn: ConnString,
-    /// The protocol `conn` speaks.
-    pub protocol: Protocol,
-    /// `[db, schema]` for PostgreSQL/CockroachDB, `[database]` for MySQL/MariaDB and Oracle.
-    pub schema: DottedName,
-    /// Target pool size.
-    pub max_pool_size: u32,
-    /// Periodic schema re-read; `None` when off.
-    pub schema_refresh: Option<Duration>,
-}
-
 impl TargetArgs {
     /// Checks the URL's protocol and that `--targetSchema` has the parts that protocol uses.
     ///
@@ -233,19 +215,6 @@ pub struct StagingArgs {
         action = ArgAction::Set, value_parser = go_bool
     )]
     pub staging_create_schema: bool,
-}
-
-/// A validated staging location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StagingConfig {
-    /// The staging database (PostgreSQL protocol).
-    pub conn: ConnString,
-    /// The schema as given; `None` means the default, which depends on whether the server is
-    /// PostgreSQL ([`DEFAULT_STAGING_SCHEMA_POSTGRES`]) or CockroachDB
-    /// ([`DEFAULT_STAGING_SCHEMA_COCKROACH`]), known once connected.
-    pub schema: Option<DottedName>,
-    /// Create the schema if missing.
-    pub create_schema: bool,
 }
 
 impl StagingArgs {
@@ -425,13 +394,6 @@ pub struct MetricsArgs {
     /// Serve /_/varz (Prometheus), /_/healthz and /_/status (JSON) on host:port or :port, e.g. :30005 (default: off)
     #[arg(long = "metricsAddr", value_name = "[HOST]:PORT")]
     pub metrics_addr: Option<String>,
-}
-
-/// Where metrics are served, if anywhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricsConfig {
-    /// `host:port` to listen on (`:port` becomes `0.0.0.0:port`).
-    pub addr: Option<String>,
 }
 
 impl MetricsArgs {

@@ -16,7 +16,31 @@ use tokio::net::TcpListener;
 
 /// A dependency `/_/healthz` checks (the target and staging databases).
 pub type HealthCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), HealthError>> + Send>> + Send + Sync>;
+
+/// Why a dependency did not answer.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct HealthError(Box<dyn std::error::Error + Send + Sync>);
+
+impl HealthError {
+    /// Wraps the failure.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+/// Checks a PostgreSQL-protocol database (the target, staging) answers `SELECT 1` on a new
+/// connection.
+pub fn postgres_check(conn: crate::conn::ConnString) -> HealthCheck {
+    Arc::new(move || {
+        let conn = conn.clone();
+        Box::pin(async move {
+            let client = crate::conn::postgres::connect(&conn).await.map_err(HealthError::new)?;
+            client.simple_query("SELECT 1").await.map(|_| ()).map_err(HealthError::new)
+        })
+    })
+}
 
 #[derive(Clone)]
 struct Checks {
@@ -32,7 +56,10 @@ async fn healthz(State(state): State<Checks>) -> impl IntoResponse {
     for (name, check) in &state.checks {
         match tokio::time::timeout(state.timeout, check()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {e}\n")),
+            Ok(Err(e)) => {
+                let why = crate::error::with_causes(&e);
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {why}\n"));
+            }
             Err(_) => {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -54,6 +54,7 @@ pub mod gtid;
 pub mod preflight;
 pub mod rows;
 pub mod schema;
+pub mod source;
 pub mod stream;
 
 /// Which server speaks.
@@ -84,3 +85,5 @@ impl std::fmt::Display for Flavor {
         })
     }
 }
+
+pub use source::{MySource, MySourceConfig};

@@ -47,4 +47,7 @@ pub mod forward;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;
+pub mod source;
 pub mod stream;
+
+pub use source::{PgSource, PgSourceConfig};

@@ -62,6 +62,18 @@ pub enum PreflightError {
         /// The connection's database.
         current: String,
     },
+    /// Tables with the same name in several schemas, without a userscript to route them.
+    #[error(
+        "publication {publication:?} has tables with the same name in several schemas ({tables}): \
+         they would all write the same target table. Publish only one of each, or route them \
+         apart with a --userscript (such tables then reach it as schema.table)"
+    )]
+    SameNames {
+        /// The publication.
+        publication: String,
+        /// `a.t and b.t; …`.
+        tables: String,
+    },
     /// A query failed.
     #[error("checking the source failed: {0}")]
     Query(String),
@@ -81,7 +93,8 @@ pub fn check_wal_level(value: &str) -> Result<(), PreflightError> {
     if value == "logical" { Ok(()) } else { Err(PreflightError::WalLevel(value.to_owned())) }
 }
 
-fn query(e: tokio_postgres::Error) -> PreflightError {
+/// A failed query, as a preflight error.
+pub(crate) fn query(e: tokio_postgres::Error) -> PreflightError {
     PreflightError::Query(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
 }
 

@@ -15,6 +15,7 @@ use super::pgoutput::{Decoded, Decoder};
 use super::replication::{Replicated, ReplicationConn, ReplicationError};
 use crate::conn::postgres::PgParams;
 use crate::error::RetryConfig;
+use crate::source::{Session as SourceSession, reconnect};
 use crate::types::mutation::Position;
 use crate::types::position::PgLsn;
 
@@ -95,57 +96,62 @@ pub async fn run(
     config: StreamConfig,
     out: mpsc::Sender<Decoded>,
     committed: watch::Receiver<PgLsn>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), StreamError> {
-    let metrics = crate::metrics::global();
-    let mut delivered = config.start;
-    let mut attempt: u32 = 0;
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        let mut session =
-            Session { config: &config, delivered, committed: committed.clone(), connected: false };
-        let result = session.run(&out, &mut stop).await;
-        delivered = session.delivered;
-        if session.connected {
-            attempt = 0;
-        }
-        let error = match result {
-            Ok(()) => return Ok(()),
-            Err(SessionError::Decode(message)) => {
-                return Err(StreamError::Decode { after: delivered, message });
+    let dials = &crate::metrics::global().pglogical_dial_failure_total;
+    let (config, out) = (&config, &out);
+    // The slot keeps the WAL while we are away: a transient failure is retried for as long as
+    // it lasts.
+    reconnect(
+        "replication connection",
+        &config.retry,
+        stop,
+        dials,
+        config.start,
+        |delivered, mut stop| {
+            let committed = committed.clone();
+            async move {
+                let mut session = Session { config, delivered, committed, connected: false };
+                let result = session.run(out, &mut stop).await;
+                let (delivered, connected) = (session.delivered, session.connected);
+                let failed = |error, transient| SourceSession::Failed {
+                    error,
+                    transient,
+                    connected,
+                    wait: None,
+                };
+                let outcome = match result {
+                    Ok(()) => SourceSession::Done,
+                    Err(SessionError::Decode(message)) => {
+                        failed(StreamError::Decode { after: delivered, message }, false)
+                    }
+                    Err(SessionError::Replication(ReplicationError::Server { code, message }))
+                        if code == "42704"
+                            && message
+                                .contains(&format!("publication \"{}\"", config.publication)) =>
+                    {
+                        // The preflight saw the publication: the slot's historic snapshot does not.
+                        let error = StreamError::PublicationAfterSlot {
+                            slot: config.slot.clone(),
+                            publication: config.publication.clone(),
+                            position: delivered,
+                            message,
+                        };
+                        failed(error, false)
+                    }
+                    Err(SessionError::Replication(e)) => {
+                        let transient = e.is_transient();
+                        failed(
+                            StreamError::Replication { slot: config.slot.clone(), source: e },
+                            transient,
+                        )
+                    }
+                };
+                (delivered, outcome)
             }
-            Err(SessionError::Replication(e)) => e,
-        };
-        if !session.connected {
-            metrics.pglogical_dial_failure_total.inc();
-        }
-        // The slot keeps the WAL while we are away: a transient failure is retried for as long
-        // as it lasts.
-        if let ReplicationError::Server { code, message } = &error
-            && code == "42704"
-            && message.contains(&format!("publication \"{}\"", config.publication))
-        {
-            // The preflight saw the publication: the slot's historic snapshot does not.
-            return Err(StreamError::PublicationAfterSlot {
-                slot: config.slot.clone(),
-                publication: config.publication.clone(),
-                position: delivered,
-                message: message.clone(),
-            });
-        }
-        if !error.is_transient() {
-            return Err(StreamError::Replication { slot: config.slot.clone(), source: error });
-        }
-        let delay = config.retry.backoff(attempt).max(Duration::from_millis(100));
-        tracing::warn!(error = %error, retry_in = ?delay, attempt = attempt + 1, "replication connection lost; reconnecting");
-        attempt += 1;
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-    }
+        },
+    )
+    .await
 }
 
 enum SessionError {

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod codec;
 pub mod introspect;
+pub mod ops;
 mod script_host;
 pub mod writer;
 
