@@ -18,6 +18,7 @@ use super::rows::{self, Problem, RowError};
 use super::schema::{Catalog, SchemaError, TableInfo};
 use crate::conn::mysql::MyParams;
 use crate::error::RetryConfig;
+use crate::source::{Session as SourceSession, reconnect};
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 use crate::types::position::GtidSet;
 
@@ -348,85 +349,89 @@ pub fn is_transient(error: &mysql_async::Error) -> bool {
 pub async fn run(
     config: StreamConfig,
     out: mpsc::Sender<Decoded>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     memo: (String, String),
 ) -> Result<(), StreamError> {
-    let metrics = crate::metrics::global();
-    let mut assembler: Option<Assembler> = None;
-    let mut attempt: u32 = 0;
-    // Consecutive sessions ended by another replica with our server id (MySQL error 4052).
-    let mut same_id: u32 = 0;
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        let mut connected = false;
-        let result = session(&config, &mut assembler, &out, &mut stop, &mut connected).await;
-        let kicked = matches!(&result, Err(SessionError::Binlog(mysql_async::Error::Server(e))) if e.code == SAME_SERVER_ID);
-        same_id = if kicked { same_id + 1 } else { 0 };
-        if connected && !kicked {
-            attempt = 0;
-        } else if !connected {
-            metrics.mylogical_dial_failure_total.inc();
-        }
-        let position = assembler
-            .as_ref()
-            .map_or_else(|| config.start.to_string(), |a| a.position().to_string());
-        let error = match result {
-            Ok(()) => return Ok(()),
-            Err(SessionError::Assemble(source)) => {
-                return Err(StreamError::Decode { after: position, source });
+    let dials = &crate::metrics::global().mylogical_dial_failure_total;
+    let (config, out, memo) = (&config, &out, &memo);
+    // The decoder's state, and how many sessions in a row another replica with our server id
+    // ended (MySQL error 4052).
+    let state: (Option<Assembler>, u32) = (None, 0);
+    reconnect(
+        "binlog connection",
+        &config.retry,
+        stop,
+        dials,
+        state,
+        |(mut assembler, same_id), mut stop| async move {
+            let mut connected = false;
+            let result = session(config, &mut assembler, out, &mut stop, &mut connected).await;
+            let position = assembler
+                .as_ref()
+                .map_or_else(|| config.start.to_string(), |a| a.position().to_string());
+            let failed = |error, transient, wait| SourceSession::Failed {
+                error,
+                transient,
+                connected,
+                wait,
+            };
+            let error = match result {
+                Ok(()) => return ((assembler, 0), SourceSession::Done),
+                Err(SessionError::Assemble(source)) => {
+                    return (
+                        (assembler, 0),
+                        failed(StreamError::Decode { after: position, source }, false, None),
+                    );
+                }
+                Err(SessionError::Binlog(e)) => e,
+            };
+            if let mysql_async::Error::Server(server) = &error
+                && server.code == 1236
+            {
+                let error = StreamError::Unavailable {
+                    position,
+                    message: server.message.clone(),
+                    memo: memo.0.clone(),
+                    key: memo.1.clone(),
+                };
+                return ((assembler, 0), failed(error, false, None));
             }
-            Err(SessionError::Binlog(e)) => e,
-        };
-        if let mysql_async::Error::Server(server) = &error
-            && server.code == 1236
-        {
-            return Err(StreamError::Unavailable {
-                position,
-                message: server.message.clone(),
-                memo: memo.0,
-                key: memo.1,
-            });
-        }
-        if !is_transient(&error) {
-            return Err(StreamError::Binlog { server: config.params.address(), source: error });
-        }
-        if let Some(a) = &mut assembler {
-            a.reset_session();
-        }
-        if same_id > 0 {
-            // Two replicas with one server id take turns kicking each other off. A server that
-            // still holds the id of a process killed a moment ago lets go on the first retry
-            // or two; past that, another replica is connected: back off, and say what to change.
-            let delay = SAME_ID_BACKOFF
-                .saturating_mul(1 << same_id.saturating_sub(1).min(5))
-                .min(SAME_ID_MAX_BACKOFF);
-            if same_id >= 2 {
-                tracing::warn!(
-                    server_id = config.server_id,
-                    retry_in = ?delay,
-                    "another replica is connected to the source with this server id (MySQL error \
-                     4052), and each connection ends the other's: give every replicator and replica \
-                     of this source its own --replicationProcessID"
-                );
-            } else {
-                tracing::info!(server_id = config.server_id, retry_in = ?delay, "the source still serves this server id to another connection; retrying");
+            let transient = is_transient(&error);
+            if transient && let Some(a) = &mut assembler {
+                a.reset_session();
             }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = stop.changed() => return Ok(()),
-            }
-            continue;
-        }
-        let delay = config.retry.backoff(attempt).max(Duration::from_millis(100));
-        tracing::warn!(error = %crate::error::with_causes(&error), retry_in = ?delay, attempt = attempt + 1, "binlog connection lost; reconnecting");
-        attempt += 1;
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return Ok(()),
-        }
+            let kicked =
+                matches!(&error, mysql_async::Error::Server(e) if e.code == SAME_SERVER_ID);
+            let same_id = if kicked { same_id + 1 } else { 0 };
+            let wait = kicked.then(|| same_server_id(config.server_id, same_id));
+            let error = StreamError::Binlog { server: config.params.address(), source: error };
+            ((assembler, same_id), failed(error, transient, wait))
+        },
+    )
+    .await
+}
+
+/// How long to wait after the `times`-th session in a row that another connection with our
+/// server id ended (MySQL error 4052). Two replicas with one server id take turns kicking
+/// each other off. A server that still holds the id of a process killed a moment ago lets go
+/// on the first retry or two; past that, another replica is connected: back off, and say what
+/// to change.
+fn same_server_id(server_id: u32, times: u32) -> Duration {
+    let delay = SAME_ID_BACKOFF
+        .saturating_mul(1 << times.saturating_sub(1).min(5))
+        .min(SAME_ID_MAX_BACKOFF);
+    if times >= 2 {
+        tracing::warn!(
+            server_id,
+            retry_in = ?delay,
+            "another replica is connected to the source with this server id (MySQL error \
+             4052), and each connection ends the other's: give every replicator and replica \
+             of this source its own --replicationProcessID"
+        );
+    } else {
+        tracing::info!(server_id, retry_in = ?delay, "the source still serves this server id to another connection; retrying");
     }
+    delay
 }
 
 enum SessionError {
