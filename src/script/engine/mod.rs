@@ -10,6 +10,15 @@
 //! enforced by QuickJS's interrupt handler (an endless loop is stopped and cannot catch it);
 //! time spent in [`WriteHost`] calls does not count. A failed call leaves the engine usable.
 
+mod error;
+mod loader;
+mod natives;
+
+pub use error::{ScriptError, format_bytes};
+use error::{call_error, load_error};
+use loader::{ScriptLoader, ScriptResolver};
+use natives::install_natives;
+
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
@@ -17,159 +26,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rquickjs::FromJs as _;
-use rquickjs::loader::{Loader, Resolver};
 use rquickjs::{
-    Array, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise, Runtime,
-    Value as JsValue,
+    Array, Context, Ctx, Function, Module, Object, Persistent, Promise, Runtime, Value as JsValue,
 };
 
-use super::compile::{BUILTIN_MODULES, CompileError, CompiledScript, Location, compile_script};
-use super::convert::{
-    BatchEncoder, FromJsConverter, columns_to_js, ops_to_js, strings_to_js, value_to_js,
-};
-use super::exact::{json_originals, keep_ops_text, keep_row_text};
+use super::compile::{CompiledScript, compile_script};
+use super::convert::{BatchEncoder, FromJsConverter, ops_to_js, strings_to_js};
+use super::exact::{json_originals, keep_row_text};
 use super::host::{RowOp, WriteHost};
 use super::{Api, Limits, Meta, Op, Routed};
-use crate::types::duration::format as format_duration;
-use crate::types::{Row, Value};
+use crate::types::Row;
 
-const CORE_JS: &str = include_str!("../../runtime/core.js");
-const V2_JS: &str = include_str!("../../runtime/v2.js");
-const V1_JS: &str = include_str!("../../runtime/v1.js");
-const FREEZE_JS: &str = include_str!("../../runtime/freeze.js");
-const CORE_MODULE: &str = "replicator:core";
+const CORE_JS: &str = include_str!("../../../runtime/core.js");
+pub(super) const V2_JS: &str = include_str!("../../../runtime/v2.js");
+pub(super) const V1_JS: &str = include_str!("../../../runtime/v1.js");
+const FREEZE_JS: &str = include_str!("../../../runtime/freeze.js");
+pub(super) const CORE_MODULE: &str = "replicator:core";
 /// Replaces `Date` with a subclass whose "now" is fixed (before builtins are frozen).
 const FIXED_CLOCK_JS: &str = "(() => { const fixed = FIXED_MS; \
     class Date extends globalThis.Date { \
       constructor(...args) { if (args.length === 0) super(fixed); else super(...args); } \
       static now() { return fixed; } } \
     globalThis.Date = Date; })();";
-const NATIVE_GLOBAL: &str = "__replicator_native";
-const FAILURE: &str = "__replicator_failure";
-
-/// Why a script failed to load or a call failed. Every variant names the script.
-#[derive(Debug, thiserror::Error)]
-pub enum ScriptError {
-    /// Syntax error, unreadable file, forbidden import.
-    #[error(transparent)]
-    Compile(#[from] CompileError),
-    /// The script threw while loading, or configured something invalid.
-    #[error("userscript {script} failed to load{}: {message}", at(location))]
-    Load {
-        /// The entry file.
-        script: String,
-        /// What went wrong.
-        message: String,
-        /// Where, in the TypeScript source.
-        location: Option<Location>,
-    },
-    /// A handler threw (or its promise rejected).
-    #[error("userscript {script}: {handler} threw{}{}: {message}", row_part(*row), at(location))]
-    Thrown {
-        /// The entry file.
-        script: String,
-        /// Which handler, e.g. `onRowUpsert for table "orders"`.
-        handler: String,
-        /// The JavaScript message (`Error: …`).
-        message: String,
-        /// Where it was thrown, in the TypeScript source.
-        location: Option<Location>,
-        /// The row of the batch being handled, when known (0-based).
-        row: Option<usize>,
-    },
-    /// A handler ran past `--userscriptTimeout`.
-    #[error(
-        "userscript {script}: {handler} ran longer than --userscriptTimeout ({}) and was stopped; \
-         make it faster or raise the limit",
-        format_duration(*limit)
-    )]
-    Timeout {
-        /// The entry file.
-        script: String,
-        /// Which handler.
-        handler: String,
-        /// The limit.
-        limit: Duration,
-    },
-    /// A handler exhausted `--userscriptMaxMemory`.
-    #[error(
-        "userscript {script}: {handler} ran out of memory (--userscriptMaxMemory {}) and was \
-         stopped; use less memory or raise the limit",
-        format_bytes(*limit)
-    )]
-    Memory {
-        /// The entry file.
-        script: String,
-        /// Which handler.
-        handler: String,
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// A handler returned something that is not what it must return.
-    #[error("userscript {script}: {handler}{}: {problem}", row_part(*row))]
-    Return {
-        /// The entry file.
-        script: String,
-        /// Which handler.
-        handler: String,
-        /// The row of the batch, when known (0-based).
-        row: Option<usize>,
-        /// What is wrong.
-        problem: String,
-    },
-    /// The caller asked for something the script did not configure.
-    #[error("userscript {script}: {message}")]
-    NotConfigured {
-        /// The entry file.
-        script: String,
-        /// What is missing.
-        message: String,
-    },
-    /// The engine itself failed (a bug, or QuickJS refused to start).
-    #[error("userscript {script}: JavaScript engine error: {message}")]
-    Engine {
-        /// The entry file.
-        script: String,
-        /// QuickJS's message.
-        message: String,
-    },
-}
-
-fn at(location: &Option<Location>) -> String {
-    location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
-}
-
-fn row_part(row: Option<usize>) -> String {
-    row.map(|r| format!(" on row {} of the batch", r + 1)).unwrap_or_default()
-}
-
-impl ScriptError {
-    /// Names the failing row the way the caller knows it (`on table "orders", key [42]`)
-    /// instead of by its place in the batch, when the error points at a row: `describe` gets
-    /// its index.
-    pub fn describe_row(mut self, describe: impl FnOnce(usize) -> Option<String>) -> Self {
-        if let ScriptError::Thrown { row, handler, .. } | ScriptError::Return { row, handler, .. } =
-            &mut self
-            && let Some(described) = row.and_then(describe)
-        {
-            *handler = format!("{handler} on {described}");
-            *row = None;
-        }
-        self
-    }
-}
-
-/// `256MiB`, `1GiB`, `512KiB` or bytes.
-pub fn format_bytes(bytes: usize) -> String {
-    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (size, unit) in UNITS {
-        if bytes >= size && bytes.is_multiple_of(size) {
-            return format!("{}{unit}", bytes / size);
-        }
-    }
-    format!("{bytes}B")
-}
+pub(super) const NATIVE_GLOBAL: &str = "__replicator_native";
+pub(super) const FAILURE: &str = "__replicator_failure";
 
 /// How to build an engine.
 #[derive(Debug, Clone, Default)]
@@ -229,7 +109,7 @@ impl Configured {
 }
 
 /// The per-call deadline, read by QuickJS's interrupt handler.
-struct Deadline {
+pub(super) struct Deadline {
     start: Instant,
     /// Nanoseconds since `start` after which the call is stopped; 0 means no deadline.
     until: AtomicU64,
@@ -281,12 +161,12 @@ struct Entry {
 /// What the running `onWrite` reaches: the target transaction, and the JSON columns of the
 /// rows it received, by key (see [`super::exact::keep_ops_text`]).
 #[derive(Default)]
-struct HostState {
+pub(super) struct HostState {
     host: RefCell<Option<Box<dyn WriteHost>>>,
     originals: RefCell<Vec<(Vec<String>, Row)>>,
 }
 
-type HostSlot = Rc<HostState>;
+pub(super) type HostSlot = Rc<HostState>;
 
 /// One JavaScript engine with a userscript loaded. Not `Send`: keep it on one thread.
 pub struct Engine {
@@ -685,411 +565,4 @@ fn read_configured(described: &Object<'_>) -> rquickjs::Result<Configured> {
         });
     }
     Ok(configured)
-}
-
-/// The thrown value of a failed call, unwrapped from the glue's `{__replicator_failure}`.
-struct Thrown {
-    message: String,
-    stack: Option<String>,
-    row: Option<usize>,
-    out_of_memory: bool,
-}
-
-fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> Thrown {
-    let mut row = None;
-    let value = match error {
-        rquickjs::Error::Exception => ctx.catch(),
-        rquickjs::Error::Allocation => {
-            return Thrown {
-                message: "out of memory".into(),
-                stack: None,
-                row,
-                out_of_memory: true,
-            };
-        }
-        other => {
-            return Thrown { message: other.to_string(), stack: None, row, out_of_memory: false };
-        }
-    };
-    let mut value = value;
-    if let Some(object) = value.as_object()
-        && object.get::<_, bool>(FAILURE).unwrap_or(false)
-    {
-        row = object.get::<_, i64>("index").ok().and_then(|i| usize::try_from(i).ok());
-        value = object.get("error").unwrap_or(value.clone());
-    }
-    if let Some(exception) = value.as_exception() {
-        let name: String = exception.get("name").unwrap_or_else(|_| "Error".into());
-        let message = exception.message().unwrap_or_default();
-        let out_of_memory = message == "out of memory";
-        return Thrown {
-            message: if message.is_empty() { name } else { format!("{name}: {message}") },
-            stack: exception.stack(),
-            row,
-            out_of_memory,
-        };
-    }
-    let message = rquickjs::convert::Coerced::<String>::from_js(ctx, value)
-        .map(|c| c.0)
-        .unwrap_or_else(|_| "a value that cannot be shown".into());
-    Thrown {
-        message: format!(
-            "{message} (a non-Error value was thrown: throw new Error(…) to get file:line:col)"
-        ),
-        stack: None,
-        row,
-        out_of_memory: false,
-    }
-}
-
-/// The first stack frame in one of the script's own modules, mapped to the TypeScript source.
-fn user_location(script: &CompiledScript, stack: Option<&str>) -> Option<Location> {
-    for line in stack?.lines() {
-        let frame = line.trim().trim_end_matches(')');
-        let frame = frame.rsplit_once('(').map_or(frame.trim_start_matches("at "), |(_, f)| f);
-        let mut parts = frame.rsplitn(3, ':');
-        let (Some(col), Some(line_no), Some(file)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let (Ok(line_no), Ok(col)) = (line_no.parse::<u32>(), col.parse::<u32>()) else { continue };
-        if script.modules.contains_key(file) {
-            return script.original_location(file, line_no, col).or(Some(Location {
-                file: file.to_owned(),
-                line: line_no,
-                column: col,
-            }));
-        }
-    }
-    None
-}
-
-fn call_error(
-    ctx: &Ctx<'_>,
-    error: rquickjs::Error,
-    script: &CompiledScript,
-    deadline: &Deadline,
-    limits: Limits,
-    handler: &str,
-) -> ScriptError {
-    let name = script.entry.clone();
-    let handler = handler.to_owned();
-    let t = thrown(ctx, error);
-    if deadline.fired.load(Ordering::Relaxed) {
-        return ScriptError::Timeout { script: name, handler, limit: limits.timeout };
-    }
-    if t.out_of_memory {
-        return ScriptError::Memory { script: name, handler, limit: limits.max_memory };
-    }
-    let location = user_location(script, t.stack.as_deref());
-    ScriptError::Thrown { script: name, handler, message: t.message, location, row: t.row }
-}
-
-fn load_error(
-    ctx: &Ctx<'_>,
-    error: rquickjs::Error,
-    script: &CompiledScript,
-    deadline: &Deadline,
-    limits: Limits,
-) -> ScriptError {
-    match call_error(ctx, error, script, deadline, limits, "top-level code") {
-        ScriptError::Thrown { script, message, location, .. } => {
-            ScriptError::Load { script, message, location }
-        }
-        other => other,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Native ops
-
-fn install_natives<'js>(
-    ctx: &Ctx<'js>,
-    script: &str,
-    host: &HostSlot,
-    deadline: &Arc<Deadline>,
-    set_options: &Rc<RefCell<Vec<(String, String)>>>,
-    known_flags: &Rc<Vec<String>>,
-    uuid_seed: Option<u64>,
-) -> rquickjs::Result<()> {
-    let native = Object::new(ctx.clone())?;
-    let min_level = if tracing::enabled!(target: "replicator::userscript", tracing::Level::TRACE) {
-        0
-    } else if tracing::enabled!(target: "replicator::userscript", tracing::Level::DEBUG) {
-        1
-    } else if tracing::enabled!(target: "replicator::userscript", tracing::Level::INFO) {
-        2
-    } else if tracing::enabled!(target: "replicator::userscript", tracing::Level::WARN) {
-        3
-    } else {
-        4
-    };
-    native.set("minLevel", min_level)?;
-
-    let script_name = script.to_owned();
-    native.set(
-        "log",
-        Function::new(ctx.clone(), move |level: i32, text: String| {
-            let script = script_name.as_str();
-            match level {
-                0 => tracing::trace!(target: "replicator::userscript", script, "{text}"),
-                1 => tracing::debug!(target: "replicator::userscript", script, "{text}"),
-                2 => tracing::info!(target: "replicator::userscript", script, "{text}"),
-                3 => tracing::warn!(target: "replicator::userscript", script, "{text}"),
-                _ => tracing::error!(target: "replicator::userscript", script, "{text}"),
-            }
-        })?,
-    )?;
-
-    let (options, known) = (set_options.clone(), known_flags.clone());
-    native.set(
-        "setOption",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, key: String, value: String| -> rquickjs::Result<()> {
-                let flag = key.trim_start_matches('-');
-                if !known.iter().any(|k| k == flag) {
-                    let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
-                    names.sort_unstable();
-                    return Err(Exception::throw_message(
-                        &ctx,
-                        &format!(
-                            "setOptions: unknown flag {key:?}; flags this command takes: {}",
-                            names.join(", ")
-                        ),
-                    ));
-                }
-                options.borrow_mut().push((flag.to_owned(), value));
-                Ok(())
-            },
-        )?,
-    )?;
-
-    let seeded = uuid_seed.map(|seed| Rc::new(std::cell::Cell::new(seed)));
-    native.set(
-        "randomUUID",
-        Function::new(ctx.clone(), move || match &seeded {
-            None => uuid::Uuid::new_v4().to_string(),
-            Some(state) => {
-                let mut bytes = [0u8; 16];
-                for half in bytes.chunks_mut(8) {
-                    half.copy_from_slice(&splitmix64(state).to_le_bytes());
-                }
-                uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
-            }
-        })?,
-    )?;
-
-    // Host ops: only inside onWrite; the deadline pauses while the database works.
-    let host_op = |ctx: &Ctx<'js>,
-                   host: &HostSlot,
-                   deadline: &Deadline,
-                   f: &mut dyn FnMut(&mut dyn WriteHost) -> Result<(), String>|
-     -> rquickjs::Result<()> {
-        let mut slot = host.host.borrow_mut();
-        let Some(h) = slot.as_mut() else {
-            return Err(Exception::throw_message(
-                ctx,
-                "the target transaction is only available inside onWrite",
-            ));
-        };
-        let left = deadline.pause();
-        let result = f(h.as_mut());
-        deadline.resume(left);
-        result.map_err(|message| Exception::throw_message(ctx, &message))
-    };
-
-    let (h, d) = (host.clone(), deadline.clone());
-    native.set(
-        "query",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, sql: String, params: Array<'js>| -> rquickjs::Result<Array<'js>> {
-                let params = js_params(&ctx, &params)?;
-                let mut rows = Vec::new();
-                host_op(&ctx, &h, &d, &mut |host| {
-                    rows = host.query(&sql, &params).map_err(|e| e.to_string())?;
-                    Ok(())
-                })?;
-                let out = Array::new(ctx.clone())?;
-                for (i, row) in rows.iter().enumerate() {
-                    let cells = Array::new(ctx.clone())?;
-                    for (j, cell) in row.iter().enumerate() {
-                        cells.set(j, value_to_js(&ctx, cell)?)?;
-                    }
-                    out.set(i, cells)?;
-                }
-                Ok(out)
-            },
-        )?,
-    )?;
-
-    let (h, d) = (host.clone(), deadline.clone());
-    native.set(
-        "exec",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, sql: String, params: Array<'js>| -> rquickjs::Result<()> {
-                let params = js_params(&ctx, &params)?;
-                host_op(&ctx, &h, &d, &mut |host| {
-                    host.exec(&sql, &params).map_err(|e| e.to_string())
-                })
-            },
-        )?,
-    )?;
-
-    let (h, d) = (host.clone(), deadline.clone());
-    native.set(
-        "columns",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>| -> rquickjs::Result<Array<'js>> {
-            let mut columns = Vec::new();
-            host_op(&ctx, &h, &d, &mut |host| {
-                columns = host.columns().map_err(|e| e.to_string())?;
-                Ok(())
-            })?;
-            columns_to_js(&ctx, &columns)
-        })?,
-    )?;
-
-    let (h, d) = (host.clone(), deadline.clone());
-    native.set(
-        "schema",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>| -> rquickjs::Result<String> {
-            let mut out = String::new();
-            host_op(&ctx, &h, &d, &mut |host| {
-                out = host.schema();
-                Ok(())
-            })?;
-            Ok(out)
-        })?,
-    )?;
-
-    let (h, d) = (host.clone(), deadline.clone());
-    native.set(
-        "table",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>| -> rquickjs::Result<String> {
-            let mut out = String::new();
-            host_op(&ctx, &h, &d, &mut |host| {
-                out = host.table();
-                Ok(())
-            })?;
-            Ok(out)
-        })?,
-    )?;
-
-    let (h, d) = (host.clone(), deadline.clone());
-    native.set(
-        "write",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, ops: JsValue<'js>| -> rquickjs::Result<()> {
-                let convert = FromJsConverter::new(&ctx)?;
-                let mut ops = convert.ops(ops).map_err(|m| Exception::throw_type(&ctx, &m))?;
-                keep_ops_text(&mut ops, &h.originals.borrow());
-                let mut ops = Some(ops);
-                host_op(&ctx, &h, &d, &mut |host| {
-                    host.write(ops.take().unwrap_or_default()).map_err(|e| e.to_string())
-                })
-            },
-        )?,
-    )?;
-
-    ctx.globals().set(NATIVE_GLOBAL, native)
-}
-
-/// The next value of a SplitMix64 sequence (small, fast, good enough for repeatable ids).
-fn splitmix64(state: &std::cell::Cell<u64>) -> u64 {
-    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-    state.set(next);
-    let mut z = next;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Query parameters: JavaScript values as row values.
-fn js_params<'js>(ctx: &Ctx<'js>, params: &Array<'js>) -> rquickjs::Result<Vec<Value>> {
-    let convert = FromJsConverter::new(ctx)?;
-    let mut out = Vec::with_capacity(params.len());
-    for (i, item) in params.iter::<JsValue>().enumerate() {
-        let value = convert
-            .value(item?, &|| format!("query parameter ${}", i + 1))
-            .map_err(|m| Exception::throw_type(ctx, &m))?;
-        out.push(value);
-    }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Module resolution and loading
-
-struct ScriptResolver {
-    script: Arc<CompiledScript>,
-}
-
-impl Resolver for ScriptResolver {
-    fn resolve<'js>(
-        &mut self,
-        _ctx: &Ctx<'js>,
-        base: &str,
-        name: &str,
-        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
-    ) -> rquickjs::Result<String> {
-        if BUILTIN_MODULES.contains(&name) {
-            return Ok(name.to_owned());
-        }
-        if name == CORE_MODULE {
-            return if BUILTIN_MODULES.contains(&base) {
-                Ok(name.to_owned())
-            } else {
-                Err(rquickjs::Error::new_resolving_message(base, name, "internal module"))
-            };
-        }
-        if name.starts_with("./") || name.starts_with("../") {
-            let dir = Path::new(base).parent().unwrap_or(Path::new(""));
-            let mut joined = Vec::new();
-            for part in dir.join(name).components() {
-                match part {
-                    std::path::Component::ParentDir => {
-                        joined.pop();
-                    }
-                    std::path::Component::Normal(p) => {
-                        joined.push(p.to_string_lossy().into_owned())
-                    }
-                    _ => {}
-                }
-            }
-            let candidate = joined.join("/");
-            for option in [candidate.clone(), format!("{candidate}.ts"), format!("{candidate}.js")]
-            {
-                if self.script.modules.contains_key(&option) {
-                    return Ok(option);
-                }
-            }
-        }
-        Err(rquickjs::Error::new_resolving_message(base, name, "not a module of this userscript"))
-    }
-}
-
-struct ScriptLoader {
-    script: Arc<CompiledScript>,
-}
-
-impl Loader for ScriptLoader {
-    fn load<'js>(
-        &mut self,
-        ctx: &Ctx<'js>,
-        name: &str,
-        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
-    ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
-        let source = match name {
-            "replicator@v2" => V2_JS.to_owned(),
-            "replicator@v1" | "cdc-sink@v1" => V1_JS.to_owned(),
-            _ => match self.script.modules.get(name) {
-                Some(module) => module.js.clone(),
-                None => return Err(rquickjs::Error::new_loading(name)),
-            },
-        };
-        Module::declare(ctx.clone(), name, source)
-    }
 }
