@@ -8,15 +8,19 @@
 //! The groups are flattened into `pglogical`, `mylogical` and the later commands; the
 //! replication core implements what they configure.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
-use super::values::{ConnStringParser, Period, go_bool, go_duration, go_period};
+use super::values::{ConnStringParser, Period, byte_size, go_bool, go_duration, go_period};
 use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::error::RetryConfig;
 use crate::pipeline::config::{MetricsConfig, StagingConfig, TargetConfig};
+use crate::script::engine::format_bytes;
+use crate::script::{CompiledScript, Limits, compile_script};
 use crate::sequencer::SequencerConfig;
 use crate::types::duration::format as format_duration;
 use crate::types::name::DottedName;
@@ -607,5 +611,46 @@ mod tests {
             text.contains("--sourceConn <URL>") && text.contains("--targetSchema <SCHEMA>"),
             "{text}"
         );
+    }
+}
+
+/// `--userscript`, `--userscriptTimeout`, `--userscriptMaxMemory`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Userscript")]
+pub struct ScriptArgs {
+    /// TypeScript or JavaScript userscript that filters, renames and transforms rows
+    #[arg(long = "userscript", value_name = "FILE")]
+    pub userscript: Option<PathBuf>,
+
+    /// JavaScript time allowed per handler call (time waiting on the database excluded)
+    #[arg(long = "userscriptTimeout", value_name = "DURATION", default_value = "10s", value_parser = go_duration)]
+    pub userscript_timeout: Duration,
+
+    /// Heap limit of each userscript engine, e.g. 256MiB or 1GiB
+    #[arg(long = "userscriptMaxMemory", value_name = "SIZE", default_value = "256MiB", value_parser = byte_size)]
+    pub userscript_max_memory: usize,
+}
+
+impl ScriptArgs {
+    /// The limits these flags set; refuses limits too small to run anything.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        anyhow::ensure!(
+            !self.userscript_timeout.is_zero(),
+            "--userscriptTimeout must be more than zero, e.g. 10s"
+        );
+        anyhow::ensure!(
+            self.userscript_max_memory >= 4 << 20,
+            "--userscriptMaxMemory {} is too small to load the API: give at least 4MiB",
+            format_bytes(self.userscript_max_memory)
+        );
+        Ok(Limits { timeout: self.userscript_timeout, max_memory: self.userscript_max_memory })
+    }
+
+    /// Compiles the script, failing fast with `file:line:col` on a syntax error.
+    pub fn compile(&self) -> anyhow::Result<Option<Arc<CompiledScript>>> {
+        self.userscript
+            .as_ref()
+            .map(|path| compile_script(path).map(Arc::new).map_err(Into::into))
+            .transpose()
     }
 }

@@ -13,8 +13,6 @@ pub mod mylogical;
 pub mod pglogical;
 pub mod replicate;
 pub mod script;
-pub mod script_check;
-pub mod script_test;
 pub mod values;
 pub mod version;
 

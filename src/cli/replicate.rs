@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches};
 
-use super::groups::{ConfigError, MetricsArgs, SequencerArgs, StagingArgs, TargetArgs};
-use super::script::ScriptArgs;
+use super::groups::{ConfigError, MetricsArgs, ScriptArgs, SequencerArgs, StagingArgs, TargetArgs};
 use crate::pipeline::PipelineConfig;
 use crate::script::{EngineOptions, ScriptPool};
 use crate::source::Source;

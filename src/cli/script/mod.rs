@@ -1,69 +1,28 @@
-//! `replicator script …`, the userscript author's tools, the `--userscript` flag group, and
-//! MOLT's legacy `replicator userscript` command.
+//! `replicator script …`, the userscript author's tools (`test` in [`harness`], `check` in
+//! [`check`], `new`, `api`, `bench` here), and MOLT's legacy `replicator userscript` command.
+
+mod check;
+mod harness;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::values::{byte_size, go_duration};
 use crate::script::engine::format_bytes;
-use crate::script::{
-    CompiledScript, EngineOptions, Limits, Meta, Op, Routed, ScriptPool, SourceTag, compile_script,
-};
+use crate::script::{EngineOptions, Meta, Op, Routed, ScriptPool, SourceTag, compile_script};
 use crate::types::duration::format as format_duration;
 use crate::types::{Row, Value};
 
 /// The typings `replicator script api` prints.
-pub const TYPINGS_V2: &str = include_str!("../../typings/replicator@v2.d.ts");
+pub const TYPINGS_V2: &str = include_str!("../../../typings/replicator@v2.d.ts");
 /// The legacy typings (`--apiVersion v1`, `replicator userscript --api`).
-pub const TYPINGS_V1: &str = include_str!("../../typings/replicator@v1.d.ts");
+pub const TYPINGS_V1: &str = include_str!("../../../typings/replicator@v1.d.ts");
 /// The `tsconfig.json` that goes next to a script.
-pub const TSCONFIG: &str = include_str!("../../typings/tsconfig.json");
-
-/// `--userscript`, `--userscriptTimeout`, `--userscriptMaxMemory`.
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Userscript")]
-pub struct ScriptArgs {
-    /// TypeScript or JavaScript userscript that filters, renames and transforms rows
-    #[arg(long = "userscript", value_name = "FILE")]
-    pub userscript: Option<PathBuf>,
-
-    /// JavaScript time allowed per handler call (time waiting on the database excluded)
-    #[arg(long = "userscriptTimeout", value_name = "DURATION", default_value = "10s", value_parser = go_duration)]
-    pub userscript_timeout: Duration,
-
-    /// Heap limit of each userscript engine, e.g. 256MiB or 1GiB
-    #[arg(long = "userscriptMaxMemory", value_name = "SIZE", default_value = "256MiB", value_parser = byte_size)]
-    pub userscript_max_memory: usize,
-}
-
-impl ScriptArgs {
-    /// The limits these flags set; refuses limits too small to run anything.
-    pub fn limits(&self) -> anyhow::Result<Limits> {
-        anyhow::ensure!(
-            !self.userscript_timeout.is_zero(),
-            "--userscriptTimeout must be more than zero, e.g. 10s"
-        );
-        anyhow::ensure!(
-            self.userscript_max_memory >= 4 << 20,
-            "--userscriptMaxMemory {} is too small to load the API: give at least 4MiB",
-            format_bytes(self.userscript_max_memory)
-        );
-        Ok(Limits { timeout: self.userscript_timeout, max_memory: self.userscript_max_memory })
-    }
-
-    /// Compiles the script, failing fast with `file:line:col` on a syntax error.
-    pub fn compile(&self) -> anyhow::Result<Option<Arc<CompiledScript>>> {
-        self.userscript
-            .as_ref()
-            .map(|path| compile_script(path).map(Arc::new).map_err(Into::into))
-            .transpose()
-    }
-}
+pub const TSCONFIG: &str = include_str!("../../../typings/tsconfig.json");
 
 /// Which typings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,11 +39,11 @@ pub enum ScriptCommand {
     /// Print the TypeScript typings of the userscript API (save as replicator@v2.d.ts)
     Api(ApiArgs),
     /// Run a userscript over rows from a file and print (or check) what would be written
-    Test(super::script_test::TestArgs),
+    Test(harness::TestArgs),
     /// Write a userscript from a template, with its typings and test fixtures
     New(NewArgs),
     /// Load a userscript and show what it configures (and, with --targetConn, whether it exists)
-    Check(CheckArgs),
+    Check(check::CheckArgs),
     /// Push synthetic rows through a userscript and print its throughput
     Bench(BenchArgs),
 }
@@ -111,22 +70,6 @@ pub struct NewArgs {
     /// Overwrite files that already exist
     #[arg(long = "force")]
     pub force: bool,
-}
-
-/// Flags of `replicator script check`.
-#[derive(Debug, Clone, Args)]
-pub struct CheckArgs {
-    /// Target database: also check that the configured schemas and tables exist there
-    #[arg(long = "targetConn", value_name = "URL", value_parser = super::values::ConnStringParser)]
-    pub target_conn: Option<crate::conn::ConnString>,
-
-    /// Schema where bare table names of configureTargetTables live [default: the script's only schema]
-    #[arg(long = "targetSchema", value_name = "SCHEMA")]
-    pub target_schema: Option<String>,
-
-    /// The userscript and its limits (--userscript is required here)
-    #[command(flatten)]
-    pub script: ScriptArgs,
 }
 
 /// Flags of `replicator script api`.
@@ -162,7 +105,7 @@ pub struct BenchArgs {
 
     /// Userscript limits and path (--userscript is required here)
     #[command(flatten)]
-    pub script: ScriptArgs,
+    pub script: super::groups::ScriptArgs,
 }
 
 /// `replicator userscript` (MOLT's legacy command).
@@ -180,9 +123,9 @@ pub fn run(command: &ScriptCommand) -> anyhow::Result<()> {
             ApiVersion::V2 => TYPINGS_V2,
             ApiVersion::V1 => TYPINGS_V1,
         }),
-        ScriptCommand::Test(args) => super::script_test::run(args),
+        ScriptCommand::Test(args) => harness::run(args),
         ScriptCommand::New(args) => scaffold(args),
-        ScriptCommand::Check(args) => super::script_check::run(args),
+        ScriptCommand::Check(args) => check::run(args),
         ScriptCommand::Bench(args) => bench(args),
     }
 }

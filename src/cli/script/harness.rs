@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde_json::{Map, Value as Json};
 
-use super::script::ScriptArgs;
-use super::values::ConnStringParser;
+use crate::cli::groups::ScriptArgs;
+use crate::cli::values::ConnStringParser;
 use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::script::{Engine, EngineOptions, Meta, Op, Routed, RowOp, ScriptError, compile_script};
@@ -31,7 +31,7 @@ use crate::types::{Row, Value};
 /// Default `--now`.
 pub const DEFAULT_NOW: &str = "2024-01-01T00:00:00Z";
 
-use super::{CodedError as TestFailure, coded as failure};
+use crate::cli::{CodedError as TestFailure, coded as failure};
 
 /// Flags of `replicator script test`.
 #[derive(Debug, Clone, Args)]

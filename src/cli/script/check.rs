@@ -6,11 +6,29 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::script::CheckArgs;
-use super::{CodedError, coded};
+use clap::Args;
+
+use crate::cli::groups::ScriptArgs;
+use crate::cli::{CodedError, coded};
 use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::script::{Api, Configured, Engine, EngineOptions, compile_script};
+
+/// Flags of `replicator script check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Target database: also check that the configured schemas and tables exist there
+    #[arg(long = "targetConn", value_name = "URL", value_parser = crate::cli::values::ConnStringParser)]
+    pub target_conn: Option<ConnString>,
+
+    /// Schema where bare table names of configureTargetTables live [default: the script's only schema]
+    #[arg(long = "targetSchema", value_name = "SCHEMA")]
+    pub target_schema: Option<String>,
+
+    /// The userscript and its limits (--userscript is required here)
+    #[command(flatten)]
+    pub script: ScriptArgs,
+}
 
 /// Runs `script check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
