@@ -770,7 +770,7 @@ async fn parallel_groups_apply_everything_on_postgres() {
                 let client = support::pg_connect(&url).await;
                 PgTarget::new(client, "public", Dialect::Postgres, true)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| replicator::target::TargetError::transient(e.to_string()))
             }
         },
         &mut checkpoints,

@@ -27,6 +27,7 @@ use crate::source::{MemoRef, Source, SourceError, SourceRun, TargetRef};
 use crate::staging::lease::{Held, Lease, LeaseError};
 use crate::staging::{AnnouncingCheckpoints, CheckpointStore, Checkpoints, StagingDialect};
 use crate::staging::{StagingError, StagingSchema};
+use crate::target::TargetError;
 use crate::target::postgres::apply::Dialect;
 use crate::target::postgres::writer::PgTarget;
 use crate::target::postgres::{Server, check_database};
@@ -377,10 +378,10 @@ struct Apply<'a> {
 }
 
 impl Apply<'_> {
-    async fn make_target(&self) -> Result<PgTarget, String> {
+    async fn make_target(&self) -> Result<PgTarget, TargetError> {
         let client = crate::conn::postgres::connect(&self.target.conn)
             .await
-            .map_err(|e| crate::error::with_causes(&e))?;
+            .map_err(|e| TargetError::transient(crate::error::with_causes(&e)))?;
         let mut target = PgTarget::new(
             client,
             &self.opened.schema,
@@ -388,7 +389,7 @@ impl Apply<'_> {
             self.sequencer.collapse_mutations,
         )
         .await
-        .map_err(|e| format!("reading the target schema: {e}"))?
+        .map_err(|e| TargetError::transient(format!("reading the target schema: {e}")))?
         .with_schema_refresh(self.target.schema_refresh)
         .with_reconnect(self.target.conn.clone());
         if let Some(pool) = &self.script {
@@ -457,7 +458,7 @@ impl Apply<'_> {
     ) -> Result<Progress, SequencerError> {
         let opening = |message: String| SequencerError::Open { message };
         if !self.sequencer.parallel_applies {
-            let mut target = self.make_target().await.map_err(opening)?;
+            let mut target = self.make_target().await.map_err(|e| opening(e.message))?;
             return crate::sequencer::run_immediate(
                 self.sequencer,
                 input,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::error::RetryConfig;
+use crate::error::{Decision, RetryConfig};
 use crate::staging::{CheckpointError, Checkpoints, Committed};
 use crate::target::{PlanSlot, Planned, Target, TargetError, Upcoming};
 use crate::types::mutation::SourceTransaction;
@@ -279,19 +279,18 @@ async fn apply_with_retries<T: Target>(
             .as_mut()
             .map(|u| Upcoming { transactions: u.transactions, plan: &mut *u.plan });
         let outcome = target.apply_planned(batch, planned.take(), next).await;
-        match outcome {
-            Ok(()) => return Ok(()),
-            Err(e) if e.transient && attempt < retry.max_retries => {
-                let delay: Duration = retry.backoff(attempt);
+        let Err(e) = outcome else { return Ok(()) };
+        match retry.decide(e.kind, attempt) {
+            Decision::Retry(delay) => {
                 tracing::warn!(attempt = attempt + 1, delay = ?delay, error = %e, "transient failure; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
-            Err(source) => {
+            Decision::Stop => {
                 return Err(SequencerError::Apply {
                     position: position.to_owned(),
                     attempts: attempt + 1,
-                    source,
+                    source: e,
                 });
             }
         }

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::SequencerConfig;
 use super::{Checkpoints, Input, Progress, SequencerError, Target, run_immediate};
 use crate::staging::{CheckpointError, Committed};
+use crate::target::TargetError;
 use crate::types::mutation::{Position, SourceTransaction};
 
 /// Table → group, from foreign-key connectivity (undirected). Tables not listed fall in
@@ -69,7 +70,7 @@ impl Checkpoints for WorkerCheckpoints {
             .send((self.worker, committed.position().clone(), committed.commit_nanos()))
             .map_err(|_| CheckpointError {
                 message: "the coordinator stopped".to_owned(),
-                transient: false,
+                kind: crate::error::ErrorKind::Fatal,
             })
     }
 }
@@ -88,7 +89,7 @@ where
     I: Input,
     T: Target + Send + 'static,
     F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, TargetError>>,
     C: Checkpoints,
 {
     let workers = workers.max(1);

@@ -54,10 +54,7 @@ impl Target for FaultyTarget {
         if let Some(plan) = planned {
             let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();
             if plan.downcast_ref::<usize>() != Some(&rows) {
-                return Err(TargetError {
-                    message: "a plan was handed to another batch".into(),
-                    transient: false,
-                });
+                return Err(TargetError::fatal("a plan was handed to another batch"));
             }
             self.planned += 1;
         }
@@ -73,18 +70,15 @@ impl Target for FaultyTarget {
         }
         if self.transient_failures > 0 {
             self.transient_failures -= 1;
-            return Err(TargetError {
-                message: "serialization failure (SQLSTATE 40001)".into(),
-                transient: true,
-            });
+            return Err(TargetError::transient("serialization failure (SQLSTATE 40001)"));
         }
         if let Some(limit) = self.fail_after_rows
             && self.rows() + mutations.len() > limit
         {
-            return Err(TargetError {
-                message: format!("injected failure after {limit} rows"),
-                transient: self.transient,
-            });
+            return Err(TargetError::classified(
+                format!("injected failure after {limit} rows"),
+                self.transient,
+            ));
         }
         self.committed.push(mutations);
         Ok(())

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::{CheckpointStore, Committed};
 use crate::conn::ConnString;
+use crate::error::ErrorKind;
 use crate::types::mutation::Position;
 
 /// Where committed positions go.
@@ -28,8 +29,8 @@ pub trait Checkpoints: Send {
 pub struct CheckpointError {
     /// What failed.
     pub message: String,
-    /// Staging was out of reach or the connection broke: trying again may succeed.
-    pub transient: bool,
+    /// Transient: staging was out of reach or the connection broke, trying again may succeed.
+    pub kind: ErrorKind,
 }
 
 /// [`Checkpoints`] in staging's `memo`, on its own connection (replaced by a new one
@@ -65,13 +66,13 @@ impl StagingCheckpoints {
                     "the staging connection was lost, and reconnecting failed: {}",
                     crate::error::with_causes(&e)
                 );
-                CheckpointError { message, transient: true }
+                CheckpointError { message, kind: ErrorKind::Transient }
             })?;
             tracing::info!("the staging connection was lost; saving checkpoints on a new one");
         }
         self.store.save(&self.client, committed).await.map_err(|e| CheckpointError {
             message: crate::error::with_causes(&e),
-            transient: e.is_transient(),
+            kind: if e.is_transient() { ErrorKind::Transient } else { ErrorKind::Data },
         })
     }
 }
@@ -127,7 +128,7 @@ impl AnnouncingCheckpoints {
                     tracing::warn!(error = %e, attempt, "saving the checkpoint failed; retrying");
                     // Staging out of reach does not stop the writes: the stored position only
                     // lags (a restart replays more). Anything else stops the sequencer.
-                    if !e.transient
+                    if e.kind != ErrorKind::Transient
                         && let Ok(mut f) = report.lock()
                     {
                         *f = Some(e);
@@ -158,7 +159,7 @@ impl AnnouncingCheckpoints {
             _ => Err(self.failed.lock().ok().and_then(|f| f.clone()).unwrap_or_else(|| {
                 CheckpointError {
                     message: "the last checkpoint was not stored in time".to_owned(),
-                    transient: true,
+                    kind: ErrorKind::Transient,
                 }
             })),
         }

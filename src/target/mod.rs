@@ -16,6 +16,7 @@ pub mod schema;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::error::ErrorKind;
 use crate::types::mutation::SourceTransaction;
 
 /// Where batches are written: one call is one target transaction, committed when it returns
@@ -94,6 +95,33 @@ pub type Planner = Arc<dyn Fn(&[SourceTransaction]) -> Option<Planned> + Send + 
 pub struct TargetError {
     /// What failed (names the table, and the key when known).
     pub message: String,
+    /// What kind of failure it is: whether retrying may help.
+    pub kind: ErrorKind,
+}
+
+impl TargetError {
     /// Retrying may succeed (lost connection, serialization failure, deadlock).
-    pub transient: bool,
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { message: message.into(), kind: ErrorKind::Transient }
+    }
+
+    /// The batch cannot be written as it is.
+    pub fn data(message: impl Into<String>) -> Self {
+        Self { message: message.into(), kind: ErrorKind::Data }
+    }
+
+    /// A broken invariant.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self { message: message.into(), kind: ErrorKind::Fatal }
+    }
+
+    /// Transient if `transient`, else a data error.
+    pub fn classified(message: impl Into<String>, transient: bool) -> Self {
+        if transient { Self::transient(message) } else { Self::data(message) }
+    }
+
+    /// Retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
 }

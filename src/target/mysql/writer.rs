@@ -56,12 +56,11 @@ impl MyTarget {
             return Ok(());
         }
         let Some(params) = &self.reconnect else { return Ok(()) };
-        let conn = params.connect().await.map_err(|e| TargetError {
-            message: format!(
+        let conn = params.connect().await.map_err(|e| {
+            TargetError::transient(format!(
                 "the target connection was lost, and reconnecting failed: {}",
                 crate::error::with_causes(&e)
-            ),
-            transient: true,
+            ))
         })?;
         tracing::info!("the target connection was lost; writing on a new one");
         let old = std::mem::replace(&mut self.conn, conn);
@@ -89,7 +88,7 @@ impl MyTarget {
             Ok(schema) => schema,
             Err(e) => {
                 self.driver_error(&e);
-                return Err(TargetError { message: e.to_string(), transient: true });
+                return Err(TargetError::transient(e.to_string()));
             }
         };
         self.refreshed_at = std::time::Instant::now();
@@ -98,7 +97,7 @@ impl MyTarget {
 }
 
 fn classify(e: ApplyError) -> TargetError {
-    TargetError { transient: e.is_transient(), message: e.to_string() }
+    TargetError::classified(e.to_string(), e.is_transient())
 }
 
 impl MyTarget {
@@ -155,7 +154,7 @@ impl Target for MyTarget {
             Err(WriteError::Refused(e)) => Some(e),
             Err(WriteError::Lost(e)) => {
                 lost = self.driver_error(&e);
-                return Err(TargetError { transient: lost, message: e.to_string() });
+                return Err(TargetError::classified(e.to_string(), lost));
             }
         };
         let failed = match failed {
@@ -181,7 +180,7 @@ impl Target for MyTarget {
                     }
                     Err(WriteError::Lost(e)) => {
                         lost = self.driver_error(&e);
-                        return Err(TargetError { transient: lost, message: e.to_string() });
+                        return Err(TargetError::classified(e.to_string(), lost));
                     }
                     Err(WriteError::Refused(e)) => Some(e),
                 }
@@ -198,8 +197,10 @@ impl Target for MyTarget {
                 lost = self.driver_error(driver);
             }
             let mut error = classify(e);
-            error.transient |= lost;
-            if !error.transient
+            if lost {
+                error.kind = crate::error::ErrorKind::Transient;
+            }
+            if !error.is_transient()
                 && let Some(found) = self.failing_row(&mutations).await
             {
                 error.message = format!("{} ({found})", error.message);

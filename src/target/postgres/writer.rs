@@ -105,12 +105,11 @@ impl PgTarget {
             return Ok(());
         }
         let Some(conn) = &self.reconnect else { return Ok(()) };
-        let client = crate::conn::postgres::connect(conn).await.map_err(|e| TargetError {
-            message: format!(
+        let client = crate::conn::postgres::connect(conn).await.map_err(|e| {
+            TargetError::transient(format!(
                 "the target connection was lost, and reconnecting failed: {}",
                 crate::error::with_causes(&e)
-            ),
-            transient: true,
+            ))
         })?;
         tracing::info!("the target connection was lost; writing on a new one");
         self.client = Arc::new(client);
@@ -157,9 +156,7 @@ impl PgTarget {
 
     async fn refresh_if_due(&mut self) -> Result<(), TargetError> {
         if self.refresh_due() {
-            self.refresh()
-                .await
-                .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+            self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))?;
         }
         Ok(())
     }
@@ -242,9 +239,7 @@ impl PgTarget {
             Ok(s) => Ok(s),
             // A table or column we do not know may have been added since we looked: look again.
             Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
-                self.refresh()
-                    .await
-                    .map_err(|e| TargetError { message: e.to_string(), transient: true })?;
+                self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))?;
                 plan(&self.schema, mutations.iter().copied(), self.collapse, self.dialect)
                     .map_err(classify)
             }
@@ -293,7 +288,7 @@ impl PgTarget {
 }
 
 fn classify(e: ApplyError) -> TargetError {
-    TargetError { transient: e.is_transient(), message: e.to_string() }
+    TargetError::classified(e.to_string(), e.is_transient())
 }
 
 /// `write()` inside `onWrite`: the batched applier, in the target transaction.
@@ -347,7 +342,7 @@ impl PgTarget {
 
     /// A data error (not a transient one) gains the first row the target refuses.
     async fn with_failing_row(&self, mut e: TargetError, mutations: &[&Mutation]) -> TargetError {
-        if !e.transient
+        if !e.is_transient()
             && let Some(found) = self.failing_row(mutations).await
         {
             e.message = format!("{} ({found})", e.message);
@@ -555,7 +550,7 @@ impl Target for PgTarget {
                 let key_of = |table: &str| schema.table(table).map(|t| t.key_names());
                 scripted = table_level(pool, script_schema, *source, transactions, key_of)
                     .await
-                    .map_err(|e| TargetError { message: e.to_string(), transient: false })?;
+                    .map_err(|e| TargetError::data(e.to_string()))?;
                 scripted.iter().collect()
             }
         };
@@ -565,9 +560,11 @@ impl Target for PgTarget {
         if !on_write.is_empty() {
             statements = self.plan(&rest).await?;
         }
-        let transient = |e: tokio_postgres::Error| TargetError {
-            transient: e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("40")),
-            message: e.to_string(),
+        let transient = |e: tokio_postgres::Error| {
+            TargetError::classified(
+                e.to_string(),
+                e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("40")),
+            )
         };
         let metrics = crate::metrics::global();
         if on_write.is_empty() {
@@ -611,7 +608,7 @@ impl Target for PgTarget {
                 let call = [script_schema.as_str(), call_name.as_str(), "onWrite"];
                 let passed = result.is_ok().then_some(rows);
                 crate::metrics::global().count_script_call(call, rows, passed, timing);
-                result.map_err(|e| TargetError { message: e.to_string(), transient: false })?;
+                result.map_err(|e| TargetError::data(e.to_string()))?;
             }
             Ok(())
         }
