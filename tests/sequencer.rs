@@ -1139,3 +1139,45 @@ async fn a_coalesced_cascade_on_a_postgres_target_ends_as_the_source_transaction
         .get(0);
     assert_eq!(rows, 0);
 }
+
+#[tokio::test]
+async fn the_target_factory_opens_the_writer_a_url_names() {
+    use mysql_async::prelude::Queryable;
+    use replicator::target::factory::{AnyTarget, TargetSpec, open};
+    let (pg, my) = (PgDatabase::create().await, support::MyDatabase::create().await);
+    pg.client()
+        .await
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text)")
+        .await
+        .expect("pg");
+    my.conn().await.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.expect("my");
+    for (url, schema) in [(pg.url.clone(), "public".to_owned()), (my.url.clone(), my.name.clone())]
+    {
+        let spec = TargetSpec {
+            conn: replicator::conn::ConnString::parse(&url).expect("url"),
+            schema,
+            collapse: true,
+            schema_refresh: None,
+        };
+        let mut target = open(&spec).await.expect("open");
+        assert!(matches!(
+            (&target, url.starts_with("mysql")),
+            (AnyTarget::MySql(_), true) | (AnyTarget::Postgres(_), false)
+        ));
+        let mut checkpoints = MemoryCheckpoints::default();
+        run_immediate(
+            &config(100, 5, 3),
+            feed(vec![tx(1, 3)]).await,
+            &mut target,
+            &mut checkpoints,
+        )
+        .await
+        .expect("written");
+        assert_eq!(lsns(&checkpoints.saved), [1]);
+    }
+    let rows: i64 =
+        pg.client().await.query_one("SELECT count(*) FROM t", &[]).await.expect("n").get(0);
+    let my_rows: Option<u64> =
+        my.conn().await.query_first("SELECT COUNT(*) FROM t").await.expect("n");
+    assert_eq!((rows, my_rows), (3, Some(3)));
+}

@@ -28,8 +28,8 @@ use crate::staging::lease::{Held, Lease, LeaseError};
 use crate::staging::{AnnouncingCheckpoints, CheckpointStore, Checkpoints, StagingDialect};
 use crate::staging::{StagingError, StagingSchema};
 use crate::target::TargetError;
+use crate::target::factory::{AnyTarget, TargetSpec};
 use crate::target::postgres::apply::Dialect;
-use crate::target::postgres::writer::PgTarget;
 use crate::target::postgres::{Server, check_database};
 use crate::target::preflight::{Problem, SourceTable};
 use crate::types::mutation::SourceTransaction;
@@ -124,7 +124,8 @@ pub async fn run<S: Source>(
     let reader = tokio::spawn(source.run(run));
     let stage = Transform {
         queue,
-        script: script.clone().map(|pool| (pool, target.schema.to_string())),
+        script: script.clone(),
+        schema: target.schema.to_string(),
         tag,
         keys: crate::target::preflight::source_keys(&tables),
     };
@@ -147,8 +148,10 @@ pub async fn run<S: Source>(
 /// schema-level handlers, and hands each transaction to the sequencer's queue.
 struct Transform {
     queue: QueueSender,
-    /// The userscript and the target schema as scripts name it (`db.public`).
-    script: Option<(Arc<ScriptPool>, String)>,
+    /// The userscript.
+    script: Option<Arc<ScriptPool>>,
+    /// The target schema as scripts name it (`db.public`).
+    schema: String,
     tag: SourceTag,
     /// Source tables' key columns, to name a row a handler fails on.
     keys: HashMap<String, Vec<String>>,
@@ -160,7 +163,8 @@ impl Transform {
         let metrics = crate::metrics::global();
         while let Some(mut tx) = input.recv().await {
             metrics.count_source_mutations(self.tag.name(), &tx.mutations);
-            if let Some((pool, schema)) = &self.script {
+            if let Some(pool) = &self.script {
+                let schema = &self.schema;
                 let position = tx.position.to_string();
                 let keys = &self.keys;
                 tx = crate::script::transform::schema_level(pool, schema, self.tag, tx, |t| {
@@ -378,24 +382,20 @@ struct Apply<'a> {
 }
 
 impl Apply<'_> {
-    async fn make_target(&self) -> Result<PgTarget, TargetError> {
-        let client = crate::conn::postgres::connect(&self.target.conn)
-            .await
-            .map_err(|e| TargetError::transient(crate::error::with_causes(&e)))?;
-        let mut target = PgTarget::new(
-            client,
-            &self.opened.schema,
-            self.opened.dialect,
-            self.sequencer.collapse_mutations,
-        )
-        .await
-        .map_err(|e| TargetError::transient(format!("reading the target schema: {e}")))?
-        .with_schema_refresh(self.target.schema_refresh)
-        .with_reconnect(self.target.conn.clone());
-        if let Some(pool) = &self.script {
-            target = target.with_script(pool.clone(), &self.target.schema.to_string(), self.source);
+    async fn make_target(&self) -> Result<AnyTarget, TargetError> {
+        let spec = TargetSpec {
+            conn: self.target.conn.clone(),
+            schema: self.opened.schema.clone(),
+            collapse: self.sequencer.collapse_mutations,
+            schema_refresh: self.target.schema_refresh,
+        };
+        let target = crate::target::factory::open(&spec).await?;
+        match &self.script {
+            Some(pool) => {
+                target.with_script(pool.clone(), &self.target.schema.to_string(), self.source)
+            }
+            None => Ok(target),
         }
-        Ok(target)
     }
 
     /// Runs the sequencer until the source ends, a signal asks to stop, the lease is lost or a

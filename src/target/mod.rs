@@ -7,6 +7,7 @@
 //! difference is settled at connect time (from `version()`), not from the URL.
 
 pub mod batch;
+pub mod factory;
 pub mod mysql;
 pub mod order;
 pub mod postgres;

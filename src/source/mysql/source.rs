@@ -190,8 +190,7 @@ impl Source for MySource {
             heartbeat: HEARTBEAT,
         };
         let (decoded_tx, decoded_rx) = mpsc::channel(4);
-        let memo = (run.memo.table, run.memo.key);
-        let reader = tokio::spawn(stream::run(stream_config, decoded_tx, run.stop, memo));
+        let reader = tokio::spawn(stream::run(stream_config, decoded_tx, run.stop, run.memo));
         let forwarded = forward(decoded_rx, run.out, run.scripted).await;
         let read = reader.await.map_err(|e| SourceError::message(e.to_string()))?;
         read.map_err(SourceError::new)?;

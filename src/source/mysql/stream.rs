@@ -18,7 +18,7 @@ use super::rows::{self, Problem, RowError};
 use super::schema::{Catalog, SchemaError, TableInfo};
 use crate::conn::mysql::MyParams;
 use crate::error::RetryConfig;
-use crate::source::{Session as SourceSession, reconnect};
+use crate::source::{MemoRef, Session as SourceSession, reconnect};
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 use crate::types::position::GtidSet;
 
@@ -350,7 +350,7 @@ pub async fn run(
     config: StreamConfig,
     out: mpsc::Sender<Decoded>,
     stop: watch::Receiver<bool>,
-    memo: (String, String),
+    memo: MemoRef,
 ) -> Result<(), StreamError> {
     let dials = &crate::metrics::global().mylogical_dial_failure_total;
     let (config, out, memo) = (&config, &out, &memo);
@@ -391,8 +391,8 @@ pub async fn run(
                 let error = StreamError::Unavailable {
                     position,
                     message: server.message.clone(),
-                    memo: memo.0.clone(),
-                    key: memo.1.clone(),
+                    memo: memo.table.clone(),
+                    key: memo.key.clone(),
                 };
                 return ((assembler, 0), failed(error, false, None));
             }

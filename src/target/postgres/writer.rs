@@ -37,7 +37,7 @@ pub struct PgTarget {
     shared_schema: Arc<std::sync::Mutex<Arc<Schema>>>,
     dialect: Dialect,
     collapse: bool,
-    script: Option<(Arc<ScriptPool>, String, SourceTag)>,
+    script: Option<Scripted>,
     refresh_every: Option<std::time::Duration>,
     refreshed_at: std::time::Instant,
     cache: StatementCache,
@@ -49,6 +49,15 @@ pub struct PgTarget {
     /// The last failed write broke a foreign key: the batch is written again in source
     /// order before the failure is reported (see [`PgTarget::in_source_order`]).
     broke_foreign_key: bool,
+}
+
+/// The userscript whose table-level handlers run in each write.
+struct Scripted {
+    pool: Arc<ScriptPool>,
+    /// The target schema as the script names it (`db.public`).
+    schema: String,
+    /// Which source, for `meta`.
+    source: SourceTag,
 }
 
 /// A batch whose BEGIN and statements are on the connection, uncommitted.
@@ -133,7 +142,7 @@ impl PgTarget {
         script_schema: &str,
         source: SourceTag,
     ) -> Self {
-        self.script = Some((pool, script_schema.to_owned(), source));
+        self.script = Some(Scripted { pool, schema: script_schema.to_owned(), source });
         self
     }
 
@@ -253,7 +262,7 @@ impl PgTarget {
         &self,
         mutations: &[&'a Mutation],
     ) -> (Vec<&'a Mutation>, OnWriteBatches) {
-        let Some((pool, script_schema, source)) = &self.script else {
+        let Some(Scripted { pool, schema: script_schema, source }) = &self.script else {
             return (mutations.to_vec(), Vec::new());
         };
         let configured = pool.configured();
@@ -545,7 +554,7 @@ impl Target for PgTarget {
         let scripted: Vec<Mutation>;
         let mutations: Vec<&Mutation> = match &self.script {
             None => transactions.iter().flat_map(|t| &t.mutations).collect(),
-            Some((pool, script_schema, source)) => {
+            Some(Scripted { pool, schema: script_schema, source }) => {
                 let schema = &self.schema;
                 let key_of = |table: &str| schema.table(table).map(|t| t.key_names());
                 scripted = table_level(pool, script_schema, *source, transactions, key_of)
@@ -580,7 +589,9 @@ impl Target for PgTarget {
                 return Err(classify(e));
             }
             for (name, table, ops) in on_write {
-                let Some((pool, script_schema, _)) = &self.script else { break };
+                let Some(Scripted { pool, schema: script_schema, .. }) = &self.script else {
+                    break;
+                };
                 let (client, runtime, schema, dialect) =
                     (self.client.clone(), Handle::current(), self.schema.clone(), self.dialect);
                 let (database, schema_name) = (self.database.clone(), self.schema_name.clone());

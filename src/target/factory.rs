@@ -1,0 +1,130 @@
+//! One factory for the writer a target URL names: [`open`] picks the adapter from the URL's
+//! protocol (`postgres://`: PostgreSQL or CockroachDB, told apart by the server;
+//! `mysql://`: MySQL or MariaDB), and [`AnyTarget`] is either behind the [`Target`] contract.
+
+use std::time::Duration;
+
+use super::mysql::writer::MyTarget;
+use super::postgres::apply::Dialect;
+use super::postgres::writer::PgTarget;
+use super::{Planned, Planner, Target, TargetError, Upcoming};
+use crate::conn::{ConnString, Protocol};
+use crate::script::{ScriptPool, SourceTag};
+use crate::types::mutation::SourceTransaction;
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// The target URL.
+    pub conn: ConnString,
+    /// The schema written into (PostgreSQL/CockroachDB), or the database (MySQL/MariaDB).
+    pub schema: String,
+    /// `--collapseMutations`.
+    pub collapse: bool,
+    /// `--schemaRefresh`.
+    pub schema_refresh: Option<Duration>,
+}
+
+/// A writer for any target protocol.
+pub enum AnyTarget {
+    /// PostgreSQL or CockroachDB.
+    Postgres(Box<PgTarget>),
+    /// MySQL or MariaDB.
+    MySql(Box<MyTarget>),
+}
+
+/// Opens the writer `spec.conn` names; a lost connection is replaced later by one to the
+/// same URL.
+pub async fn open(spec: &TargetSpec) -> Result<AnyTarget, TargetError> {
+    let unreachable = |e: &dyn std::error::Error| {
+        TargetError::transient(format!(
+            "opening the target failed: {}",
+            crate::error::with_causes(e)
+        ))
+    };
+    match spec.conn.protocol() {
+        Some(Protocol::Postgres) => {
+            let client =
+                crate::conn::postgres::connect(&spec.conn).await.map_err(|e| unreachable(&e))?;
+            let version: String = client
+                .query_one("SELECT version()", &[])
+                .await
+                .map_err(|e| unreachable(&e))?
+                .get(0);
+            let dialect = if version.contains("CockroachDB") {
+                Dialect::Cockroach
+            } else {
+                Dialect::Postgres
+            };
+            let target = PgTarget::new(client, &spec.schema, dialect, spec.collapse)
+                .await
+                .map_err(|e| unreachable(&e))?
+                .with_schema_refresh(spec.schema_refresh)
+                .with_reconnect(spec.conn.clone());
+            Ok(AnyTarget::Postgres(Box::new(target)))
+        }
+        Some(Protocol::MySql) => {
+            let params = crate::conn::mysql::MyParams::from_conn(&spec.conn)
+                .map_err(|e| TargetError::data(e.to_string()))?;
+            let conn = params.connect().await.map_err(|e| unreachable(&e))?;
+            let target = MyTarget::new(conn, &spec.schema, spec.collapse)
+                .await
+                .map_err(|e| unreachable(&e))?
+                .with_schema_refresh(spec.schema_refresh)
+                .with_reconnect(params);
+            Ok(AnyTarget::MySql(Box::new(target)))
+        }
+        _ => Err(TargetError::data(format!(
+            "{}: not a target replicator writes to (postgres:// or mysql://)",
+            spec.conn
+        ))),
+    }
+}
+
+impl AnyTarget {
+    /// Runs the userscript's table-level handlers (and `onWrite`) in each write. Only the
+    /// PostgreSQL/CockroachDB writer hosts them so far.
+    pub fn with_script(
+        self,
+        pool: std::sync::Arc<ScriptPool>,
+        script_schema: &str,
+        source: SourceTag,
+    ) -> Result<Self, TargetError> {
+        match self {
+            AnyTarget::Postgres(t) => {
+                Ok(AnyTarget::Postgres(Box::new(t.with_script(pool, script_schema, source))))
+            }
+            AnyTarget::MySql(_) => Err(TargetError::data(
+                "table-level userscript handlers are not supported on MySQL/MariaDB targets yet",
+            )),
+        }
+    }
+}
+
+impl Target for AnyTarget {
+    fn planner(&self) -> Option<Planner> {
+        match self {
+            AnyTarget::Postgres(t) => t.planner(),
+            AnyTarget::MySql(t) => t.planner(),
+        }
+    }
+
+    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+        match self {
+            AnyTarget::Postgres(t) => t.apply(transactions).await,
+            AnyTarget::MySql(t) => t.apply(transactions).await,
+        }
+    }
+
+    async fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+        upcoming: Option<Upcoming<'_>>,
+    ) -> Result<(), TargetError> {
+        match self {
+            AnyTarget::Postgres(t) => t.apply_planned(transactions, planned, upcoming).await,
+            AnyTarget::MySql(t) => t.apply_planned(transactions, planned, upcoming).await,
+        }
+    }
+}
