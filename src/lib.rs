@@ -19,15 +19,13 @@
 //! - the **applier** writes each batch with one statement shape per table and dialect;
 //! - **staging** keeps checkpoints so a restart resumes exactly where the last commit ended.
 //!
-//! Modules are named after those parts: [`cli`] (commands and the flag groups they share),
-//! [`source`] (PostgreSQL logical replication and pgoutput; MySQL/MariaDB binlog), [`script`]
-//! (TypeScript compiler, QuickJS engine, engine pool), [`sequencer`] (immediate and parallel
-//! apply, the queue, shutdown, the userscript stage, the targets it writes through),
-//! [`target`] (introspection, the preflight check, batched appliers per dialect), [`staging`]
-//! (checkpoints, leases), [`server`], [`metrics`] and [`status`] (`/_/varz`, `/_/healthz`,
-//! `/_/status`), [`conn`] (connection URLs with secret passwords, protocols, TLS, clients),
-//! [`auth`] (JWT), [`logging`], [`error`] (cause chains), and [`types`] (the model:
-//! positions, mutations, exact values).
+//! Modules are named after those parts, and imports flow downhill: [`cli`] (flags → validated
+//! config) → [`pipeline`] (the composition root) → {[`source`], [`script`], [`sequencer`]} →
+//! [`target`] → [`staging`] → [`conn`] → [`types`] (the model, importing nothing of the
+//! crate). Beside them: [`server`], [`metrics`] and [`status`] (`/_/varz`, `/_/healthz`,
+//! `/_/status`), [`error`] (error kinds, the retry policy, cause chains), [`auth`] (JWT),
+//! [`logging`]. `docs/architecture.md` follows a row through them and says how to add a
+//! source or a target.
 //!
 //! Invariants every part keeps: a checkpoint moves only after the target commit that covers
 //! it; replays are harmless (upserts and deletes by key); a source transaction is never split

@@ -1,5 +1,5 @@
 //! Metrics in Prometheus' text format, under the names MOLT Replicator uses so its dashboards
-//! keep working (`userscript-api.md` §6.5). One registry per process ([`global`]); the
+//! keep working (listed in the README). One registry per process ([`global`]); the
 //! names, types and labels are declared here and nowhere else.
 
 use std::sync::OnceLock;

@@ -5,7 +5,7 @@
 //! schema, and what comes back (a row, rows routed to other tables, or nothing) replaces it,
 //! in order. Table-level handlers run right before the write, inside the target
 //! ([`table_level`]), where the target's primary key order is known. A script error stops the
-//! batch: nothing past it is applied and the checkpoint does not move (DESIGN invariant 6).
+//! batch: nothing past it is applied and the checkpoint does not move (invariant 6 in `docs/architecture.md`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! Consecutive source transactions coalesce into one target transaction up to `--flushSize`
 //! rows (a larger source transaction goes alone: it is never split) or until `--flushPeriod`
 //! has passed since the first was received. Target transactions commit in source order, so
-//! the target only shows states the source had at a commit boundary (DESIGN §2). After each
+//! the target only shows states the source had at a commit boundary (`docs/architecture.md`). After each
 //! commit the position of the last source transaction it covers becomes the checkpoint
 //! (invariant 1); a transient failure is retried with exponential backoff, and after
 //! `--maxRetries`, or on any other failure, the sequencer stops with the error and the

@@ -5,7 +5,7 @@
 //! group); every group goes to one of up to `parallelism` workers, each with its own target
 //! connection, running the immediate sequencer over its share. A source transaction is done
 //! when every group it touched has committed its part; the checkpoint is the position of
-//! the last transaction such that it and every earlier one are done (DESIGN §2).
+//! the last transaction such that it and every earlier one are done (`docs/architecture.md`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;

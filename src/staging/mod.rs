@@ -7,7 +7,7 @@
 //!
 //! Positions are written only after the target transaction that covers them has committed:
 //! [`CheckpointStore::save`] takes a [`Committed`] position, which only code that saw the
-//! commit can make, and it refuses to move a position backwards (DESIGN invariants 1 and 4).
+//! commit can make, and it refuses to move a position backwards (invariants 1 and 4 in `docs/architecture.md`).
 
 use tokio_postgres::GenericClient;
 

@@ -3,7 +3,7 @@
 //! Tables and their foreign-key edges form a graph; its strongly connected components
 //! (Tarjan) are the groups that must be written together (a cycle of foreign keys is one
 //! group, applied in one statement batch, not rejected); the components in topological order
-//! give parents first. Upserts follow that order, deletes the reverse (DESIGN invariant 9).
+//! give parents first. Upserts follow that order, deletes the reverse (invariant 9 in `docs/architecture.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

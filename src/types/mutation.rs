@@ -54,7 +54,7 @@ impl fmt::Display for Position {
 }
 
 /// A committed source transaction: its mutations in order, and the position of its commit.
-/// It is applied whole or not at all (DESIGN invariant 3).
+/// It is applied whole or not at all (invariant 3 in `docs/architecture.md`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceTransaction {
     /// The mutations, in commit order.

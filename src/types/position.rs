@@ -1,4 +1,4 @@
-//! Source positions: where a change stream stands, typed per source (DESIGN invariant 4).
+//! Source positions: where a change stream stands, typed per source (invariant 4 in `docs/architecture.md`).
 //!
 //! - [`PgLsn`]: PostgreSQL's WAL position, `16/B374D848`.
 //! - [`GtidSet`]: the transactions a MySQL or MariaDB server has executed. MySQL writes

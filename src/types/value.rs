@@ -1,8 +1,8 @@
 //! Row values as they travel between databases, scripts and the applier.
 //!
 //! Numbers are kept as their exact decimal text, never as floats: a NUMERIC(38,10) or a
-//! BIGINT beyond 2^53 arrives at the target exactly as the source wrote it (DESIGN
-//! invariant 7). JSON columns keep their document (or, from PostgreSQL, the server's exact
+//! BIGINT beyond 2^53 arrives at the target exactly as the source wrote it (invariant 5 in
+//! `docs/architecture.md`). JSON columns keep their document (or, from PostgreSQL, the server's exact
 //! JSON text); SQL arrays keep their elements.
 
 use std::fmt;

@@ -1,5 +1,5 @@
-//! `replicator script …`, the userscript author's tools (`test` in [`harness`], `check` in
-//! [`check`], `new`, `api`, `bench` here), and MOLT's legacy `replicator userscript` command.
+//! `replicator script …`, the userscript author's tools (`test` in `harness`, `check` in
+//! `check`, `new`, `api`, `bench` here), and MOLT's legacy `replicator userscript` command.
 
 mod check;
 mod harness;
