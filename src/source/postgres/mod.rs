@@ -38,7 +38,7 @@
 //! the old key. Columns whose value is an unchanged TOAST datum are left out, so the target
 //! keeps its value; when the key changes as well, the value is taken from the old row (sent
 //! in full under `REPLICA IDENTITY FULL`, or an earlier change in the same transaction), or
-//! read from the old row on the target once everything before has committed ([`stage`]).
+//! read from the old row on the target once everything before has committed ([`forward`]).
 //! TRUNCATE becomes a delete of every row of the same-named target tables (children first)
 //! once everything before has committed; with a userscript it stops with an error naming the
 //! tables. Sequences, DDL and large objects are not replicated: pgoutput does not carry them.
