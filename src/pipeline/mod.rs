@@ -108,7 +108,9 @@ pub async fn run<S: Source>(
 
     let (committed_tx, committed_rx) = watch::channel(start.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (source_tx, source_rx) = mpsc::channel(4);
+    // One transaction in hand between the source and the userscript stage: the queue is the
+    // buffer (--targetApplyQueueSize), and memory stays bounded by it.
+    let (source_tx, source_rx) = mpsc::channel(1);
     let (queue, queue_rx) = crate::sequencer::queue::bounded(sequencer.apply_queue_size);
     let tag = source.tag();
     let run = SourceRun {

@@ -159,7 +159,8 @@ pub async fn run_immediate<I: Input, T: Target, C: Checkpoints>(
         let applied =
             apply_with_retries(&config.retry, target, &batch, planned, upcoming, &position).await;
         status.writing(false);
-        applied?;
+        // The writer's proof of the commit becomes the checkpoint.
+        let committed = applied?;
         status.transactions_applied(batch.iter().map(|tx| tx.commit_nanos));
         progress.commits += 1;
         progress.transactions += batch.len() as u64;
@@ -167,7 +168,6 @@ pub async fn run_immediate<I: Input, T: Target, C: Checkpoints>(
         tracing::debug!(position = %last, transactions = batch.len(), rows, planned_ahead, next_ready = ahead_now, "committed");
         let commit_nanos = batch.last().map_or(0, |tx| tx.commit_nanos);
         report.committed(rows, &last, commit_nanos);
-        let committed = Committed::after_commit(last.clone()).committed_at(commit_nanos);
         checkpoints
             .save(committed)
             .await
@@ -270,7 +270,7 @@ async fn apply_with_retries<T: Target>(
     mut planned: Option<Planned>,
     mut upcoming: Option<Upcoming<'_>>,
     position: &str,
-) -> Result<(), SequencerError> {
+) -> Result<Committed, SequencerError> {
     let mut attempt: u32 = 0;
     loop {
         // A plan made ahead serves the first attempt; retries plan again. Every attempt goes
@@ -279,7 +279,10 @@ async fn apply_with_retries<T: Target>(
             .as_mut()
             .map(|u| Upcoming { transactions: u.transactions, plan: &mut *u.plan });
         let outcome = target.apply_planned(batch, planned.take(), next).await;
-        let Err(e) = outcome else { return Ok(()) };
+        let e = match outcome {
+            Ok(committed) => return Ok(committed),
+            Err(e) => e,
+        };
         match retry.decide(e.kind, attempt) {
             Decision::Retry(delay) => {
                 tracing::warn!(attempt = attempt + 1, delay = ?delay, error = %e, "transient failure; retrying");

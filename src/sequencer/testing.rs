@@ -3,7 +3,7 @@
 
 use crate::staging::Committed;
 use crate::staging::{CheckpointError, Checkpoints};
-use crate::target::{Planned, Planner, Target, TargetError};
+use crate::target::{Planned, Planner, Target, TargetError, Upcoming};
 use crate::types::mutation::{Mutation, Position, SourceTransaction};
 
 /// Records committed batches; fails the way it is told to.
@@ -34,22 +34,12 @@ impl FaultyTarget {
     }
 }
 
-impl Target for FaultyTarget {
-    fn planner(&self) -> Option<Planner> {
-        self.plan_ahead.then(|| {
-            let planner: Planner = std::sync::Arc::new(|transactions: &[SourceTransaction]| {
-                let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();
-                Some(Box::new(rows) as Planned)
-            });
-            planner
-        })
-    }
-
-    async fn apply_planned(
+impl FaultyTarget {
+    async fn write_planned(
         &mut self,
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
-        _upcoming: Option<super::Upcoming<'_>>,
+        _upcoming: Option<Upcoming<'_>>,
     ) -> Result<(), TargetError> {
         if let Some(plan) = planned {
             let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();
@@ -58,10 +48,10 @@ impl Target for FaultyTarget {
             }
             self.planned += 1;
         }
-        self.apply(transactions).await
+        self.write_batch(transactions).await
     }
 
-    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+    async fn write_batch(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
         let mutations: Vec<Mutation> =
             transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
         self.attempts += 1;
@@ -82,6 +72,36 @@ impl Target for FaultyTarget {
         }
         self.committed.push(mutations);
         Ok(())
+    }
+}
+
+impl Target for FaultyTarget {
+    fn planner(&self) -> Option<Planner> {
+        self.plan_ahead.then(|| {
+            let planner: Planner = std::sync::Arc::new(|transactions: &[SourceTransaction]| {
+                let rows: usize = transactions.iter().map(|t| t.mutations.len()).sum();
+                Some(Box::new(rows) as Planned)
+            });
+            planner
+        })
+    }
+
+    async fn apply(
+        &mut self,
+        transactions: &[SourceTransaction],
+    ) -> Result<Committed, TargetError> {
+        self.write_batch(transactions).await?;
+        Ok(Committed::covering(transactions))
+    }
+
+    async fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+        upcoming: Option<Upcoming<'_>>,
+    ) -> Result<Committed, TargetError> {
+        self.write_planned(transactions, planned, upcoming).await?;
+        Ok(Committed::covering(transactions))
     }
 }
 

@@ -19,6 +19,15 @@ impl Committed {
         Self(position, 0)
     }
 
+    /// The proof for a target transaction that committed `transactions` (it covers the last
+    /// one): for the writer that committed them.
+    pub fn covering(transactions: &[crate::types::mutation::SourceTransaction]) -> Self {
+        match transactions.last() {
+            Some(tx) => Self(tx.position.clone(), tx.commit_nanos),
+            None => Self(Position::Lsn(PgLsn(0)), 0),
+        }
+    }
+
     /// The same, with that transaction's commit time on the source (nanoseconds since the
     /// Unix epoch), for the lag it reports.
     pub fn committed_at(self, commit_nanos: i64) -> Self {

@@ -10,6 +10,7 @@ use super::postgres::writer::PgTarget;
 use super::{Planned, Planner, Target, TargetError, Upcoming};
 use crate::conn::{ConnString, Protocol};
 use crate::script::{ScriptPool, SourceTag};
+use crate::staging::Committed;
 use crate::types::mutation::SourceTransaction;
 
 /// What to open.
@@ -109,7 +110,10 @@ impl Target for AnyTarget {
         }
     }
 
-    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+    async fn apply(
+        &mut self,
+        transactions: &[SourceTransaction],
+    ) -> Result<Committed, TargetError> {
         match self {
             AnyTarget::Postgres(t) => t.apply(transactions).await,
             AnyTarget::MySql(t) => t.apply(transactions).await,
@@ -121,7 +125,7 @@ impl Target for AnyTarget {
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
         upcoming: Option<Upcoming<'_>>,
-    ) -> Result<(), TargetError> {
+    ) -> Result<Committed, TargetError> {
         match self {
             AnyTarget::Postgres(t) => t.apply_planned(transactions, planned, upcoming).await,
             AnyTarget::MySql(t) => t.apply_planned(transactions, planned, upcoming).await,

@@ -18,18 +18,20 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::ErrorKind;
+use crate::staging::Committed;
 use crate::types::mutation::SourceTransaction;
 
 /// Where batches are written: one call is one target transaction, committed when it returns
-/// `Ok`. Delivery is at-least-once: after a crash a batch may be written again, so writes must
-/// be idempotent (upserts and deletes by key).
+/// `Ok` with the proof of that commit ([`Committed`], covering the last transaction), which the
+/// sequencer hands to the checkpoint. Delivery is at-least-once: after a crash a batch may be
+/// written again, so writes must be idempotent (upserts and deletes by key).
 pub trait Target: Send {
-    /// Writes the mutations of `transactions` (in source order) in one target transaction and
-    /// commits it.
+    /// Writes the mutations of `transactions` (in source order) in one target transaction,
+    /// commits it, and returns the proof.
     fn apply(
         &mut self,
         transactions: &[SourceTransaction],
-    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    ) -> impl Future<Output = Result<Committed, TargetError>> + Send;
 
     /// Plans batches ahead of their turn: the sequencer runs it on another thread while the
     /// batch before is written, and hands the result to [`Target::apply_planned`]. `None` (the
@@ -48,7 +50,7 @@ pub trait Target: Send {
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
         upcoming: Option<Upcoming<'_>>,
-    ) -> impl Future<Output = Result<(), TargetError>> + Send {
+    ) -> impl Future<Output = Result<Committed, TargetError>> + Send {
         let _ = (planned, upcoming);
         self.apply(transactions)
     }

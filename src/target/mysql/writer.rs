@@ -2,6 +2,7 @@
 //! transaction; the schema is re-read when a write names an unknown table or column.
 
 use crate::conn::mysql::MyParams;
+use crate::staging::Committed;
 use crate::target::batch::ApplyError;
 use crate::target::batch::Grouping;
 use crate::target::mysql::{MAX_PLACEHOLDERS, Statement, execute, introspect, is_lost, plan};
@@ -131,8 +132,8 @@ impl MyTarget {
     }
 }
 
-impl Target for MyTarget {
-    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+impl MyTarget {
+    async fn write_batch(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
         self.ensure_connected().await?;
         if self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every) {
             self.refresh().await?;
@@ -209,6 +210,16 @@ impl Target for MyTarget {
         }
         self.count_written(&statements);
         Ok(())
+    }
+}
+
+impl Target for MyTarget {
+    async fn apply(
+        &mut self,
+        transactions: &[SourceTransaction],
+    ) -> Result<Committed, TargetError> {
+        self.write_batch(transactions).await?;
+        Ok(Committed::covering(transactions))
     }
 }
 

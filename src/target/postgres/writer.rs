@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use crate::conn::ConnString;
 use crate::script::transform::table_level;
 use crate::script::{HostError, Meta, RowOp, ScriptPool, SourceTag};
+use crate::staging::Committed;
 use crate::target::batch::Grouping;
 use crate::target::postgres::PgScriptHost;
 use crate::target::postgres::apply::{
@@ -495,24 +496,8 @@ impl PgTarget {
     }
 }
 
-impl Target for PgTarget {
-    /// Plans ahead unless a userscript is loaded (its table-level handlers run in `apply`).
-    fn planner(&self) -> Option<Planner> {
-        if self.script.is_some() {
-            return None;
-        }
-        let (shared, collapse, dialect) = (self.shared_schema.clone(), self.collapse, self.dialect);
-        Some(Arc::new(move |transactions: &[SourceTransaction]| {
-            let schema = shared.lock().ok()?.clone();
-            let mutations = transactions.iter().flat_map(|t| &t.mutations);
-            // A name the schema lacks is left to `apply`, which re-reads the schema.
-            let statements = plan(&schema, mutations, collapse, dialect).ok()?;
-            let wires = Arc::new(render(&statements).ok()?);
-            Some(Box::new(PrePlanned { schema, wires }) as Planned)
-        }))
-    }
-
-    async fn apply_planned(
+impl PgTarget {
+    async fn write_planned(
         &mut self,
         transactions: &[SourceTransaction],
         planned: Option<Planned>,
@@ -543,11 +528,11 @@ impl Target for PgTarget {
                 let outcome = self.write_ahead(p.wires, &mutations, upcoming).await;
                 self.in_source_order(outcome, &mutations).await
             }
-            _ => self.apply(transactions).await,
+            _ => self.write_batch(transactions).await,
         }
     }
 
-    async fn apply(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
+    async fn write_batch(&mut self, transactions: &[SourceTransaction]) -> Result<(), TargetError> {
         self.ensure_connected().await?;
         self.refresh_if_due().await?;
         // Planned from the transactions' own rows (no copies); a script's output is owned here.
@@ -634,5 +619,41 @@ impl Target for PgTarget {
             metrics.count_applied(self.schema.label(), &s.table, s.op, s.rows);
         }
         Ok(())
+    }
+}
+
+impl Target for PgTarget {
+    /// Plans ahead unless a userscript is loaded (its table-level handlers run in `apply`).
+    fn planner(&self) -> Option<Planner> {
+        if self.script.is_some() {
+            return None;
+        }
+        let (shared, collapse, dialect) = (self.shared_schema.clone(), self.collapse, self.dialect);
+        Some(Arc::new(move |transactions: &[SourceTransaction]| {
+            let schema = shared.lock().ok()?.clone();
+            let mutations = transactions.iter().flat_map(|t| &t.mutations);
+            // A name the schema lacks is left to `apply`, which re-reads the schema.
+            let statements = plan(&schema, mutations, collapse, dialect).ok()?;
+            let wires = Arc::new(render(&statements).ok()?);
+            Some(Box::new(PrePlanned { schema, wires }) as Planned)
+        }))
+    }
+
+    async fn apply(
+        &mut self,
+        transactions: &[SourceTransaction],
+    ) -> Result<Committed, TargetError> {
+        self.write_batch(transactions).await?;
+        Ok(Committed::covering(transactions))
+    }
+
+    async fn apply_planned(
+        &mut self,
+        transactions: &[SourceTransaction],
+        planned: Option<Planned>,
+        upcoming: Option<Upcoming<'_>>,
+    ) -> Result<Committed, TargetError> {
+        self.write_planned(transactions, planned, upcoming).await?;
+        Ok(Committed::covering(transactions))
     }
 }
