@@ -13,6 +13,7 @@ use crate::cli::{CodedError, coded};
 use crate::conn::ConnString;
 use crate::conn::Protocol;
 use crate::script::{Api, Configured, Engine, EngineOptions, compile_script};
+use crate::target::postgres::introspect;
 
 /// Flags of `replicator script check`.
 #[derive(Debug, Clone, Args)]
@@ -121,18 +122,13 @@ fn check_target(
         let client = crate::conn::postgres::connect(conn).await.map_err(|e| {
             coded(2, format!("cannot reach --targetConn: {}", crate::error::with_causes(&e)))
         })?;
-        let database: String = client
-            .query_one("SELECT current_database()", &[])
-            .await
-            .map_err(|e| coded(2, e.to_string()))?
-            .get(0);
+        let database =
+            introspect::current_database(&client).await.map_err(|e| coded(2, e.to_string()))?;
         let schema_exists = |schema: String| {
             let client = &client;
             async move {
-                client
-                    .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+                introspect::schema_exists(client, &schema)
                     .await
-                    .map(|r| r.is_some())
                     .map_err(|e| coded(2, e.to_string()))
             }
         };
@@ -172,15 +168,9 @@ fn check_target(
                 [.., s, t] => ((*s).to_owned(), (*t).to_owned()),
                 [] => continue,
             };
-            let exists = client
-                .query_opt(
-                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v')",
-                    &[&schema, &name],
-                )
+            let exists = introspect::table_exists(&client, &schema, &name)
                 .await
-                .map_err(|e| coded(2, e.to_string()))?
-                .is_some();
+                .map_err(|e| coded(2, e.to_string()))?;
             if !exists {
                 missing.push(format!("table {} ({schema}.{name})", table.name));
             }

@@ -272,28 +272,22 @@ impl Target {
         let client = runtime.block_on(crate::conn::postgres::connect(conn)).map_err(|e| {
             failure(2, format!("cannot reach --targetConn: {}", crate::error::with_causes(&e)))
         })?;
-        let database: String = runtime
-            .block_on(client.query_one("SELECT current_database()", &[]))
-            .map_err(|e| failure(2, format!("--targetConn {conn}: {e}")))?
-            .get(0);
+        let database = runtime
+            .block_on(crate::target::postgres::introspect::current_database(&client))
+            .map_err(|e| failure(2, format!("--targetConn {conn}: {e}")))?;
         Ok(Self { runtime, client: Arc::new(client), database })
     }
 
     /// Primary key columns of `schema.table` (the schema part of `db.schema`), in key order.
     fn primary_key(&self, schema: &str, table: &str) -> Result<Vec<String>, TestFailure> {
         let schema = schema.rsplit('.').next().unwrap_or(schema);
-        let rows = self
-            .runtime
-            .block_on(self.client.query(
-                "SELECT a.attname::text FROM pg_index i \
-                 JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
-                 WHERE i.indisprimary AND n.nspname = $1 AND c.relname = $2 \
-                 ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                &[&schema, &table],
+        self.runtime
+            .block_on(crate::target::postgres::introspect::primary_key(
+                &*self.client,
+                schema,
+                table,
             ))
-            .map_err(|e| failure(2, format!("reading the primary key of {schema}.{table}: {e}")))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .map_err(|e| failure(2, format!("reading the primary key of {schema}.{table}: {e}")))
     }
 }
 
@@ -585,27 +579,26 @@ fn run_write(
 ) -> Result<(), TestFailure> {
     let pg_schema = schema.rsplit('.').next().unwrap_or(schema).to_owned();
     let pk = target.primary_key(schema, table)?;
-    target
-        .runtime
-        .block_on(target.client.batch_execute("BEGIN"))
-        .map_err(|e| failure(2, e.to_string()))?;
-    let writer = crate::target::postgres::row_writer(
-        target.client.clone(),
-        target.runtime.handle().clone(),
-        &pg_schema,
-        table,
-        pk,
-    );
-    let host = PgScriptHost::new(
-        target.client.clone(),
-        target.runtime.handle().clone(),
-        &target.database,
-        &pg_schema,
-        table,
-        writer,
-    );
-    let (_, result) = engine.write(name, ops, Box::new(host));
-    let _ = target.runtime.block_on(target.client.batch_execute("ROLLBACK"));
+    let runtime = target.runtime.handle().clone();
+    let result = crate::target::postgres::rolled_back(&target.client, &runtime, || {
+        let writer = crate::target::postgres::row_writer(
+            target.client.clone(),
+            runtime.clone(),
+            &pg_schema,
+            table,
+            pk,
+        );
+        let host = PgScriptHost::new(
+            target.client.clone(),
+            runtime.clone(),
+            &target.database,
+            &pg_schema,
+            table,
+            writer,
+        );
+        engine.write(name, ops, Box::new(host)).1
+    })
+    .map_err(|e| failure(2, e.to_string()))?;
     result.map_err(script_failure)?;
     eprintln!(
         "onWrite for table {name:?} ({} rows): ran against --targetConn, rolled back",

@@ -64,3 +64,56 @@ pub async fn introspect(
     let cascading = fks.iter().filter(|r| r.get::<_, bool>(2)).map(|r| r.get(1)).collect();
     Ok(Schema { name: schema.to_owned(), tables, foreign_keys, cascading, label: String::new() })
 }
+
+/// The connection's database.
+pub async fn current_database(
+    client: &impl GenericClient,
+) -> Result<String, tokio_postgres::Error> {
+    Ok(client.query_one("SELECT current_database()::text", &[]).await?.get(0))
+}
+
+/// Schema `schema` exists in the connection's database.
+pub async fn schema_exists(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await?
+        .is_some())
+}
+
+/// Table (or view) `schema.table` exists.
+pub async fn table_exists(
+    client: &impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v')",
+            &[&schema, &table],
+        )
+        .await?
+        .is_some())
+}
+
+/// The primary key columns of `schema.table`, in key order (empty without one).
+pub async fn primary_key(
+    client: &impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indisprimary AND n.nspname = $1 AND c.relname = $2 \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&schema, &table],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

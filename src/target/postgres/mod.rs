@@ -9,7 +9,7 @@ pub mod ops;
 mod script_host;
 pub mod writer;
 
-pub use script_host::{PgScriptHost, Writer, row_writer};
+pub use script_host::{PgScriptHost, Writer, rolled_back, row_writer};
 
 /// `"name"`, with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {

@@ -217,3 +217,16 @@ pub fn row_writer(
         Ok(())
     })
 }
+
+/// Runs `f` inside a transaction on `client` that is rolled back afterwards, whatever `f`
+/// did: `script test --targetConn` runs `onWrite` against the real target this way.
+pub fn rolled_back<R>(
+    client: &Client,
+    runtime: &Handle,
+    f: impl FnOnce() -> R,
+) -> Result<R, tokio_postgres::Error> {
+    runtime.block_on(client.batch_execute("BEGIN"))?;
+    let result = f();
+    let _ = runtime.block_on(client.batch_execute("ROLLBACK"));
+    Ok(result)
+}
