@@ -20,6 +20,7 @@ use crate::script::SourceTag;
 use crate::target::preflight::SourceTable;
 use crate::types::mutation::{Position, SourceTransaction};
 
+pub mod changefeed;
 pub mod mysql;
 pub mod postgres;
 
