@@ -1,8 +1,7 @@
 //! JSON Web Tokens that let a CockroachDB changefeed write into chosen schemas.
 //!
-//! `replicator make-jwt` signs a claim with a private key; the `start` command (a later
-//! issue) verifies incoming tokens against the public keys in the staging table
-//! `jwt_public_keys`. The claim is MOLT's:
+//! `replicator make-jwt` signs a claim with a private key; [`Verifier`] checks incoming tokens
+//! against the public keys in the staging table `jwt_public_keys`. The claim is MOLT's:
 //!
 //! ```json
 //! {"iss": "replicator", "jti": "<random UUID>", "iat": 1700000000,
@@ -14,6 +13,8 @@
 
 mod claims;
 mod key;
+mod verify;
 
 pub use claims::{AllowedSchema, Claims, NAMESPACE, ReplicatorClaim};
 pub use key::{KeyError, SigningKey};
+pub use verify::{Denied, PublicKeyError, Verifier, VerifyingKey};
