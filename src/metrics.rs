@@ -66,6 +66,22 @@ pub struct Metrics {
     pub last_checkpoint_seconds: Gauge,
     /// Process start marker (always 1), so a scrape shows the process is replicator.
     pub up: IntCounter,
+    /// Changefeed requests answered, by status code (`replicator start`).
+    pub http_status_codes_total: IntCounterVec,
+    /// Time to answer a changefeed request.
+    pub http_latency_seconds: HistogramVec,
+    /// Changefeed request body bytes, as decompressed.
+    pub http_payload_in_bytes_total: IntCounter,
+    /// Changefeed mutations received, by target schema and table.
+    pub mutations_received_count: IntCounterVec,
+    /// Changefeed mutations dropped because an equal or newer version of their key was applied.
+    pub stage_duplicate_mutations_total: IntCounterVec,
+    /// Resolved timestamps refused for going backwards, by target schema.
+    pub checkpoint_proposed_going_backwards_errors: IntCounterVec,
+    /// The newest applied resolved timestamp, seconds since the epoch, by target schema.
+    pub target_applied_timestamp_seconds: GaugeVec,
+    /// When the changefeed's JWT keys were last loaded, seconds since the epoch.
+    pub jwt_last_refresh_time: Gauge,
 }
 
 const SCRIPT: &[&str] = &["schema", "table", "function"];
@@ -109,7 +125,44 @@ impl Metrics {
         let up = IntCounter::new("replicator_up", "1 while replicator runs")?;
         registry.register(Box::new(up.clone()))?;
         up.inc();
+        let jwt_refresh =
+            Gauge::new("jwt_last_refresh_time", "when the JWT public keys were last loaded")?;
+        registry.register(Box::new(jwt_refresh.clone()))?;
+        let payload_bytes =
+            plain("http_payload_in_bytes_total", "changefeed request body bytes, decompressed")?;
         Ok(Self {
+            http_status_codes_total: counter(
+                "http_status_codes_total",
+                "changefeed requests answered, by status code",
+                &["code"],
+            )?,
+            http_latency_seconds: histogram(
+                "http_latency_seconds",
+                "time to answer a changefeed request",
+                &["code"],
+            )?,
+            http_payload_in_bytes_total: payload_bytes,
+            mutations_received_count: counter(
+                "mutations_received_count",
+                "changefeed mutations received",
+                TABLE,
+            )?,
+            stage_duplicate_mutations_total: counter(
+                "stage_duplicate_mutations_total",
+                "changefeed mutations dropped: an equal or newer version of the key was applied",
+                TABLE,
+            )?,
+            checkpoint_proposed_going_backwards_errors: counter(
+                "checkpoint_proposed_going_backwards_errors",
+                "resolved timestamps refused for going backwards",
+                &["schema"],
+            )?,
+            target_applied_timestamp_seconds: gauge(
+                "target_applied_timestamp_seconds",
+                "the newest applied resolved timestamp",
+                &["schema"],
+            )?,
+            jwt_last_refresh_time: jwt_refresh,
             apply_upserts_total: counter(
                 "apply_upserts_total",
                 "rows written to the target",

@@ -113,6 +113,40 @@ impl Verifier {
         Self { keys, revoked }
     }
 
+    /// Reads the active keys of staging's `jwt_public_keys` and the ids of `jwt_revoked_ids`.
+    /// A key row that does not parse is returned with why (to be logged) and skipped: one bad
+    /// row does not lock every changefeed out.
+    pub async fn load(
+        client: &impl tokio_postgres::GenericClient,
+        staging: &crate::staging::StagingSchema,
+    ) -> Result<(Self, Vec<(String, PublicKeyError)>), tokio_postgres::Error> {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id::TEXT, public_key FROM {} WHERE active ORDER BY id",
+                    staging.table("jwt_public_keys")
+                ),
+                &[],
+            )
+            .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut skipped = Vec::new();
+        for row in rows {
+            let (id, pem): (String, String) = (row.get(0), row.get(1));
+            match VerifyingKey::from_pem(&pem) {
+                Ok(key) => keys.push(key),
+                Err(e) => skipped.push((id, e)),
+            }
+        }
+        let revoked = client
+            .query(&format!("SELECT id FROM {}", staging.table("jwt_revoked_ids")), &[])
+            .await?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        Ok((Self::new(keys, revoked), skipped))
+    }
+
     /// How many keys it holds.
     pub fn keys(&self) -> usize {
         self.keys.len()

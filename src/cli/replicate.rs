@@ -116,6 +116,15 @@ pub trait ReplicationArgs: Args + FromArgMatches + Clone {
     fn pipeline(&self) -> &PipelineArgs;
 }
 
+/// The multi-threaded runtime every long-running command runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("replicator")
+        .build()
+        .context("starting the async runtime")
+}
+
 /// Runs replication command `name`: loads the userscript (re-reading the flags with its
 /// `setOptions`), validates the flags, builds the source with `source`, and runs the pipeline
 /// until a signal or a permanent failure.
@@ -124,12 +133,7 @@ pub fn run<A: ReplicationArgs, S: Source>(
     args: &A,
     source: impl FnOnce(&A) -> anyhow::Result<S>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("replicator")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         // The script first: its setOptions may change the other flags.
         let mut args = args.clone();
         let pool = script_pool(&args.pipeline().script, flag_names::<A>())?;

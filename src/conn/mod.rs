@@ -11,6 +11,7 @@
 use std::fmt;
 
 pub mod mysql;
+pub mod pool;
 pub mod postgres;
 pub mod url;
 

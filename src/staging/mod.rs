@@ -2,7 +2,8 @@
 //!
 //! Tables keep the column layouts of MOLT's staging tables, so an operator's SQL (inserting a
 //! JWT public key, reading a position) works unchanged: `memo` (source positions),
-//! `checkpoints`, `leases`, `jwt_public_keys`, `jwt_revoked_ids`. PostgreSQL's DDL is run in
+//! `checkpoints`, `leases`, `jwt_public_keys`, `jwt_revoked_ids`, and the changefeed's
+//! per-table staging tables ([`stage`]); `key_versions` is ours (see [`stage`]). PostgreSQL's DDL is run in
 //! the tests; CockroachDB's is pinned by golden SQL (no CockroachDB server runs here).
 //!
 //! Positions are written only after the target transaction that covers them has committed:
@@ -14,6 +15,7 @@ use tokio_postgres::GenericClient;
 pub mod checkpoints;
 pub mod lease;
 pub mod memo;
+pub mod stage;
 
 pub use checkpoints::{AnnouncingCheckpoints, CheckpointError, Checkpoints, StagingCheckpoints};
 pub use memo::{CheckpointStore, Committed};
@@ -89,6 +91,7 @@ pub fn ddl(dialect: StagingDialect, staging: &StagingSchema, create_schema: bool
         "CREATE TABLE IF NOT EXISTS {} (id {text} PRIMARY KEY)",
         t("jwt_revoked_ids")
     ));
+    out.push(stage::versions_ddl(dialect, staging));
     out
 }
 
@@ -183,13 +186,13 @@ mod tests {
             sql[3],
             r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."checkpoints" (group_name STRING NOT NULL, source_hlc DECIMAL NOT NULL, partition STRING NOT NULL, first_seen TIMESTAMPTZ NOT NULL DEFAULT now(), target_applied_at TIMESTAMPTZ NULL, PRIMARY KEY (group_name, source_hlc, partition))"#
         );
-        assert_eq!(sql.len(), 7);
+        assert_eq!(sql.len(), 8);
         let pg = ddl(
             StagingDialect::Postgres,
             &StagingSchema { database: None, schema: "_replicator".into() },
             false,
         );
-        assert_eq!(pg.len(), 5, "no schema creation without --stagingCreateSchema");
+        assert_eq!(pg.len(), 6, "no schema creation without --stagingCreateSchema");
         assert_eq!(
             pg[0],
             r#"CREATE TABLE IF NOT EXISTS "_replicator"."memo" (key TEXT PRIMARY KEY, value BYTEA NOT NULL)"#

@@ -82,7 +82,62 @@ pub async fn open(spec: &TargetSpec) -> Result<AnyTarget, TargetError> {
     }
 }
 
+/// The target schema a changefeed's path names (`["db", "schema"]` on PostgreSQL and
+/// CockroachDB, `["database"]` on MySQL/MariaDB), as the target spells it; `Ok(None)` when the
+/// target has no such schema (a PostgreSQL path's database must be the connection's).
+pub async fn schema_named(
+    conn: &ConnString,
+    parts: &[String],
+) -> Result<Option<String>, TargetError> {
+    let unreachable = |e: &dyn std::error::Error| {
+        TargetError::transient(format!(
+            "reaching the target failed: {}",
+            crate::error::with_causes(e)
+        ))
+    };
+    match (conn.protocol(), parts) {
+        (Some(Protocol::Postgres), [database, schema]) => {
+            let client = crate::conn::postgres::connect(conn).await.map_err(|e| unreachable(&e))?;
+            let current = super::postgres::introspect::current_database(&client)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            if !current.eq_ignore_ascii_case(database) {
+                return Ok(None);
+            }
+            super::postgres::introspect::schema_named(&client, schema)
+                .await
+                .map_err(|e| unreachable(&e))
+        }
+        (Some(Protocol::MySql), [database]) => {
+            let params = crate::conn::mysql::MyParams::from_conn(conn)
+                .map_err(|e| TargetError::data(e.to_string()))?;
+            let mut c = params.connect().await.map_err(|e| unreachable(&e))?;
+            let found =
+                super::mysql::database_named(&mut c, database).await.map_err(|e| unreachable(&e));
+            let _ = c.disconnect().await;
+            found
+        }
+        _ => Ok(None),
+    }
+}
+
 impl AnyTarget {
+    /// The target schema as last read (tables, columns, primary keys).
+    pub fn schema(&self) -> std::sync::Arc<crate::target::schema::Schema> {
+        match self {
+            AnyTarget::Postgres(t) => t.schema(),
+            AnyTarget::MySql(t) => t.schema(),
+        }
+    }
+
+    /// Reads the target schema again now.
+    pub async fn reload_schema(&mut self) -> Result<(), TargetError> {
+        match self {
+            AnyTarget::Postgres(t) => t.reload_schema().await,
+            AnyTarget::MySql(t) => t.reload_schema().await,
+        }
+    }
+
     /// Runs the userscript's table-level handlers (and `onWrite`) in each write. Only the
     /// PostgreSQL/CockroachDB writer hosts them so far.
     pub fn with_script(

@@ -100,22 +100,32 @@ pub struct TargetError {
     pub message: String,
     /// What kind of failure it is: whether retrying may help.
     pub kind: ErrorKind,
+    /// The target refused a write for a foreign key (a parent row not there yet, or a child
+    /// still there): in immediate failback the other row may be in flight, so it is retried.
+    pub foreign_key: bool,
+}
+
+impl From<batch::ApplyError> for TargetError {
+    fn from(e: batch::ApplyError) -> Self {
+        let foreign_key = e.is_foreign_key_violation();
+        Self { foreign_key, ..Self::classified(e.to_string(), e.is_transient()) }
+    }
 }
 
 impl TargetError {
     /// Retrying may succeed (lost connection, serialization failure, deadlock).
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: ErrorKind::Transient }
+        Self { message: message.into(), kind: ErrorKind::Transient, foreign_key: false }
     }
 
     /// The batch cannot be written as it is.
     pub fn data(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: ErrorKind::Data }
+        Self { message: message.into(), kind: ErrorKind::Data, foreign_key: false }
     }
 
     /// A broken invariant.
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: ErrorKind::Fatal }
+        Self { message: message.into(), kind: ErrorKind::Fatal, foreign_key: false }
     }
 
     /// Transient if `transient`, else a data error.

@@ -249,19 +249,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::target::schema::{Column, ColumnKind};
+    use crate::target::schema::Column;
 
     fn column(name: &str, sql_type: &str, key: Option<usize>, nullable: bool) -> Column {
-        Column {
-            name: name.into(),
-            sql_type: sql_type.into(),
-            key_position: key,
-            generated: false,
-            default: None,
-            nullable,
-            json: false,
-            kind: ColumnKind::Text,
-        }
+        Column { nullable, json: false, ..Column::sample(name, sql_type, key) }
     }
 
     fn target() -> Schema {

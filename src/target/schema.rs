@@ -26,6 +26,23 @@ pub struct Column {
     pub kind: ColumnKind,
 }
 
+impl Column {
+    /// A plain column for tests: nullable unless part of the key, JSON when `jsonb`.
+    #[cfg(test)]
+    pub fn sample(name: &str, sql_type: &str, key_position: Option<usize>) -> Column {
+        Column {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            key_position,
+            generated: false,
+            default: None,
+            nullable: key_position.is_none(),
+            json: sql_type == "jsonb",
+            kind: ColumnKind::Text,
+        }
+    }
+}
+
 /// What kind of value a column holds, where the dialect's SQL needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ColumnKind {

@@ -29,6 +29,23 @@ pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// The database `name` names: the exact spelling, else the only one equal ignoring case.
+pub async fn database_named(
+    conn: &mut impl Queryable,
+    name: &str,
+) -> Result<Option<String>, mysql_async::Error> {
+    let names: Vec<String> = conn
+        .exec(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE LOWER(SCHEMA_NAME) = LOWER(?)",
+            (name,),
+        )
+        .await?;
+    Ok(match names.as_slice() {
+        [only] => Some(only.clone()),
+        _ => names.iter().find(|n| *n == name).cloned(),
+    })
+}
+
 /// Reads database `database` into a [`Schema`].
 pub async fn introspect(
     conn: &mut impl Queryable,

@@ -14,7 +14,7 @@ use crate::types::mutation::{Mutation, SourceTransaction};
 pub struct MyTarget {
     conn: mysql_async::Conn,
     database: String,
-    schema: Schema,
+    schema: std::sync::Arc<Schema>,
     collapse: bool,
     refresh_every: Option<std::time::Duration>,
     refreshed_at: std::time::Instant,
@@ -31,7 +31,7 @@ impl MyTarget {
         database: &str,
         collapse: bool,
     ) -> Result<Self, mysql_async::Error> {
-        let schema = introspect(&mut conn, database).await?;
+        let schema = std::sync::Arc::new(introspect(&mut conn, database).await?);
         Ok(Self {
             conn,
             database: database.to_owned(),
@@ -86,7 +86,7 @@ impl MyTarget {
     async fn refresh(&mut self) -> Result<(), TargetError> {
         let schema = introspect(&mut self.conn, &self.database).await;
         self.schema = match schema {
-            Ok(schema) => schema,
+            Ok(schema) => std::sync::Arc::new(schema),
             Err(e) => {
                 self.driver_error(&e);
                 return Err(TargetError::transient(e.to_string()));
@@ -95,10 +95,21 @@ impl MyTarget {
         self.refreshed_at = std::time::Instant::now();
         Ok(())
     }
+
+    /// The schema as last read.
+    pub fn schema(&self) -> std::sync::Arc<Schema> {
+        self.schema.clone()
+    }
+
+    /// Reads the schema again now (a request named a table or column not seen yet).
+    pub async fn reload_schema(&mut self) -> Result<(), TargetError> {
+        self.ensure_connected().await?;
+        self.refresh().await
+    }
 }
 
 fn classify(e: ApplyError) -> TargetError {
-    TargetError::classified(e.to_string(), e.is_transient())
+    TargetError::from(e)
 }
 
 impl MyTarget {

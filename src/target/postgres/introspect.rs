@@ -83,6 +83,26 @@ pub async fn schema_exists(
         .is_some())
 }
 
+/// The schema of the connection's database that `name` names: the exact spelling, else the
+/// only one equal ignoring case.
+pub async fn schema_named(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE lower(nspname) = lower($1)              ORDER BY nspname = $1 DESC",
+            &[&name],
+        )
+        .await?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(match names.as_slice() {
+        [only] => Some(only.clone()),
+        [first, ..] if first == name => Some(first.clone()),
+        _ => None,
+    })
+}
+
 /// Table (or view) `schema.table` exists.
 pub async fn table_exists(
     client: &impl GenericClient,

@@ -159,6 +159,17 @@ impl PgTarget {
         Ok(())
     }
 
+    /// The schema as last read.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+
+    /// Reads the schema again now (a request named a table or column not seen yet).
+    pub async fn reload_schema(&mut self) -> Result<(), TargetError> {
+        self.ensure_connected().await?;
+        self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))
+    }
+
     /// `--schemaRefresh` has passed since the schema was read.
     fn refresh_due(&self) -> bool {
         self.refresh_every.is_some_and(|every| self.refreshed_at.elapsed() >= every)
@@ -298,7 +309,7 @@ impl PgTarget {
 }
 
 fn classify(e: ApplyError) -> TargetError {
-    TargetError::classified(e.to_string(), e.is_transient())
+    TargetError::from(e)
 }
 
 /// `write()` inside `onWrite`: the batched applier, in the target transaction.

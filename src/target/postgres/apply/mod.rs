@@ -328,16 +328,7 @@ mod tests {
     use crate::types::mutation::row;
 
     fn column(name: &str, sql_type: &str, key: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            sql_type: sql_type.into(),
-            key_position: key,
-            generated: false,
-            default: None,
-            nullable: key.is_none(),
-            json: sql_type == "jsonb",
-            kind: Default::default(),
-        }
+        Column::sample(name, sql_type, key)
     }
 
     fn schema() -> Schema {

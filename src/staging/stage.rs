@@ -1,0 +1,239 @@
+//! Changefeed state in staging: MOLT's per-table staging tables (here holding the applied
+//! marks of immediate mode), the per-key newest versions that keep an older version from
+//! overwriting a newer one, and resolved timestamps in `checkpoints`.
+//!
+//! # Per-table staging tables
+//!
+//! One table per target table, named `<db>_<schema>_<table>` (lower case; MySQL/MariaDB
+//! targets: `<db>_<table>`), with MOLT's columns: `nanos`, `logical`, `key` (the key as a JSON
+//! array), `mut`, `before`, `applied`, `applied_at`, `deletion`, `source_time`. Immediate mode
+//! writes an applied stub (`mut` = `{"__stub__":true}`) for every version it applied, in the
+//! staging transaction that commits right after the target's, so staged data and applied marks
+//! read as MOLT's do.
+//!
+//! # Key versions
+//!
+//! `key_versions(table_name, key, nanos, logical)` holds the newest version applied per key.
+//! A request claims its keys first: one upsert that moves a key's version only forward and
+//! returns the keys it moved. The claim's row locks are held until the staging transaction
+//! ends, after the target's commit, so two requests for one key (two instances behind a load
+//! balancer, or a retry that overtakes its first copy) are serialized, and the later one sees
+//! the version the first applied: an older version is then dropped, never written. Keys are
+//! claimed in sorted order, so two requests cannot deadlock on each other. If replicator stops
+//! between the target's commit and staging's, the claim is rolled back and the changefeed's
+//! retry writes the same version again (writes are idempotent).
+//!
+//! # Checkpoints
+//!
+//! A resolved timestamp is recorded in `checkpoints` under the target schema (group and
+//! partition: `db.schema` lower-cased, as MOLT). Equal to the newest: accepted (CockroachDB
+//! re-sends them). Older: refused, as a changefeed recreated with an older cursor would
+//! otherwise re-apply the past silently.
+
+use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+
+use super::{StagingDialect, StagingSchema};
+use crate::types::position::Hlc;
+
+/// The mark `mut` holds for a version immediate mode applied.
+pub const STUB: &str = r#"{"__stub__":true}"#;
+
+/// The staging table of `table` in target schema `schema` (its parts): `db_schema_table`, or
+/// `db_table` for a one-part (MySQL/MariaDB) schema, lower case.
+pub fn table_name(schema: &[String], table: &str) -> String {
+    let mut parts: Vec<String> = schema.iter().map(|p| p.to_lowercase()).collect();
+    parts.push(table.to_lowercase());
+    parts.join("_")
+}
+
+/// The DDL of one per-table staging table (idempotent).
+pub fn table_ddl(dialect: StagingDialect, staging: &StagingSchema, name: &str) -> Vec<String> {
+    let t = staging.table(name);
+    let index = crate::target::postgres::quote_ident(&format!("{name}_key_applied"));
+    match dialect {
+        StagingDialect::Postgres => vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (nanos INT8 NOT NULL, logical INT8 NOT NULL, \
+                 key TEXT NOT NULL, mut BYTEA NOT NULL, before BYTEA NULL, \
+                 applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL, \
+                 deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ GENERATED ALWAYS \
+                 AS (to_timestamp(nanos::float8 / 1e9)) STORED, PRIMARY KEY (nanos, logical, key))"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (key) INCLUDE (applied)"),
+        ],
+        StagingDialect::Cockroach => vec![format!(
+            "CREATE TABLE IF NOT EXISTS {t} (nanos INT8 NOT NULL, logical INT8 NOT NULL, \
+             key STRING NOT NULL, mut BYTES NOT NULL, before BYTES NULL, \
+             applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL, \
+             deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ AS \
+             (to_timestamp(nanos::FLOAT8 / 1e9)) VIRTUAL, PRIMARY KEY (nanos, logical, key), \
+             INDEX {index} (key) STORING (applied), FAMILY cold (nanos, logical, key, mut, \
+             before, deletion), FAMILY hot (applied, applied_at))"
+        )],
+    }
+}
+
+/// The DDL of `key_versions` (idempotent).
+pub fn versions_ddl(dialect: StagingDialect, staging: &StagingSchema) -> String {
+    let text = match dialect {
+        StagingDialect::Postgres => "TEXT",
+        StagingDialect::Cockroach => "STRING",
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (table_name {text} NOT NULL, key {text} NOT NULL, \
+         nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))",
+        staging.table("key_versions")
+    )
+}
+
+/// A version of one key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    /// The per-table staging table's name ([`table_name`]).
+    pub table: String,
+    /// The key's canonical text.
+    pub key: String,
+    /// The version's time.
+    pub time: Hlc,
+}
+
+/// Claims `versions` (sorted by table and key, one per key) inside the caller's transaction:
+/// moves each key's newest version forward and returns, for each version, whether it is newer
+/// than every version applied before (false: an equal or newer one was applied; drop it). The
+/// rows stay locked until the transaction ends.
+pub async fn claim(
+    tx: &impl GenericClient,
+    staging: &StagingSchema,
+    versions: &[Version],
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    if versions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "INSERT INTO {t} AS v (table_name, key, nanos, logical) \
+         SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::INT8[]) \
+         ON CONFLICT (table_name, key) DO UPDATE SET nanos = excluded.nanos, logical = excluded.logical \
+         WHERE (v.nanos, v.logical) < (excluded.nanos, excluded.logical) \
+         RETURNING table_name, key",
+        t = staging.table("key_versions")
+    );
+    let tables: Vec<&str> = versions.iter().map(|v| v.table.as_str()).collect();
+    let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
+    let nanos: Vec<i64> = versions.iter().map(|v| v.time.nanos).collect();
+    let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
+    let params: [&(dyn ToSql + Sync); 4] = [&tables, &keys, &nanos, &logical];
+    let rows = tx.query(&sql, &params).await?;
+    let moved: std::collections::HashSet<(String, String)> =
+        rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+    Ok(versions.iter().map(|v| moved.contains(&(v.table.clone(), v.key.clone()))).collect())
+}
+
+/// Writes applied stubs for `versions` of per-table staging table `table` (MOLT's
+/// `MarkApplied`), inside the caller's transaction.
+pub async fn mark_applied(
+    tx: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    versions: &[&Version],
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {t} (nanos, logical, key, mut, applied, applied_at) \
+         SELECT n, l, k, convert_to($4, 'UTF8'), true, now() \
+         FROM unnest($1::INT8[], $2::INT8[], $3::TEXT[]) AS u(n, l, k) \
+         ON CONFLICT (nanos, logical, key) DO UPDATE SET applied = true, applied_at = now()",
+        t = staging.table(table)
+    );
+    let nanos: Vec<i64> = versions.iter().map(|v| v.time.nanos).collect();
+    let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
+    let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
+    tx.execute(&sql, &[&nanos, &logical, &keys, &STUB]).await?;
+    Ok(())
+}
+
+/// What recording a resolved timestamp did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// Recorded (or already recorded: the changefeed sent it again).
+    Recorded,
+    /// Older than the newest recorded for the schema: refused.
+    Backwards {
+        /// The newest recorded.
+        newest: Hlc,
+    },
+}
+
+/// Records resolved timestamp `at` for target schema `group` (`db.schema`, lower case), marked
+/// applied at once when `applied` (immediate mode).
+pub async fn resolve(
+    client: &mut tokio_postgres::Client,
+    staging: &StagingSchema,
+    group: &str,
+    at: Hlc,
+    applied: bool,
+) -> Result<Resolved, tokio_postgres::Error> {
+    let t = staging.table("checkpoints");
+    let tx = client.transaction().await?;
+    let newest = tx
+        .query_opt(
+            &format!(
+                "SELECT source_hlc::TEXT FROM {t} WHERE group_name = $1 AND partition = $1 \
+                 ORDER BY source_hlc DESC LIMIT 1 FOR UPDATE"
+            ),
+            &[&group],
+        )
+        .await?;
+    if let Some(row) = newest {
+        let text: String = row.get(0);
+        if let Ok(newest) = text.parse::<Hlc>()
+            && newest > at
+        {
+            return Ok(Resolved::Backwards { newest });
+        }
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {t} (group_name, source_hlc, partition, target_applied_at) \
+             VALUES ($1, $2::TEXT::NUMERIC, $1, CASE WHEN $3 THEN now() END) \
+             ON CONFLICT (group_name, source_hlc, partition) DO NOTHING"
+        ),
+        &[&group, &at.to_string(), &applied],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Resolved::Recorded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_table_names_follow_molt() {
+        let pg = ["Shop".to_owned(), "Public".to_owned()];
+        assert_eq!(table_name(&pg, "Orders"), "shop_public_orders");
+        assert_eq!(table_name(&["inventory".to_owned()], "t"), "inventory_t");
+    }
+
+    #[test]
+    fn golden_ddl() {
+        let crdb = StagingSchema { database: Some("_replicator".into()), schema: "public".into() };
+        let sql = table_ddl(StagingDialect::Cockroach, &crdb, "shop_public_orders");
+        assert_eq!(
+            sql,
+            [
+                r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."shop_public_orders" (nanos INT8 NOT NULL, logical INT8 NOT NULL, key STRING NOT NULL, mut BYTES NOT NULL, before BYTES NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL, deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ AS (to_timestamp(nanos::FLOAT8 / 1e9)) VIRTUAL, PRIMARY KEY (nanos, logical, key), INDEX "shop_public_orders_key_applied" (key) STORING (applied), FAMILY cold (nanos, logical, key, mut, before, deletion), FAMILY hot (applied, applied_at))"#
+            ]
+        );
+        assert_eq!(
+            versions_ddl(StagingDialect::Cockroach, &crdb),
+            r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."key_versions" (table_name STRING NOT NULL, key STRING NOT NULL, nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))"#
+        );
+        let pg = StagingSchema { database: None, schema: "_replicator".into() };
+        let sql = table_ddl(StagingDialect::Postgres, &pg, "db_t");
+        assert_eq!(
+            sql[1],
+            r#"CREATE INDEX IF NOT EXISTS "db_t_key_applied" ON "_replicator"."db_t" (key) INCLUDE (applied)"#
+        );
+    }
+}
