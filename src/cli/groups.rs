@@ -225,6 +225,15 @@ impl StagingArgs {
     /// Resolves the staging connection (the target's when it speaks PostgreSQL's protocol)
     /// and checks the schema's form.
     pub fn validate(&self, target: &TargetConfig) -> Result<StagingConfig, ConfigError> {
+        self.validate_for(&target.conn, target.protocol)
+    }
+
+    /// [`StagingArgs::validate`] for a target URL of `protocol`.
+    pub fn validate_for(
+        &self,
+        target_conn: &ConnString,
+        protocol: Protocol,
+    ) -> Result<StagingConfig, ConfigError> {
         let conn = match &self.staging_conn {
             Some(conn) => {
                 if conn.protocol() != Some(Protocol::Postgres) {
@@ -238,16 +247,15 @@ impl StagingArgs {
                 }
                 conn.clone()
             }
-            None if target.protocol == Protocol::Postgres => target.conn.clone(),
+            None if protocol == Protocol::Postgres => target_conn.clone(),
             None => {
                 return Err(ConfigError::Conn {
                     flag: "targetConn",
                     problem: format!(
-                        "a {} target needs --stagingConn: staging lives in CockroachDB or \
-                         PostgreSQL, e.g. --stagingConn postgres://root@127.0.0.1:26257/defaultdb",
-                        target.protocol
+                        "a {protocol} target needs --stagingConn: staging lives in CockroachDB or \
+                         PostgreSQL, e.g. --stagingConn postgres://root@127.0.0.1:26257/defaultdb"
                     ),
-                    conn: target.conn.redacted(),
+                    conn: target_conn.redacted(),
                 });
             }
         };

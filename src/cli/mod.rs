@@ -13,6 +13,7 @@ pub mod mylogical;
 pub mod pglogical;
 pub mod replicate;
 pub mod script;
+pub mod start;
 pub mod values;
 pub mod version;
 
@@ -95,6 +96,8 @@ pub enum Command {
     Pglogical(Box<pglogical::PglogicalArgs>),
     /// Replicate from MySQL or MariaDB (row binlog with GTIDs) into CockroachDB or PostgreSQL
     Mylogical(Box<mylogical::MylogicalArgs>),
+    /// Receive a CockroachDB changefeed (webhook) and apply it to PostgreSQL, CockroachDB, MySQL or MariaDB (failback)
+    Start(Box<start::StartArgs>),
 }
 
 /// An error that ends the process with a specific exit code (commands that document
@@ -154,6 +157,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Userscript(args) => script::run_legacy(args),
         Command::Pglogical(args) => pglogical::run(args),
         Command::Mylogical(args) => mylogical::run(args),
+        Command::Start(args) => start::run(args),
     }
 }
 

@@ -2,7 +2,7 @@
 //! something we do not implement yet gets told so, instead of a bare "unknown".
 
 /// MOLT commands this binary may not register yet.
-pub const COMMANDS: &[&str] = &["oraclelogminer", "start"];
+pub const COMMANDS: &[&str] = &["oraclelogminer"];
 
 /// Every flag MOLT Replicator documents (long names), across its commands.
 pub const FLAGS: &[&str] = &[

@@ -35,6 +35,7 @@ use crate::target::preflight::{Problem, SourceTable};
 use crate::types::mutation::SourceTransaction;
 
 pub mod config;
+pub mod failback;
 
 use config::{DEFAULT_STAGING_SCHEMA_COCKROACH, DEFAULT_STAGING_SCHEMA_POSTGRES};
 pub use config::{MetricsConfig, PipelineConfig, StagingConfig, TargetConfig};
@@ -103,7 +104,8 @@ pub async fn run<S: Source>(
     let lease = hold_lease(staging, &staging_db, &key).await?;
     let stored = store.load_text(&staging_db.client).await.step("reading the stored position")?;
     let start = source.start(stored.as_deref(), &key)?;
-    serve_metrics(metrics, &target.conn, &staging.conn).await?;
+    serve_metrics(metrics, serve_metrics_checks(&target.conn, target.protocol, &staging.conn))
+        .await?;
     watch_status(source.tag().name(), target);
 
     let (committed_tx, committed_rx) = watch::channel(start.clone());
@@ -292,6 +294,8 @@ pub struct OpenedStaging {
     pub client: tokio_postgres::Client,
     /// Where staging's tables live.
     pub schema: StagingSchema,
+    /// PostgreSQL or CockroachDB.
+    pub dialect: StagingDialect,
 }
 
 /// Connects to staging, resolves `--stagingSchema` and creates staging's tables.
@@ -330,7 +334,7 @@ pub async fn open_staging(staging: &StagingConfig) -> Result<OpenedStaging, Pipe
             }
         },
     )?;
-    Ok(OpenedStaging { client, schema })
+    Ok(OpenedStaging { client, schema, dialect })
 }
 
 /// Takes the lease named `key` (the checkpoint key) in staging and keeps renewing it on a
@@ -354,18 +358,29 @@ pub fn watch_status(source: &str, target: &TargetConfig) {
     tokio::spawn(status.report());
 }
 
-/// Serves `/_/varz`, `/_/healthz` and `/_/status` when `--metricsAddr` is set; health checks
-/// connect to the target and staging.
+/// The health checks of `/_/healthz`: staging, then the target (either protocol).
+pub fn serve_metrics_checks(
+    target: &ConnString,
+    protocol: Protocol,
+    staging: &ConnString,
+) -> Vec<(String, crate::server::HealthCheck)> {
+    let target_check = match protocol {
+        Protocol::MySql => crate::server::mysql_check(target.clone()),
+        _ => crate::server::postgres_check(target.clone()),
+    };
+    vec![
+        ("staging".to_owned(), crate::server::postgres_check(staging.clone())),
+        ("target".to_owned(), target_check),
+    ]
+}
+
+/// Serves `/_/varz`, `/_/healthz` and `/_/status` when `--metricsAddr` is set, with `checks`
+/// behind `/_/healthz`.
 pub async fn serve_metrics(
     metrics: &MetricsConfig,
-    target: &ConnString,
-    staging: &ConnString,
+    checks: Vec<(String, crate::server::HealthCheck)>,
 ) -> Result<(), PipelineError> {
     let Some(addr) = &metrics.addr else { return Ok(()) };
-    let checks = vec![
-        ("target".to_owned(), crate::server::postgres_check(target.clone())),
-        ("staging".to_owned(), crate::server::postgres_check(staging.clone())),
-    ];
     let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
     crate::server::serve_metrics(&addr, checks, Duration::from_secs(5))
         .await

@@ -2,6 +2,9 @@
 //! replication stands, as JSON: see [`crate::status`]) on `--metricsAddr`.
 //! (The changefeed webhook joins here with `replicator start`.)
 
+pub mod listen;
+pub mod tls;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +41,22 @@ pub fn postgres_check(conn: crate::conn::ConnString) -> HealthCheck {
         Box::pin(async move {
             let client = crate::conn::postgres::connect(&conn).await.map_err(HealthError::new)?;
             client.simple_query("SELECT 1").await.map(|_| ()).map_err(HealthError::new)
+        })
+    })
+}
+
+/// Checks a MySQL/MariaDB database answers `SELECT 1` on a new connection.
+pub fn mysql_check(conn: crate::conn::ConnString) -> HealthCheck {
+    Arc::new(move || {
+        let conn = conn.clone();
+        Box::pin(async move {
+            use mysql_async::prelude::Queryable as _;
+            let params =
+                crate::conn::mysql::MyParams::from_conn(&conn).map_err(HealthError::new)?;
+            let mut c = params.connect().await.map_err(HealthError::new)?;
+            let answered: Result<Option<i64>, _> = c.query_first("SELECT 1").await;
+            let _ = c.disconnect().await;
+            answered.map(|_| ()).map_err(HealthError::new)
         })
     })
 }

@@ -21,8 +21,60 @@
 //! The HTTP server, authentication, staging and the apply modes build on these (`replicator
 //! start` is not registered until they work end to end).
 
+pub mod handler;
+pub mod immediate;
 pub mod payload;
 pub mod route;
+pub mod rows;
+
+/// A request refused: the status code and a one-line reason for the response body (never SQL
+/// text or credentials).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {reason}")]
+pub struct Refused {
+    /// The HTTP status.
+    pub status: u16,
+    /// Why, for the operator.
+    pub reason: String,
+}
+
+impl Refused {
+    /// 400: malformed input.
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self { status: 400, reason: reason.into() }
+    }
+
+    /// 409: a resolved timestamp older than the newest.
+    pub fn conflict(reason: impl Into<String>) -> Self {
+        Self { status: 409, reason: reason.into() }
+    }
+
+    /// 422: a row the target (or the userscript) rejects.
+    pub fn unprocessable(reason: impl Into<String>) -> Self {
+        Self { status: 422, reason: reason.into() }
+    }
+
+    /// 503: staging or the target unavailable, or shutting down; the changefeed retries.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self { status: 503, reason: reason.into() }
+    }
+
+    /// How a target failure is answered: 503 when a retry may succeed (the connection, a
+    /// serialization failure, a foreign key whose other row may still be in flight), 422 when
+    /// the row cannot be written as it is, 500 for a bug.
+    pub fn from_target(e: &crate::target::TargetError) -> Self {
+        use crate::error::ErrorKind;
+        let reason = format!("target: {}", e.message);
+        match e.kind {
+            ErrorKind::Transient => Self::unavailable(reason),
+            _ if e.foreign_key => Self::unavailable(format!(
+                "{reason} (a foreign key: the other row may still be in flight; the changefeed retries)"
+            )),
+            ErrorKind::Data => Self::unprocessable(reason),
+            ErrorKind::Fatal => Self { status: 500, reason },
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,260 @@
+//! `replicator start`: the CockroachDB changefeed webhook, for failback into PostgreSQL,
+//! CockroachDB, MySQL or MariaDB. See [`crate::source::changefeed`] for the requests it takes
+//! and [`crate::pipeline::failback`] for how it runs.
+//!
+//! Immediate mode is the one built: `--immediate` is required, and `start` without it says so
+//! (consistent mode, the default in MOLT, comes next).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Args};
+
+use super::groups::{DEFAULT_TARGET_MAX_POOL_SIZE, MetricsArgs, ScriptArgs, StagingArgs};
+use super::replicate::{flag_names, runtime, script_pool, with_script_options};
+use super::values::{ConnStringParser, Period, byte_size, go_bool, go_duration, go_period};
+use crate::conn::ConnString;
+use crate::pipeline::failback::FailbackConfig;
+use crate::server::tls::TlsSource;
+use crate::source::changefeed::handler::HandlerConfig;
+
+/// Default `--ndjsonBufferSize`: 1 MiB (MOLT's 64 KiB cut off rows with large values).
+pub const DEFAULT_NDJSON_BUFFER: usize = 1 << 20;
+/// Default `--maxRequestBytes`: 256 MiB (a changefeed cannot shrink a batch it was refused).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 << 20;
+/// Most requests written at once per target schema.
+pub const MAX_CONNECTIONS: u32 = 16;
+
+/// `replicator start` flags.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Address to listen on for changefeed requests: host:port or :port
+    #[arg(
+        long = "bindAddr",
+        value_name = "[HOST]:PORT",
+        default_value = ":26258",
+        help_heading = "HTTP"
+    )]
+    pub bind_addr: String,
+
+    /// Accept requests without a token (logs a warning; never where others can reach the port)
+    #[arg(
+        long = "disableAuthentication", value_name = "BOOL", default_value = "false",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        action = ArgAction::Set, value_parser = go_bool, help_heading = "HTTP"
+    )]
+    pub disable_authentication: bool,
+
+    /// TLS certificate chain (PEM); with --tlsPrivateKey. Re-read on SIGHUP
+    #[arg(long = "tlsCertificate", value_name = "FILE", help_heading = "HTTP")]
+    pub tls_certificate: Option<PathBuf>,
+
+    /// TLS private key (PEM); with --tlsCertificate. Re-read on SIGHUP
+    #[arg(long = "tlsPrivateKey", value_name = "FILE", help_heading = "HTTP")]
+    pub tls_private_key: Option<PathBuf>,
+
+    /// Serve TLS with a self-signed P-256 certificate for localhost, 127.0.0.1 and ::1
+    /// (the changefeed then needs insecure_tls_skip_verify=true)
+    #[arg(
+        long = "tlsSelfSigned", value_name = "BOOL", default_value = "false",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        action = ArgAction::Set, value_parser = go_bool, help_heading = "HTTP"
+    )]
+    pub tls_self_signed: bool,
+
+    /// Apply each request's changes to the target before answering it (required for now:
+    /// consistent mode is not built yet)
+    #[arg(
+        long = "immediate", value_name = "BOOL", default_value = "false",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        action = ArgAction::Set, value_parser = go_bool, help_heading = "Changefeed"
+    )]
+    pub immediate: bool,
+
+    /// Longest line of a cloud-storage ndjson file (experimental-http sink), e.g. 1MiB
+    #[arg(long = "ndjsonBufferSize", value_name = "BYTES", default_value = "1MiB", value_parser = byte_size, help_heading = "Changefeed")]
+    pub ndjson_buffer_size: usize,
+
+    /// Largest request body, decompressed; larger ones get 413 (a changefeed cannot split a
+    /// batch, so keep this large)
+    #[arg(long = "maxRequestBytes", value_name = "BYTES", default_value = "256MiB", value_parser = byte_size, help_heading = "Changefeed")]
+    pub max_request_bytes: usize,
+
+    /// Longest time to answer a request; past it the answer is 503 and the write goes on
+    #[arg(long = "httpResponseTimeout", value_name = "DURATION", default_value = "2m0s", value_parser = go_duration, help_heading = "Changefeed")]
+    pub http_response_timeout: Duration,
+
+    /// Target database URL: postgres:// (PostgreSQL, CockroachDB) or mysql:// (MySQL, MariaDB).
+    /// The request path names the schema: /database/schema, or /database on MySQL
+    #[arg(long = "targetConn", value_name = "URL", value_parser = ConnStringParser, help_heading = "Target")]
+    pub target_conn: ConnString,
+
+    /// Most target connections; at most 16 requests per schema are written at once
+    #[arg(long = "targetMaxPoolSize", value_name = "N", default_value_t = DEFAULT_TARGET_MAX_POOL_SIZE, help_heading = "Target")]
+    pub target_max_pool_size: u32,
+
+    /// How often to re-read the target's tables and keys (also when a request names a table
+    /// or column not seen yet); 0 disables
+    #[arg(long = "schemaRefresh", value_name = "DURATION", default_value = "1m0s", value_parser = go_period, help_heading = "Target")]
+    pub schema_refresh: Period,
+
+    /// Staging flags.
+    #[command(flatten)]
+    pub staging: StagingArgs,
+
+    /// Userscript flags.
+    #[command(flatten)]
+    pub script: ScriptArgs,
+
+    /// Metrics flags.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    /// Time allowed at shutdown for requests in flight to finish
+    #[arg(long = "gracePeriod", value_name = "DURATION", default_value = "30s", value_parser = go_duration, help_heading = "Changefeed")]
+    pub grace_period: Duration,
+}
+
+impl StartArgs {
+    /// Checks every flag; nothing connects yet.
+    pub fn validate(&self) -> anyhow::Result<FailbackConfig> {
+        if !self.immediate {
+            anyhow::bail!(
+                "replicator start runs in immediate mode only for now: pass --immediate (each \
+                 request is applied to the target before it is answered). Consistent mode, \
+                 MOLT's default, is not built yet"
+            );
+        }
+        let protocol = self.target_conn.protocol().filter(|p| *p != crate::conn::Protocol::Oracle).with_context(|| {
+            format!(
+                "--targetConn {}: use postgres:// (PostgreSQL, CockroachDB) or mysql:// (MySQL, MariaDB)",
+                self.target_conn
+            )
+        })?;
+        let tls = match (&self.tls_certificate, &self.tls_private_key, self.tls_self_signed) {
+            (None, None, false) => None,
+            (None, None, true) => Some(TlsSource::SelfSigned),
+            (Some(_), Some(_), true) | (Some(_), None, true) | (None, Some(_), true) => {
+                anyhow::bail!(
+                    "--tlsSelfSigned and --tlsCertificate/--tlsPrivateKey exclude each other: pick one"
+                )
+            }
+            (Some(certificate), Some(private_key), false) => Some(TlsSource::Files {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+            }),
+            (Some(_), None, false) | (None, Some(_), false) => {
+                anyhow::bail!("--tlsCertificate and --tlsPrivateKey go together: pass both")
+            }
+        };
+        anyhow::ensure!(self.target_max_pool_size > 0, "--targetMaxPoolSize must be at least 1");
+        anyhow::ensure!(self.max_request_bytes > 0, "--maxRequestBytes must be at least 1");
+        anyhow::ensure!(self.ndjson_buffer_size > 0, "--ndjsonBufferSize must be at least 1");
+        anyhow::ensure!(
+            !self.http_response_timeout.is_zero(),
+            "--httpResponseTimeout must be more than 0"
+        );
+        let bind = if self.bind_addr.starts_with(':') {
+            format!("0.0.0.0{}", self.bind_addr)
+        } else {
+            self.bind_addr.clone()
+        };
+        Ok(FailbackConfig {
+            bind,
+            tls,
+            disable_authentication: self.disable_authentication,
+            target: self.target_conn.clone(),
+            target_protocol: protocol,
+            staging: self.staging.validate_for(&self.target_conn, protocol)?,
+            metrics: self.metrics.validate()?,
+            handler: HandlerConfig {
+                schema_parts: protocol.schema_parts(),
+                max_request_bytes: self.max_request_bytes,
+                ndjson_buffer: self.ndjson_buffer_size,
+                response_timeout: self.http_response_timeout,
+            },
+            connections: self.target_max_pool_size.min(MAX_CONNECTIONS) as usize,
+            schema_refresh: self.schema_refresh.0,
+            grace: self.grace_period,
+        })
+    }
+}
+
+/// Runs `replicator start` until SIGINT or SIGTERM.
+pub fn run(args: &StartArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let mut args = args.clone();
+        args.validate()?;
+        let pool = script_pool(&args.script, flag_names::<StartArgs>())?;
+        if let Some(pool) = &pool
+            && !pool.configured().options.is_empty()
+        {
+            args = with_script_options("start", &pool.configured().options)?;
+        }
+        let config = args.validate()?;
+        crate::pipeline::failback::run(config, pool).await?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::groups::DEFAULT_GRACE_PERIOD;
+
+    #[derive(clap::Parser)]
+    struct Wrapped {
+        #[command(flatten)]
+        args: StartArgs,
+    }
+
+    fn parsed(extra: &[&str]) -> StartArgs {
+        let mut argv = vec!["start", "--targetConn", "postgres://u@127.0.0.1/shop"];
+        argv.extend_from_slice(extra);
+        Wrapped::try_parse_from(argv).expect("parses").args
+    }
+
+    #[test]
+    fn defaults_follow_molt_where_they_should() {
+        let args = parsed(&["--immediate"]);
+        assert_eq!(args.bind_addr, ":26258");
+        assert_eq!(args.ndjson_buffer_size, DEFAULT_NDJSON_BUFFER);
+        assert_eq!(args.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(args.http_response_timeout, Duration::from_secs(120));
+        assert_eq!(args.grace_period, DEFAULT_GRACE_PERIOD);
+        let config = args.validate().expect("valid");
+        assert_eq!(config.bind, "0.0.0.0:26258");
+        assert_eq!(config.handler.schema_parts, 2);
+        assert_eq!(config.staging.conn, args.target_conn, "staging defaults to a postgres target");
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn bad_combinations_name_the_flags() {
+        let err = parsed(&[]).validate().expect_err("no mode").to_string();
+        assert!(err.contains("pass --immediate"), "{err}");
+        let err = parsed(&["--immediate", "--tlsSelfSigned", "--tlsCertificate=c.pem"])
+            .validate()
+            .expect_err("both")
+            .to_string();
+        assert!(err.contains("exclude each other"), "{err}");
+        let err = parsed(&["--immediate", "--tlsCertificate=c.pem"])
+            .validate()
+            .expect_err("half")
+            .to_string();
+        assert!(err.contains("go together"), "{err}");
+        let my = Wrapped::try_parse_from([
+            "start",
+            "--immediate",
+            "--targetConn",
+            "mysql://root@tcp(h:3306)/",
+        ])
+        .expect("parses")
+        .args;
+        let err = my.validate().expect_err("staging").to_string();
+        assert!(err.contains("needs --stagingConn"), "{err}");
+    }
+}
