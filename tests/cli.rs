@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use support::changefeed::openssl;
 use support::{TempDir, run, texts};
 
 // ---------------------------------------------------------------------------------------------
@@ -132,11 +133,6 @@ fn version_json_carries_the_same_facts() {
 
 // ---------------------------------------------------------------------------------------------
 // make-jwt
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// Generates a private key of `kind` in `dir`; returns (private, public) PEM paths.
 fn key(dir: &TempDir, kind: &str) -> (PathBuf, PathBuf) {

@@ -6,6 +6,8 @@
 //! its guard drops, even when the test fails, so tests run in parallel and leave nothing.
 #![allow(dead_code)]
 
+pub mod changefeed;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

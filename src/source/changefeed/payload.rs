@@ -129,14 +129,26 @@ pub fn webhook(body: &[u8], query_feed: bool) -> Result<Body, PayloadError> {
         (Some(_), None) => {
             Err(PayloadError::Shape { what: "\"payload\" must be an array of lines".into() })
         }
-        (None, Some(Json::String(r))) => hlc(r)
-            .map(Body::Resolved)
-            .map_err(|what| PayloadError::Shape { what: format!("resolved: {what}") }),
+        (None, Some(Json::String(r))) => match hlc(r) {
+            Ok(at) if at == Hlc::default() => {
+                Err(PayloadError::Shape { what: "the resolved timestamp is zero".into() })
+            }
+            Ok(at) => Ok(Body::Resolved(at)),
+            Err(what) => Err(PayloadError::Shape { what: format!("resolved: {what}") }),
+        },
         (None, Some(_)) => {
             Err(PayloadError::Shape { what: "\"resolved\" must be a string".into() })
         }
         (Some(_), Some(_)) => Err(PayloadError::Both),
-        (None, None) => Ok(Body::Lines(Vec::new())),
+        // `{}` and `{"payload":null}` are empty; any other shape would be data dropped unseen.
+        (None, None)
+            if top.keys().all(|k| matches!(k.as_str(), "payload" | "resolved" | "length")) =>
+        {
+            Ok(Body::Lines(Vec::new()))
+        }
+        (None, None) => Err(PayloadError::Shape {
+            what: "the body has neither \"payload\" nor \"resolved\"".into(),
+        }),
     }
 }
 
@@ -284,6 +296,13 @@ mod tests {
         for empty in ["", "  ", r#"{"payload":[]}"#, r#"{"payload":null}"#, "{}"] {
             assert_eq!(webhook(empty.as_bytes(), false), Ok(Body::Lines(Vec::new())), "{empty:?}");
         }
+        for other in [r#"{"rows":[{"id":1}]}"#, r#"{"length":1,"data":[]}"#] {
+            assert!(
+                webhook(other.as_bytes(), false)
+                    .is_err_and(|e| e.to_string().contains("neither \"payload\" nor \"resolved\"")),
+                "{other}"
+            );
+        }
     }
 
     #[test]
@@ -321,6 +340,9 @@ mod tests {
                 .contains("\"topic\" is missing")
         );
         assert!(line(r#"{"after":{},"key":[1],"topic":"t","updated":"0.0"}"#).contains("zero"));
+        assert!(
+            webhook(br#"{"resolved":"0.0"}"#, false).is_err_and(|e| e.to_string().contains("zero"))
+        );
         assert!(
             line(r#"{"after":[1],"key":[1],"topic":"t","updated":"1.0"}"#)
                 .contains("object or null")
