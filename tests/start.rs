@@ -1141,3 +1141,69 @@ fn ten_thousand_malformed_bodies_get_4xx_and_write_nothing() {
 fn table_of_zero() -> Vec<Vec<Option<String>>> {
     table(&[&["0"]])
 }
+
+#[tokio::test]
+async fn a_userscript_filters_and_renames_changefeed_rows() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE orders (id int8 PRIMARY KEY, name text, total numeric)")
+        .await
+        .expect("schema");
+    let script = dir.join("failback.ts");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import * as api from "replicator@v2";
+api.configureTargetSchema("{db}.public", {{
+  onRowUpsert: (row, meta) => {{
+    if (meta.table === "audit") return null;
+    const {{ nm, ...rest }} = row;
+    return {{ ...rest, name: nm.toUpperCase() }};
+  }},
+  onRowDelete: (row, meta) => (meta.table === "audit" ? null : row),
+}});
+"#,
+            db = db.name
+        ),
+    )
+    .expect("script");
+    let server = start_pg(&dir, &db.url, &["--userscript", script.to_str().expect("path")]).await;
+    let key = KeyPair::ec(&dir, "k");
+    insert_key(&client, STAGING, &key.public).await;
+    server.hangup(1).await;
+    let mut feed = Feed::new(
+        &server.addr,
+        Trust::Plain,
+        &format!("/{}/public", db.name),
+        Some(key.token(&[&format!("{}.public", db.name)])),
+    );
+    feed.deliver(&payload(&[
+        line(
+            "orders",
+            json!([1]),
+            Some(serde_json::from_str(r#"{"id":1,"nm":"apple","total":1.50}"#).expect("json")),
+            &hlc(1, 0),
+        ),
+        line("orders", json!([2]), Some(json!({"id":2,"nm":"pear","total":2})), &hlc(1, 0)),
+        // A table the target does not have: the script drops its rows.
+        line("audit", json!([1]), Some(json!({"id":1,"who":"x"})), &hlc(1, 0)),
+    ]))
+    .await;
+    // A delete for a table the target lacks needs `before` (WITH diff) to name its key
+    // columns for the script; without it the answer says so.
+    let blind = payload(&[line("audit", json!([1]), None, &hlc(2, 0))]);
+    let (status, reason) =
+        post(&mut feed.client, &feed.path.clone(), feed.token.clone().as_deref(), &blind).await;
+    assert_eq!(status, 400, "{reason}");
+    assert!(reason.contains("WITH diff"), "{reason}");
+    let mut audit_delete = line("audit", json!([1]), None, &hlc(2, 0));
+    audit_delete["before"] = json!({"id":1,"who":"x"});
+    feed.deliver(&payload(&[line("orders", json!([2]), None, &hlc(2, 0)), audit_delete])).await;
+    assert!(feed.refusals.is_empty(), "{:?}", feed.refusals);
+    assert_eq!(
+        dump(&client, "SELECT id, name, total FROM orders").await,
+        table(&[&["1", "APPLE", "1.50"]])
+    );
+}
