@@ -213,7 +213,7 @@ fn lag_since(nanos: i64) -> Option<f64> {
 }
 
 /// `2026-12-01T12:34:56.789Z`.
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(since.as_secs()).unwrap_or(0);
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -716,6 +716,21 @@ async fn older_versions_never_win_across_restarts_duplicates_and_two_instances()
     );
     let varz = Client::new(&pg.server.addr, Trust::Plain).get("/_/varz").await.body;
     assert!(varz.contains("stage_duplicate_mutations_total"), "{varz}");
+    // Each applied version left one stub, MOLT's applied mark. An operator who empties
+    // key_versions and a changefeed that re-sends: the stubs already there are marked again.
+    let stubs = format!(
+        "SELECT key, nanos, applied FROM _replicator.{}_public_t ORDER BY key, nanos",
+        pg.db.name
+    );
+    let before = pg.rows(&stubs).await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    pg.client.batch_execute("DELETE FROM _replicator.key_versions").await.expect("cleanup");
+    feed.deliver(&payload(&[version(1, 3), version(2, 3)])).await;
+    assert_eq!(pg.rows(&stubs).await, before);
+    assert_eq!(
+        pg.rows("SELECT id, v FROM t ORDER BY id").await,
+        table(&[&["1", "3"], &["2", "3"]])
+    );
 
     // Two instances behind one balancer, sharing staging: 20 keys, 12 versions each, every
     // version its own request, sent concurrently to either instance in shuffled order.

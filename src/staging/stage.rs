@@ -105,7 +105,7 @@ pub struct Version {
 pub async fn claim(
     tx: &impl GenericClient,
     staging: &StagingSchema,
-    versions: &[Version],
+    versions: &[&Version],
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
     if versions.is_empty() {
         return Ok(Vec::new());
@@ -124,9 +124,9 @@ pub async fn claim(
     let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
     let params: [&(dyn ToSql + Sync); 4] = [&tables, &keys, &nanos, &logical];
     let rows = tx.query(&sql, &params).await?;
-    let moved: std::collections::HashSet<(String, String)> =
-        rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect();
-    Ok(versions.iter().map(|v| moved.contains(&(v.table.clone(), v.key.clone()))).collect())
+    let moved: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> =
+        rows.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, &str>(1))).collect();
+    Ok(versions.iter().map(|v| moved.contains(&(v.table.as_str(), v.key.as_str()))).collect())
 }
 
 /// Writes applied stubs for `versions` of per-table staging table `table` (MOLT's
@@ -149,6 +149,47 @@ pub async fn mark_applied(
     let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
     tx.execute(&sql, &[&nanos, &logical, &keys, &STUB]).await?;
     Ok(())
+}
+
+/// [`mark_applied`] on PostgreSQL staging, with COPY: each stub is a version the claim just
+/// moved forward, so none is there yet, unless `key_versions` lost rows its stubs kept (an
+/// operator's cleanup); then, behind a savepoint, the upsert.
+pub async fn mark_applied_copy(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    staging: &StagingSchema,
+    table: &str,
+    versions: &[&Version],
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let applied_at = crate::status::rfc3339(std::time::SystemTime::now());
+    let stub: String = STUB.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut rows = bytes::BytesMut::with_capacity(versions.len() * (64 + stub.len()));
+    for v in versions {
+        let line = format!("{}\t{}\t", v.time.nanos, v.time.logical);
+        rows.extend_from_slice(line.as_bytes());
+        crate::target::postgres::apply::wire::copy_escape(&v.key, &mut rows);
+        rows.extend_from_slice(format!("\t\\\\x{stub}\tt\t{applied_at}\n").as_bytes());
+    }
+    let copy = format!(
+        "COPY {} (nanos, logical, key, mut, applied, applied_at) FROM STDIN",
+        staging.table(table)
+    );
+    let savepoint = tx.savepoint("stubs").await?;
+    let copied = async {
+        let sink = savepoint.copy_in::<_, bytes::Bytes>(&copy).await?;
+        futures_util::pin_mut!(sink);
+        sink.send(rows.freeze()).await?;
+        sink.finish().await.map(|_| ())
+    }
+    .await;
+    match copied {
+        Ok(()) => savepoint.commit().await,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            savepoint.rollback().await?;
+            mark_applied(tx, staging, table, versions).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What recording a resolved timestamp did.

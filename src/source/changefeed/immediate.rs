@@ -265,29 +265,27 @@ impl Immediate {
             metrics.mutations_received_count.with_label_values(&[&writer.group, &c.table]).inc();
         }
         let mut changes = rows::newest_per_key(changes);
+        let mut staged_names: HashMap<&str, String> = HashMap::new();
         let mut versions: Vec<(Version, usize)> = changes
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let v = Version {
-                    table: stage::table_name(&writer.parts, &c.table),
-                    key: c.key.clone(),
-                    time: c.time,
-                };
+                let table = staged_names
+                    .entry(c.table.as_str())
+                    .or_insert_with(|| stage::table_name(&writer.parts, &c.table));
+                let v = Version { table: table.clone(), key: c.key.clone(), time: c.time };
                 (v, i)
             })
             .collect();
         versions.sort();
-        let sorted: Vec<Version> = versions.iter().map(|(v, _)| v.clone()).collect();
 
         let mut client = self.staging_client().await?;
-        let names: HashSet<&str> = sorted.iter().map(|v| v.table.as_str()).collect();
+        let names: HashSet<&str> = versions.iter().map(|(v, _)| v.table.as_str()).collect();
         if let Err(e) = self.ensure_tables(&client, &names).await {
             return Err(discarding(client, &e));
         }
-        let outcome = self
-            .write(&mut client, &mut target, writer, &sorted, &versions, &mut changes, &schema)
-            .await;
+        let outcome =
+            self.write(&mut client, &mut target, writer, &versions, &mut changes, &schema).await;
         match outcome {
             Ok(accepted) => Ok(accepted),
             Err(Failure::Staging(e)) => Err(discarding(client, &e)),
@@ -308,14 +306,14 @@ impl Immediate {
         client: &mut tokio_postgres::Client,
         target: &mut AnyTarget,
         writer: &SchemaWriter,
-        sorted: &[Version],
         versions: &[(Version, usize)],
         changes: &mut [Change],
         schema: &crate::target::schema::Schema,
     ) -> Result<Accepted, Failure> {
         let staging = &self.config.staging_schema;
-        let tx = client.transaction().await.map_err(Failure::Staging)?;
-        let fresh = stage::claim(&tx, staging, sorted).await.map_err(Failure::Staging)?;
+        let mut tx = client.transaction().await.map_err(Failure::Staging)?;
+        let sorted: Vec<&Version> = versions.iter().map(|(v, _)| v).collect();
+        let fresh = stage::claim(&tx, staging, &sorted).await.map_err(Failure::Staging)?;
         let metrics = crate::metrics::global();
         let mut kept: Vec<(usize, &Version)> = Vec::with_capacity(versions.len());
         for ((version, index), fresh) in versions.iter().zip(&fresh) {
@@ -372,7 +370,15 @@ impl Immediate {
             by_table.entry(v.table.as_str()).or_default().push(v);
         }
         for (table, versions) in by_table {
-            stage::mark_applied(&tx, staging, table, &versions).await.map_err(Failure::Staging)?;
+            let marked = match self.config.staging_dialect {
+                StagingDialect::Postgres => {
+                    stage::mark_applied_copy(&mut tx, staging, table, &versions).await
+                }
+                StagingDialect::Cockroach => {
+                    stage::mark_applied(&tx, staging, table, &versions).await
+                }
+            };
+            marked.map_err(Failure::Staging)?;
         }
         tx.commit().await.map_err(Failure::Staging)?;
         Ok(Accepted::Applied { applied: kept.len(), duplicates })

@@ -116,12 +116,14 @@ pub fn webhook(body: &[u8], query_feed: bool) -> Result<Body, PayloadError> {
     if top.contains_key("__crdb__") {
         return Err(PayloadError::Bare);
     }
-    let payload = top.get("payload").filter(|p| !p.is_null());
+    let mut top = top;
+    let only_envelope = top.keys().all(|k| matches!(k.as_str(), "payload" | "resolved" | "length"));
+    let payload = top.remove("payload").filter(|p| !p.is_null());
     let resolved = top.get("resolved").filter(|r| !r.is_null());
     match (payload, resolved) {
         (Some(Json::Array(lines)), None) => {
             let mut out = Vec::with_capacity(lines.len());
-            for (i, line) in lines.iter().enumerate() {
+            for (i, line) in lines.into_iter().enumerate() {
                 out.push(read_line(line, i + 1, query_feed, true)?);
             }
             Ok(Body::Lines(out))
@@ -141,11 +143,7 @@ pub fn webhook(body: &[u8], query_feed: bool) -> Result<Body, PayloadError> {
         }
         (Some(_), Some(_)) => Err(PayloadError::Both),
         // `{}` and `{"payload":null}` are empty; any other shape would be data dropped unseen.
-        (None, None)
-            if top.keys().all(|k| matches!(k.as_str(), "payload" | "resolved" | "length")) =>
-        {
-            Ok(Body::Lines(Vec::new()))
-        }
+        (None, None) if only_envelope => Ok(Body::Lines(Vec::new())),
         (None, None) => Err(PayloadError::Shape {
             what: "the body has neither \"payload\" nor \"resolved\"".into(),
         }),
@@ -171,7 +169,7 @@ pub fn ndjson(body: &[u8], topic: &str, max_line: usize) -> Result<Vec<Line>, Pa
         if json.get("__crdb__").is_some() {
             return Err(PayloadError::Bare);
         }
-        let mut read = read_line(&json, line, true, false)?;
+        let mut read = read_line(json, line, true, false)?;
         read.table = Some(last_part(topic));
         out.push(read);
     }
@@ -181,9 +179,9 @@ pub fn ndjson(body: &[u8], topic: &str, max_line: usize) -> Result<Vec<Line>, Pa
 /// One line of a body. `from_url`: the table comes from the request (no `topic` needed, and
 /// a key may be missing: the target's primary key supplies it); `webhook`: a webhook line
 /// (an ndjson line without `updated` gets the option's name in its error).
-fn read_line(line: &Json, n: usize, from_url: bool, webhook: bool) -> Result<Line, PayloadError> {
+fn read_line(line: Json, n: usize, from_url: bool, webhook: bool) -> Result<Line, PayloadError> {
     let fail = |what: String| PayloadError::Line { line: n, what };
-    let Json::Object(fields) = line else {
+    let Json::Object(mut fields) = line else {
         return Err(fail("a line must be a JSON object".into()));
     };
     let updated = match fields.get("updated") {
@@ -202,16 +200,16 @@ fn read_line(line: &Json, n: usize, from_url: bool, webhook: bool) -> Result<Lin
     if updated == Hlc::default() {
         return Err(fail("the timestamp is zero".into()));
     }
-    let row = |name: &str| -> Result<Option<Map<String, Json>>, PayloadError> {
-        match fields.get(name) {
+    let mut row = |name: &str| -> Result<Option<Map<String, Json>>, PayloadError> {
+        match fields.remove(name) {
             None | Some(Json::Null) => Ok(None),
-            Some(Json::Object(row)) => Ok(Some(row.clone())),
+            Some(Json::Object(row)) => Ok(Some(row)),
             Some(_) => Err(fail(format!("\"{name}\" must be an object or null"))),
         }
     };
     let (after, before) = (row("after")?, row("before")?);
-    let key = match fields.get("key") {
-        Some(Json::Array(key)) if !key.is_empty() => Some(key.clone()),
+    let key = match fields.remove("key") {
+        Some(Json::Array(key)) if !key.is_empty() => Some(key),
         Some(Json::Array(_)) => return Err(fail("\"key\" is empty".into())),
         Some(Json::Null) | None if from_url => None,
         Some(Json::Null) | None => {

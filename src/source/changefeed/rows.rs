@@ -16,6 +16,8 @@
 //! one, its rows pass on for the script to route, and a delete's key then comes from `before`
 //! (`WITH diff`).
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value as Json};
 
 use super::payload::Line;
@@ -58,6 +60,7 @@ pub fn changes(
     scripted: bool,
 ) -> Result<Vec<Change>, RowsError> {
     let mut out = Vec::with_capacity(lines.len());
+    let mut names: HashMap<&str, Named<'_>> = HashMap::new();
     for (i, line) in lines.into_iter().enumerate() {
         let n = i + 1;
         let fail = |what: String| RowsError { line: n, what, unknown_table: false };
@@ -111,12 +114,13 @@ pub fn changes(
             }
         };
         let key_text = Json::Array(key.clone()).to_string();
-        let before_row = before.as_ref().map(|b| row(target, b));
+        let named = target.map(|t| &*names.entry(t.name.as_str()).or_insert_with(|| Named::new(t)));
+        let before_row = before.map(|b| row(named, b));
         let mutation = match after {
             Some(after) => Mutation {
                 table: table_name.clone(),
                 op: Op::Upsert,
-                row: row(target, &after),
+                row: row(named, after),
                 before: before_row,
             },
             None => {
@@ -144,16 +148,22 @@ pub fn changes(
 /// Keeps the newest version of each key (a request may hold several; the last line wins
 /// between equal times), in the order of the lines kept.
 pub fn newest_per_key(changes: Vec<Change>) -> Vec<Change> {
-    let mut newest: std::collections::HashMap<(String, String), usize> =
-        std::collections::HashMap::with_capacity(changes.len());
+    let mut newest: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     for (i, c) in changes.iter().enumerate() {
-        let entry = newest.entry((c.table.clone(), c.key.clone())).or_insert(i);
+        let entry = newest.entry((c.table.as_str(), c.key.as_str())).or_insert(i);
         if changes[*entry].time <= c.time {
             *entry = i;
         }
     }
-    let keep: std::collections::HashSet<usize> = newest.into_values().collect();
-    changes.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, c)| c).collect()
+    if newest.len() == changes.len() {
+        return changes;
+    }
+    let mut keep = vec![false; changes.len()];
+    for i in newest.into_values() {
+        keep[i] = true;
+    }
+    changes.into_iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c).collect()
 }
 
 /// The columns of `mutations` that their tables lack, as an error naming the first.
@@ -206,13 +216,26 @@ fn key_row(table: &Table, key: Vec<Json>) -> Row {
     row
 }
 
+/// A target table with its column names made once per request (rows share them).
+struct Named<'a> {
+    table: &'a Table,
+    names: Vec<Name>,
+}
+
+impl<'a> Named<'a> {
+    fn new(table: &'a Table) -> Self {
+        Self { table, names: table.columns.iter().map(|c| Name::from(c.name.as_str())).collect() }
+    }
+}
+
 /// A row of the changefeed's JSON, named as the target's columns are where they match.
-fn row(table: Option<&Table>, json: &Map<String, Json>) -> Row {
+fn row(table: Option<&Named<'_>>, json: Map<String, Json>) -> Row {
     let mut row = new_row(json.len());
-    for (i, (name, value)) in json.iter().enumerate() {
-        let column = table.and_then(|t| t.column_near(name, i)).map(|(_, c)| c);
-        let name = column.map_or(name.as_str(), |c| c.name.as_str());
-        row.insert(Name::from(name), value_for(value.clone(), column.is_some_and(|c| c.json)));
+    for (i, (name, value)) in json.into_iter().enumerate() {
+        match table.and_then(|t| t.table.column_near(&name, i).map(|(at, c)| (&t.names[at], c))) {
+            Some((name, column)) => row.insert(name.clone(), value_for(value, column.json)),
+            None => row.insert(Name::from(name), value_for(value, false)),
+        };
     }
     row
 }

@@ -167,7 +167,7 @@ impl Wire {
 }
 
 /// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
-pub(super) fn copy_escape(text: &str, out: &mut bytes::BytesMut) {
+pub fn copy_escape(text: &str, out: &mut bytes::BytesMut) {
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {

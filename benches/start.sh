@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Failback ingest: `replicator start --immediate` taking changefeed webhook requests into
+# PostgreSQL, against COPY of the same rows into the same table, same machine, same run.
+#
+#   bash benches/start.sh [ROWS]        (default 200000; a multiple of BENCH_BATCH)
+#
+# BENCH_BATCH rows per request (default 1000), BENCH_CONCURRENCY requests at once (default 8),
+# BENCH_TLS=1 serves TLS (--tlsSelfSigned) instead of plain HTTP, BENCH_BIN runs another
+# build instead of building this checkout, BENCH_FLAGS adds flags to `replicator start`,
+# BENCH_PERF=FILE records a perf profile (with call graphs) of replicator during the drain.
+#
+# The target is the local PostgreSQL on 5432 (tests/databases.sh provisions it), staging in
+# the same database (the default). The rows (9 mixed-type columns: bigint, int, numeric,
+# text, timestamptz, bool, jsonb, uuid, double) are written once as CSV and once as webhook
+# bodies ({"payload":[…]} with key, topic and updated, as a CockroachDB changefeed sends
+# them). COPY loads the CSV into an empty table; then replicator starts, and curl posts the
+# bodies, BENCH_CONCURRENCY at a time, each with a token from make-jwt. The drain is timed
+# from the first request to the last 200; every request must get 200. Prints rows/s, the
+# ratio to COPY, and replicator's peak RSS (VmHWM); both tables must end up identical.
+#
+# What the ratio means: COPY is one statement streaming rows into one table; replicator
+# parses JSON, checks the token, claims each key's version in staging (so an older version
+# never overwrites a newer one) and writes each request in one target transaction.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows=${1:-200000}
+batch=${BENCH_BATCH:-1000}
+concurrency=${BENCH_CONCURRENCY:-8}
+(( batch > 0 && rows % batch == 0 )) || { echo "ROWS must be a multiple of BENCH_BATCH ($batch)" >&2; exit 2; }
+
+psql_() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+# CPU seconds (user + system) used so far by the processes named $1 (PostgreSQL's backends
+# are pooled, so they live through the drain), or by pid $2.
+cpu() {
+  local ticks
+  ticks=$(getconf CLK_TCK)
+  if [ -n "${2:-}" ]; then
+    awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$2/stat"
+  else
+    for p in $(pgrep -x "$1"); do cat "/proc/$p/stat" 2>/dev/null; done \
+      | awk -v t="$ticks" '{s += $14 + $15} END {print s / t}'
+  fi
+}
+
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --locked --quiet
+  bin=target/release/replicator
+fi
+
+work=$(mktemp -d)
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ddl="CREATE TABLE bench (id bigint PRIMARY KEY, n int, amount numeric(12,2), name text,
+       at timestamptz, ok bool, doc jsonb, ref uuid, f double precision)"
+for db in bench_copy bench_start; do
+  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  psql_ -d "$db" -c "$ddl"
+done
+
+# --- the rows, as CSV and as changefeed requests ----------------------------------------------
+python3 - "$rows" "$batch" "$work" <<'EOF'
+import json, sys, uuid
+rows, batch, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+base = 1_700_000_000_000_000_000
+stub = "\\x" + '{"__stub__":true}'.encode().hex()
+versions = open(f"{work}/versions.csv", "w")
+stubs = open(f"{work}/stubs.csv", "w")
+with open(f"{work}/rows.csv", "w") as csv:
+    for start in range(1, rows + 1, batch):
+        lines = []
+        for i in range(start, start + batch):
+            amount = f"{i % 100000}.{i % 100:02d}"
+            name = f"name {i}"
+            at = f"2026-12-01T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000000:06d}Z"
+            ok = i % 2 == 0
+            doc = {"i": i, "tags": ["a", "b"], "s": "x" * (i % 7)}
+            ref = str(uuid.UUID(int=i))
+            f = i / 7
+            csv.write(f'{i},{i % 1000},{amount},"{name}",{at},{str(ok).lower()},"{json.dumps(doc).replace(chr(34), chr(34) * 2)}",{ref},{f!r}\n')
+            after = f'{{"id":{i},"n":{i % 1000},"amount":{amount},"name":{json.dumps(name)},"at":"{at}","ok":{str(ok).lower()},"doc":{json.dumps(doc)},"ref":"{ref}","f":{f!r}}}'
+            lines.append(f'{{"after":{after},"key":[{i}],"topic":"bench","updated":"{base + i}.0000000000"}}')
+            versions.write(f'bench_start_public_bench,"[{i}]",{base + i},0\n')
+            stubs.write(f'{base + i},0,"[{i}]",{stub},true,2026-12-01T00:00:00Z\n')
+        with open(f"{work}/req-{start:09d}.json", "w") as out:
+            out.write('{"payload":[' + ",".join(lines) + f'],"length":{len(lines)}}}')
+EOF
+requests=$(ls "$work"/req-*.json | wc -l)
+bytes=$(cat "$work"/req-*.json | wc -c)
+
+# --- COPY ---------------------------------------------------------------------------------------
+t0=$(now)
+psql_ -d bench_copy -c "\\copy bench FROM '$work/rows.csv' CSV"
+t1=$(now)
+copy_secs=$(echo "$t1 - $t0" | bc -l)
+[ "$(psql_ -d bench_copy -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "COPY lost rows" >&2; exit 1; }
+
+# --- the floor: what immediate mode writes for these rows, at COPY's speed -------------------------
+# Besides the target rows, each row's version in key_versions and its applied stub in the
+# per-table staging table (the layouts replicator creates), in one transaction.
+psql_ -d postgres -c "DROP DATABASE IF EXISTS bench_floor WITH (FORCE)" -c "CREATE DATABASE bench_floor"
+psql_ -d bench_floor -c "$ddl" -c "CREATE TABLE key_versions (table_name TEXT NOT NULL, key TEXT NOT NULL,
+  nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))" \
+  -c "CREATE TABLE stubs (nanos INT8 NOT NULL, logical INT8 NOT NULL, key TEXT NOT NULL, mut BYTEA NOT NULL,
+  before BYTEA NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL,
+  deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ GENERATED ALWAYS AS
+  (to_timestamp(nanos::float8 / 1e9)) STORED, PRIMARY KEY (nanos, logical, key))" \
+  -c "CREATE INDEX ON stubs (key) INCLUDE (applied)"
+t0=$(now)
+psql_ -d bench_floor -c "BEGIN" -c "\\copy bench FROM '$work/rows.csv' CSV" \
+  -c "\\copy key_versions FROM '$work/versions.csv' CSV" \
+  -c "\\copy stubs (nanos, logical, key, mut, applied, applied_at) FROM '$work/stubs.csv' CSV" -c "COMMIT"
+t1=$(now)
+floor_secs=$(echo "$t1 - $t0" | bc -l)
+psql_ -d postgres -c "DROP DATABASE bench_floor WITH (FORCE)"
+
+# --- replicator start ---------------------------------------------------------------------------
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+scheme=http; tls=(); curl_tls=()
+if [ "${BENCH_TLS:-0}" = 1 ]; then scheme=https; tls=(--tlsSelfSigned); curl_tls=(-k); fi
+# shellcheck disable=SC2086
+"$bin" start --immediate --bindAddr "127.0.0.1:$port" "${tls[@]}" \
+  --targetConn "postgres://postgres@127.0.0.1:5432/bench_start" --stagingCreateSchema \
+  ${BENCH_FLAGS:-} >"$work/replicator.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q "listening for changefeed requests" "$work/replicator.log" && break; sleep 0.05; done
+grep -q "listening for changefeed requests" "$work/replicator.log" || { cat "$work/replicator.log" >&2; exit 1; }
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/ec.pem"
+openssl pkcs8 -topk8 -nocrypt -in "$work/ec.pem" -out "$work/key.pem"
+openssl pkey -in "$work/key.pem" -pubout -out "$work/pub.pem"
+echo "INSERT INTO _replicator.jwt_public_keys (public_key) VALUES (:'key')" | psql_ -d bench_start -v key="$(cat "$work/pub.pem")"
+kill -HUP "$pid"
+for _ in $(seq 100); do grep -q "JWT public keys re-read" "$work/replicator.log" && break; sleep 0.05; done
+"$bin" make-jwt --key "$work/key.pem" --allow bench_start.public --out "$work/token" 2>/dev/null
+token=$(cat "$work/token")
+url="$scheme://127.0.0.1:$port/bench_start/public"
+
+perf_pid=
+if [ -n "${BENCH_PERF:-}" ]; then perf record -q -g -p "$pid" -o "$BENCH_PERF" 2>/dev/null & perf_pid=$!; sleep 0.5; fi
+pg0=$(cpu postgres); r0=$(cpu replicator "$pid")
+t0=$(now)
+ls "$work"/req-*.json | xargs -P "$concurrency" -I{} curl -s "${curl_tls[@]}" -o /dev/null -w '%{http_code}\n' \
+  -H "Authorization: Bearer $token" -H 'Content-Type: application/json' --data-binary @{} "$url" >"$work/codes"
+t1=$(now)
+start_secs=$(echo "$t1 - $t0" | bc -l)
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+pg_cpu=$(echo "$(cpu postgres) - $pg0" | bc -l); r_cpu=$(echo "$(cpu replicator "$pid") - $r0" | bc -l)
+ok=$(grep -c '^200$' "$work/codes" || true)
+[ "$ok" = "$requests" ] || { echo "only $ok of $requests requests got 200:"; sort "$work/codes" | uniq -c; tail -5 "$work/replicator.log"; exit 1; } >&2
+[ "$(psql_ -d bench_start -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "replicator lost rows" >&2; exit 1; }
+digest="SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b"
+[ "$(psql_ -d bench_start -c "$digest")" = "$(psql_ -d bench_copy -c "$digest")" ] \
+  || { echo "replicator's rows differ from COPY's" >&2; exit 1; }
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+
+copy_rate=$(echo "$rows / $copy_secs" | bc -l)
+start_rate=$(echo "$rows / $start_secs" | bc -l)
+printf 'rows %d in %d requests of %d (%.1f MiB of JSON), %d at once over %s\n' \
+  "$rows" "$requests" "$batch" "$(echo "$bytes / 1048576" | bc -l)" "$concurrency" "$scheme"
+printf '%-28s %10.0f rows/s  %6.2f s\n' "COPY" "$copy_rate" "$copy_secs"
+floor_rate=$(echo "$rows / $floor_secs" | bc -l)
+printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY (COPY of the rows, their key_versions and their stubs)\n' "floor" "$floor_rate" "$floor_secs" "$(echo "$floor_rate / $copy_rate" | bc -l)"
+printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the floor\n' "replicator start --immediate" "$start_rate" "$start_secs" "$(echo "$start_rate / $copy_rate" | bc -l)" "$(echo "$start_rate / $floor_rate" | bc -l)"
+printf 'CPU during the drain: replicator %.2f s, PostgreSQL %.2f s (of %.2f s x %d cores)\n' "$r_cpu" "$pg_cpu" "$start_secs" "$(nproc)"
+printf 'replicator peak RSS %.1f MiB\n' "$(echo "$rss_kib / 1024" | bc -l)"
+echo "every row identical to COPY's (md5 of the table's text)"
