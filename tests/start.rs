@@ -1222,3 +1222,40 @@ api.configureTargetSchema("{db}.public", {{
         table(&[&["1", "APPLE", "1.50"]])
     );
 }
+
+#[tokio::test]
+async fn a_start_that_cannot_work_says_what_to_fix() {
+    let db = PgDatabase::create().await;
+    let dir = TempDir::new();
+    let missing = dir.join("missing.pem");
+    let missing = missing.to_str().expect("utf-8");
+    let bind = format!("127.0.0.1:{}", support::changefeed::free_port());
+    let cases: [(&[&str], &str); 4] = [
+        (&["--targetConn", &db.url], "pass --immediate"),
+        (&["--immediate", "--targetConn", "mysql://root@127.0.0.1:3306/x"], "needs --stagingConn"),
+        (
+            &[
+                "--immediate",
+                "--targetConn",
+                &db.url,
+                "--stagingCreateSchema",
+                "--bindAddr",
+                &bind,
+                "--tlsCertificate",
+                missing,
+                "--tlsPrivateKey",
+                missing,
+            ],
+            "--tlsCertificate",
+        ),
+        (&["--immediate", "--targetConn", &db.url, "--tlsCertificate", missing], "--tlsPrivateKey"),
+    ];
+    for (args, says) in cases {
+        let mut all = vec!["start"];
+        all.extend(args);
+        let out = support::run(&all);
+        let (stdout, stderr) = support::texts(&out);
+        assert!(!out.status.success(), "{args:?} started:\n{stdout}{stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr:?} does not say {says:?}");
+    }
+}

@@ -27,8 +27,10 @@ pub enum TlsSource {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file that cannot be read or parsed.
-    #[error("{path}: {problem}")]
+    #[error("{flag} {path}: {problem}")]
     File {
+        /// The flag that named it.
+        flag: &'static str,
         /// The file.
         path: String,
         /// What is wrong.
@@ -90,24 +92,34 @@ fn acceptor(source: &TlsSource) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn file_error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
-    TlsError::File { path: path.display().to_string(), problem: problem.to_string() }
+fn file_error(flag: &'static str, path: &Path, problem: impl std::fmt::Display) -> TlsError {
+    TlsError::File { flag, path: path.display().to_string(), problem: problem.to_string() }
 }
+
+const CERTIFICATE: &str = "--tlsCertificate";
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
+        .map_err(|e| file_error(CERTIFICATE, path, e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_error(path, e))?;
+        .map_err(|e| file_error(CERTIFICATE, path, e))?;
     if certs.is_empty() {
-        return Err(file_error(path, "no CERTIFICATE block (expected a PEM certificate chain)"));
+        return Err(file_error(
+            CERTIFICATE,
+            path,
+            "no CERTIFICATE block (expected a PEM certificate chain)",
+        ));
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        file_error(path, format!("{e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)"))
+        file_error(
+            "--tlsPrivateKey",
+            path,
+            format!("{e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)"),
+        )
     })
 }
 
