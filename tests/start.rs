@@ -1259,3 +1259,27 @@ async fn a_start_that_cannot_work_says_what_to_fix() {
         assert!(stderr.contains(says), "{args:?}: {stderr:?} does not say {says:?}");
     }
 }
+
+#[tokio::test]
+async fn metrics_listener_and_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let metrics = format!("127.0.0.1:{}", support::changefeed::free_port());
+    let pg = Pg::start("CREATE TABLE t (id int8 PRIMARY KEY)", &["--metricsAddr", &metrics]).await;
+    let mut feed = pg.feed(&pg.path("public"));
+    feed.deliver(&payload(&[line("t", json!([1]), Some(json!({"id": 1})), &hlc(1, 0))])).await;
+    let mut c = Client::new(&metrics, Trust::Plain);
+    let varz = c.get("/_/varz").await;
+    assert_eq!(varz.status, 200);
+    assert!(varz.body.contains("http_status_codes_total{code=\"200\"}"), "{}", varz.body);
+    assert_eq!(c.get("/_/healthz").await.status, 200);
+
+    // A client that never finishes its headers is cut off after 10 s.
+    let mut slow = tokio::net::TcpStream::connect(&pg.server.addr).await.expect("connect");
+    slow.write_all(b"POST /x/public HTTP/1.1\r\nHost: x\r\n").await.expect("send");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "still open after 20 s");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(15), "{waited:?}");
+}
