@@ -45,15 +45,16 @@ impl Reader<'_> {
         }
         self.skip_space();
         let rest = &self.text[self.at..];
-        for (word, value) in
-            [(&b"true"[..], J::Bool(true)), (b"false", J::Bool(false)), (b"null", J::Null)]
-        {
-            if rest.starts_with(word) {
-                self.at += word.len();
-                return Some(value);
-            }
-        }
+        let word = |reader: &mut Self, word: &[u8], value: J| {
+            rest.starts_with(word).then(|| {
+                reader.at += word.len();
+                value
+            })
+        };
         match rest.first()? {
+            b't' => word(self, b"true", J::Bool(true)),
+            b'f' => word(self, b"false", J::Bool(false)),
+            b'n' => word(self, b"null", J::Null),
             b'"' => self.string().map(J::String),
             b'[' => {
                 self.at += 1;
@@ -99,9 +100,12 @@ impl Reader<'_> {
                 }) {
                     self.at += 1;
                 }
-                let number = std::str::from_utf8(&self.text[start..self.at]).ok()?;
-                // serde_json checks the grammar; the text is kept as it was written.
-                serde_json::from_str::<serde_json::Number>(number).ok()?;
+                let number = &self.text[start..self.at];
+                if !is_number(number) {
+                    return None;
+                }
+                // Only ASCII digits, signs, dots and exponents: valid UTF-8.
+                let number = std::str::from_utf8(number).ok()?;
                 Some(J::Number(serde_json::Number::from_string_unchecked(number.to_owned())))
             }
         }
@@ -122,8 +126,46 @@ impl Reader<'_> {
             }
         }
         self.at = i + 1;
+        let inner = &self.text[start + 1..i];
+        // Most strings have no escape: taken as they are (control characters are not JSON).
+        if !inner.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return std::str::from_utf8(inner).ok().map(str::to_owned);
+        }
         serde_json::from_slice(&self.text[start..self.at]).ok()
     }
+}
+
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_number(text: &[u8]) -> bool {
+    let digits = |at: &mut usize| {
+        let from = *at;
+        while text.get(*at).is_some_and(u8::is_ascii_digit) {
+            *at += 1;
+        }
+        *at > from
+    };
+    let mut at = usize::from(text.first() == Some(&b'-'));
+    if text.get(at) == Some(&b'0') {
+        at += 1;
+    } else if !digits(&mut at) {
+        return false;
+    }
+    if text.get(at) == Some(&b'.') {
+        at += 1;
+        if !digits(&mut at) {
+            return false;
+        }
+    }
+    if matches!(text.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(text.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        if !digits(&mut at) {
+            return false;
+        }
+    }
+    at == text.len()
 }
 
 #[cfg(test)]
@@ -138,8 +180,37 @@ mod tests {
             doc.to_string(),
             r#"{"e":1e400,"E":-1E+5,"p":2.50,"s":"a\"b\\","n":[true,false,null,{}],"u":"é"}"#
         );
-        for bad in ["", "{", "[1,]", "{\"a\" 1}", "01x", "1 2", "\"open", "[1] x", "--1"] {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "01x",
+            "1 2",
+            "\"open",
+            "[1] x",
+            "--1",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "-",
+            "+1",
+            "1.2.3",
+            "1e5e5",
+            "\"tab\there\"",
+            "\"\\q\"",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
+        }
+        for (good, text) in [
+            ("0", "0"),
+            ("-0.5e-3", "-0.5e-3"),
+            ("[10,1E5]", "[10,1E5]"),
+            ("\"a\\tb\"", "\"a\\tb\""),
+        ] {
+            assert_eq!(parse(good).map(|v| v.to_string()).as_deref(), Some(text), "{good}");
         }
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert_eq!(parse(&deep), None, "too deep");
