@@ -104,22 +104,35 @@ copy_secs=$(echo "$t1 - $t0" | bc -l)
 
 # --- the floor: what immediate mode writes for these rows, at COPY's speed -------------------------
 # Besides the target rows, each row's version in key_versions and its applied stub in the
-# per-table staging table (the layouts replicator creates), in one transaction.
-psql_ -d postgres -c "DROP DATABASE IF EXISTS bench_floor WITH (FORCE)" -c "CREATE DATABASE bench_floor"
-psql_ -d bench_floor -c "$ddl" -c "CREATE TABLE key_versions (table_name TEXT NOT NULL, key TEXT NOT NULL,
-  nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))" \
-  -c "CREATE TABLE stubs (nanos INT8 NOT NULL, logical INT8 NOT NULL, key TEXT NOT NULL, mut BYTEA NOT NULL,
-  before BYTEA NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL,
-  deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ GENERATED ALWAYS AS
-  (to_timestamp(nanos::float8 / 1e9)) STORED, PRIMARY KEY (nanos, logical, key))" \
-  -c "CREATE INDEX ON stubs (key) INCLUDE (applied)"
-t0=$(now)
-psql_ -d bench_floor -c "BEGIN" -c "\\copy bench FROM '$work/rows.csv' CSV" \
-  -c "\\copy key_versions FROM '$work/versions.csv' CSV" \
-  -c "\\copy stubs (nanos, logical, key, mut, applied, applied_at) FROM '$work/stubs.csv' CSV" -c "COMMIT"
-t1=$(now)
-floor_secs=$(echo "$t1 - $t0" | bc -l)
-psql_ -d postgres -c "DROP DATABASE bench_floor WITH (FORCE)"
+# per-table staging table (the layouts replicator creates), each session in one transaction:
+# once in one session (as COPY above), once split over one session per core (replicator
+# writes in parallel too).
+floor() { # sessions -> seconds
+  local n=$1 t0 t1 i
+  psql_ -d postgres -c "DROP DATABASE IF EXISTS bench_floor WITH (FORCE)" -c "CREATE DATABASE bench_floor"
+  psql_ -d bench_floor -c "$ddl" -c "CREATE TABLE key_versions (table_name TEXT NOT NULL, key TEXT NOT NULL,
+    nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))" \
+    -c "CREATE TABLE stubs (nanos INT8 NOT NULL, logical INT8 NOT NULL, key TEXT NOT NULL, mut BYTEA NOT NULL,
+    before BYTEA NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL,
+    deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ GENERATED ALWAYS AS
+    (to_timestamp(nanos::float8 / 1e9)) STORED, PRIMARY KEY (nanos, logical, key))" \
+    -c "CREATE INDEX ON stubs (key) INCLUDE (applied)"
+  for f in rows versions stubs; do split -n "l/$n" -d "$work/$f.csv" "$work/$f.part."; done
+  t0=$(now)
+  for ((i = 0; i < n; i++)); do
+    psql_ -d bench_floor -c "BEGIN" -c "\\copy bench FROM '$work/rows.part.0$i' CSV" \
+      -c "\\copy key_versions FROM '$work/versions.part.0$i' CSV" \
+      -c "\\copy stubs (nanos, logical, key, mut, applied, applied_at) FROM '$work/stubs.part.0$i' CSV" -c "COMMIT" &
+  done
+  wait
+  t1=$(now)
+  rm -f "$work"/*.part.*
+  psql_ -d postgres -c "DROP DATABASE bench_floor WITH (FORCE)"
+  echo "$t1 - $t0" | bc -l
+}
+cores=$(nproc)
+floor_secs=$(floor 1)
+floor_all_secs=$(floor "$cores")
 
 # --- replicator start ---------------------------------------------------------------------------
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -166,8 +179,10 @@ printf 'rows %d in %d requests of %d (%.1f MiB of JSON), %d at once over %s\n' \
   "$rows" "$requests" "$batch" "$(echo "$bytes / 1048576" | bc -l)" "$concurrency" "$scheme"
 printf '%-28s %10.0f rows/s  %6.2f s\n' "COPY" "$copy_rate" "$copy_secs"
 floor_rate=$(echo "$rows / $floor_secs" | bc -l)
-printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY (COPY of the rows, their key_versions and their stubs)\n' "floor" "$floor_rate" "$floor_secs" "$(echo "$floor_rate / $copy_rate" | bc -l)"
-printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the floor\n' "replicator start --immediate" "$start_rate" "$start_secs" "$(echo "$start_rate / $copy_rate" | bc -l)" "$(echo "$start_rate / $floor_rate" | bc -l)"
+floor_all_rate=$(echo "$rows / $floor_all_secs" | bc -l)
+printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY (COPY of the rows, their key_versions and their stubs)\n' "floor, 1 session" "$floor_rate" "$floor_secs" "$(echo "$floor_rate / $copy_rate" | bc -l)"
+printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY (the same, split over %d sessions)\n' "floor, $cores sessions" "$floor_all_rate" "$floor_all_secs" "$(echo "$floor_all_rate / $copy_rate" | bc -l)" "$cores"
+printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the %d-session floor\n' "replicator start --immediate" "$start_rate" "$start_secs" "$(echo "$start_rate / $copy_rate" | bc -l)" "$(echo "$start_rate / $floor_all_rate" | bc -l)" "$cores"
 printf 'CPU during the drain: replicator %.2f s, PostgreSQL %.2f s (of %.2f s x %d cores)\n' "$r_cpu" "$pg_cpu" "$start_secs" "$(nproc)"
 printf 'replicator peak RSS %.1f MiB\n' "$(echo "$rss_kib / 1024" | bc -l)"
 echo "every row identical to COPY's (md5 of the table's text)"
