@@ -1283,3 +1283,17 @@ async fn metrics_listener_and_the_header_timeout() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(15), "{waited:?}");
 }
+
+#[tokio::test]
+async fn disable_authentication_accepts_requests_without_a_token_and_warns() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute("CREATE TABLE t (id int8 PRIMARY KEY)").await.expect("schema");
+    let server = start_pg(&dir, &db.url, &["--disableAuthentication"]).await;
+    assert!(server.run.log().contains("--disableAuthentication"), "{}", server.run.log());
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    feed.deliver(&payload(&[line("t", json!([1]), Some(json!({"id": 1})), &hlc(1, 0))])).await;
+    assert!(feed.refusals.is_empty(), "{:?}", feed.refusals);
+    assert_eq!(dump(&client, "SELECT id FROM t").await, table(&[&["1"]]));
+}
