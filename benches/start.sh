@@ -156,7 +156,7 @@ token=$(cat "$work/token")
 url="$scheme://127.0.0.1:$port/bench_start/public"
 
 perf_pid=
-if [ -n "${BENCH_PERF:-}" ]; then perf record -q -g -p "$pid" -o "$BENCH_PERF" 2>/dev/null & perf_pid=$!; sleep 0.5; fi
+if [ -n "${BENCH_PERF:-}" ]; then perf record -q --call-graph ${BENCH_PERF_GRAPH:-fp} -p "$pid" -o "$BENCH_PERF" 2>/dev/null & perf_pid=$!; sleep 0.5; fi
 pg0=$(cpu postgres); r0=$(cpu replicator "$pid")
 t0=$(now)
 ls "$work"/req-*.json | xargs -P "$concurrency" -I{} curl -s "${curl_tls[@]}" -o /dev/null -w '%{http_code}\n' \

@@ -74,7 +74,9 @@ impl Reader<'_> {
             }
             b'{' => {
                 self.at += 1;
-                let mut map = serde_json::Map::new();
+                // Collected first so the map is built at its size, not grown (and rehashed)
+                // field by field.
+                let mut fields = Vec::with_capacity(8);
                 if !self.eat(b'}') {
                     loop {
                         self.skip_space();
@@ -82,7 +84,7 @@ impl Reader<'_> {
                         if !self.eat(b':') {
                             return None;
                         }
-                        map.insert(key, self.value(depth + 1)?);
+                        fields.push((key, self.value(depth + 1)?));
                         if self.eat(b'}') {
                             break;
                         }
@@ -91,6 +93,8 @@ impl Reader<'_> {
                         }
                     }
                 }
+                let mut map = serde_json::Map::with_capacity(fields.len());
+                map.extend(fields);
                 Some(J::Object(map))
             }
             _ => {

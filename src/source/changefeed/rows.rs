@@ -113,7 +113,8 @@ pub fn changes(
                 })?
             }
         };
-        let key_text = Json::Array(key.clone()).to_string();
+        // The same text as the array's Display, without copying the key into one.
+        let key_text = serde_json::to_string(&key).unwrap_or_default();
         let named = target.map(|t| &*names.entry(t.name.as_str()).or_insert_with(|| Named::new(t)));
         let before_row = before.map(|b| row(named, b));
         let mutation = match after {
@@ -253,7 +254,7 @@ pub fn value(json: Json) -> Value {
     match json {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(b),
-        Json::Number(n) => Value::Number(n.to_string()),
+        Json::Number(n) => Value::Number(n.as_str().to_owned()),
         Json::String(s) => Value::String(s),
         Json::Array(items) => Value::Array(items.into_iter().map(value).collect()),
         doc @ Json::Object(_) => Value::Json(doc),
