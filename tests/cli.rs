@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use support::changefeed::openssl;
+use support::changefeed::{openssl, rsa_key};
 use support::{TempDir, run, texts};
 
 // ---------------------------------------------------------------------------------------------
@@ -140,27 +140,11 @@ fn key(dir: &TempDir, kind: &str) -> (PathBuf, PathBuf) {
     let public = dir.join(&format!("{kind}.pub.pem"));
     let p = private.to_str().expect("utf-8 path");
     match kind {
-        "rsa-pkcs8" => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            p,
-        ]),
+        "rsa-pkcs8" => rsa_key(p),
         "rsa-pkcs1" => {
             let tmp = dir.join("rsa-tmp.pem");
             let t = tmp.to_str().expect("utf-8 path");
-            openssl(&[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                t,
-            ]);
+            rsa_key(t);
             openssl(&["rsa", "-in", t, "-traditional", "-out", p]);
         }
         "ec256-sec1" => {

@@ -162,13 +162,15 @@ pub async fn mark_applied_copy(
 ) -> Result<(), tokio_postgres::Error> {
     use futures_util::SinkExt;
     let applied_at = crate::status::rfc3339(std::time::SystemTime::now());
+    use std::fmt::Write as _;
     let stub: String = STUB.bytes().map(|b| format!("{b:02x}")).collect();
-    let mut rows = bytes::BytesMut::with_capacity(versions.len() * (64 + stub.len()));
+    // Every row ends the same way: the stub (bytea hex, its backslash escaped), applied, when.
+    let tail = format!("\t\\\\x{stub}\tt\t{applied_at}\n");
+    let mut rows = bytes::BytesMut::with_capacity(versions.len() * (48 + tail.len()));
     for v in versions {
-        let line = format!("{}\t{}\t", v.time.nanos, v.time.logical);
-        rows.extend_from_slice(line.as_bytes());
+        let _ = write!(rows, "{}\t{}\t", v.time.nanos, v.time.logical);
         crate::target::postgres::apply::wire::copy_escape(&v.key, &mut rows);
-        rows.extend_from_slice(format!("\t\\\\x{stub}\tt\t{applied_at}\n").as_bytes());
+        rows.extend_from_slice(tail.as_bytes());
     }
     let copy = format!(
         "COPY {} (nanos, logical, key, mut, applied, applied_at) FROM STDIN",

@@ -22,6 +22,11 @@ pub fn openssl(args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A new 2048-bit RSA private key (PKCS#8 PEM) at `path`.
+pub fn rsa_key(path: &str) {
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path]);
+}
+
 /// A signing key and its public half, as `openssl` writes them.
 pub struct KeyPair {
     /// The private key (PKCS#8 PEM), for `make-jwt --key`.
@@ -46,15 +51,7 @@ impl KeyPair {
     pub fn rsa(dir: &TempDir, name: &str) -> Self {
         let private = dir.join(&format!("{name}.pem"));
         let public = dir.join(&format!("{name}.pub.pem"));
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            s(&private),
-        ]);
+        rsa_key(s(&private));
         openssl(&["pkey", "-in", s(&private), "-pubout", "-out", s(&public)]);
         Self { private, public: std::fs::read_to_string(public).expect("public key") }
     }
