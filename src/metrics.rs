@@ -80,6 +80,10 @@ pub struct Metrics {
     pub checkpoint_proposed_going_backwards_errors: IntCounterVec,
     /// The newest applied resolved timestamp, seconds since the epoch, by target schema.
     pub target_applied_timestamp_seconds: GaugeVec,
+    /// Staged changefeed mutations not applied yet, per table (consistent mode).
+    pub stage_pending_mutations: GaugeVec,
+    /// 1 while this instance holds the lease of that name.
+    pub lease_holder: GaugeVec,
     /// When the changefeed's JWT keys were last loaded, seconds since the epoch.
     pub jwt_last_refresh_time: Gauge,
 }
@@ -161,6 +165,16 @@ impl Metrics {
                 "target_applied_timestamp_seconds",
                 "the newest applied resolved timestamp",
                 &["schema"],
+            )?,
+            stage_pending_mutations: gauge(
+                "stage_pending_mutations",
+                "staged changefeed mutations not applied yet",
+                TABLE,
+            )?,
+            lease_holder: gauge(
+                "lease_holder",
+                "1 while this instance holds the lease",
+                &["name"],
             )?,
             jwt_last_refresh_time: jwt_refresh,
             apply_upserts_total: counter(

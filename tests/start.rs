@@ -1231,7 +1231,7 @@ async fn a_start_that_cannot_work_says_what_to_fix() {
     let missing = missing.to_str().expect("utf-8");
     let bind = format!("127.0.0.1:{}", support::changefeed::free_port());
     let cases: [(&[&str], &str); 4] = [
-        (&["--targetConn", &db.url], "pass --immediate"),
+        (&["--targetConn", &db.url, "--flushSize", "0"], "--flushSize must be at least 1"),
         (&["--immediate", "--targetConn", "mysql://root@127.0.0.1:3306/x"], "needs --stagingConn"),
         (
             &[

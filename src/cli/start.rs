@@ -2,8 +2,8 @@
 //! CockroachDB, MySQL or MariaDB. See [`crate::source::changefeed`] for the requests it takes
 //! and [`crate::pipeline::failback`] for how it runs.
 //!
-//! Immediate mode is the one built: `--immediate` is required, and `start` without it says so
-//! (consistent mode, the default in MOLT, comes next).
+//! Consistent mode is the default (changes staged, applied by resolved window); `--immediate`
+//! applies each request before answering it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,12 +11,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{ArgAction, Args};
 
-use super::groups::{DEFAULT_TARGET_MAX_POOL_SIZE, MetricsArgs, ScriptArgs, StagingArgs};
+use super::groups::{
+    DEFAULT_FLUSH_SIZE, DEFAULT_TARGET_MAX_POOL_SIZE, MetricsArgs, ScriptArgs, StagingArgs,
+};
 use super::replicate::{flag_names, runtime, script_pool, with_script_options};
 use super::values::{ConnStringParser, Period, byte_size, go_bool, go_duration, go_period};
 use crate::conn::ConnString;
 use crate::pipeline::failback::FailbackConfig;
 use crate::server::tls::TlsSource;
+use crate::source::changefeed::accept::{Mode, SweepConfig};
 use crate::source::changefeed::handler::HandlerConfig;
 
 /// Default `--ndjsonBufferSize`: 1 MiB (MOLT's 64 KiB cut off rows with large values).
@@ -63,14 +66,49 @@ pub struct StartArgs {
     )]
     pub tls_self_signed: bool,
 
-    /// Apply each request's changes to the target before answering it (required for now:
-    /// consistent mode is not built yet)
+    /// Apply each request's changes to the target before answering it, instead of staging
+    /// them and applying them by resolved timestamp (consistent mode, the default). Faster and
+    /// simpler, but the target shows changes out of source-transaction and FK order
     #[arg(
         long = "immediate", value_name = "BOOL", default_value = "false",
         num_args = 0..=1, require_equals = true, default_missing_value = "true",
         action = ArgAction::Set, value_parser = go_bool, help_heading = "Changefeed"
     )]
     pub immediate: bool,
+
+    /// Consistent mode: rows per target transaction, at least (a source transaction is never
+    /// split)
+    #[arg(long = "flushSize", value_name = "N", default_value_t = DEFAULT_FLUSH_SIZE, help_heading = "Sequencer")]
+    pub flush_size: usize,
+
+    /// Consistent mode: staged rows read per table at a time; raise for throughput, lower for
+    /// memory
+    #[arg(
+        long = "scanSize",
+        value_name = "N",
+        default_value_t = 10_000,
+        help_heading = "Sequencer"
+    )]
+    pub scan_size: usize,
+
+    /// Consistent mode: most distinct source timestamps in one target transaction
+    #[arg(
+        long = "timestampLimit",
+        value_name = "N",
+        default_value_t = 1_000,
+        help_heading = "Sequencer"
+    )]
+    pub timestamp_limit: usize,
+
+    /// Consistent mode: longest wait between retries of a target transaction that failed
+    /// (target down, a row the target refuses); retries start at 100ms and double
+    #[arg(long = "quiescentPeriod", value_name = "DURATION", default_value = "10s", value_parser = go_duration, help_heading = "Sequencer")]
+    pub quiescent_period: Duration,
+
+    /// Consistent mode: how long applied rows stay in staging behind the applied resolved
+    /// timestamp before they are deleted (0: at once)
+    #[arg(long = "retireOffset", value_name = "DURATION", default_value = "24h0m0s", value_parser = go_duration, help_heading = "Sequencer")]
+    pub retire_offset: Duration,
 
     /// Longest line of a cloud-storage ndjson file (experimental-http sink), e.g. 1MiB
     #[arg(long = "ndjsonBufferSize", value_name = "BYTES", default_value = "1MiB", value_parser = byte_size, help_heading = "Changefeed")]
@@ -119,13 +157,10 @@ pub struct StartArgs {
 impl StartArgs {
     /// Checks every flag; nothing connects yet.
     pub fn validate(&self) -> anyhow::Result<FailbackConfig> {
-        if !self.immediate {
-            anyhow::bail!(
-                "replicator start runs in immediate mode only for now: pass --immediate (each \
-                 request is applied to the target before it is answered). Consistent mode, \
-                 MOLT's default, is not built yet"
-            );
-        }
+        anyhow::ensure!(self.flush_size > 0, "--flushSize must be at least 1");
+        anyhow::ensure!(self.scan_size > 0, "--scanSize must be at least 1");
+        anyhow::ensure!(self.timestamp_limit > 0, "--timestampLimit must be at least 1");
+        anyhow::ensure!(!self.quiescent_period.is_zero(), "--quiescentPeriod must be more than 0");
         let protocol = self.target_conn.protocol().filter(|p| *p != crate::conn::Protocol::Oracle).with_context(|| {
             format!(
                 "--targetConn {}: use postgres:// (PostgreSQL, CockroachDB) or mysql:// (MySQL, MariaDB)",
@@ -177,6 +212,14 @@ impl StartArgs {
             connections: self.target_max_pool_size.min(MAX_CONNECTIONS) as usize,
             schema_refresh: self.schema_refresh.0,
             grace: self.grace_period,
+            mode: if self.immediate { Mode::Immediate } else { Mode::Consistent },
+            sweep: SweepConfig {
+                flush_size: self.flush_size,
+                scan_size: self.scan_size,
+                timestamp_limit: self.timestamp_limit,
+                quiescent: self.quiescent_period,
+                retire_offset: self.retire_offset,
+            },
         })
     }
 }
@@ -234,8 +277,13 @@ mod tests {
 
     #[test]
     fn bad_combinations_name_the_flags() {
-        let err = parsed(&[]).validate().expect_err("no mode").to_string();
-        assert!(err.contains("pass --immediate"), "{err}");
+        let config = parsed(&[]).validate().expect("consistent by default");
+        assert_eq!(config.mode, Mode::Consistent);
+        assert_eq!(config.sweep.flush_size, 1000);
+        assert_eq!(config.sweep.scan_size, 10_000);
+        assert_eq!(config.sweep.retire_offset, Duration::from_secs(86_400));
+        let err = parsed(&["--flushSize", "0"]).validate().expect_err("zero").to_string();
+        assert!(err.contains("--flushSize"), "{err}");
         let err = parsed(&["--immediate", "--tlsSelfSigned", "--tlsCertificate=c.pem"])
             .validate()
             .expect_err("both")

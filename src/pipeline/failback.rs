@@ -13,8 +13,8 @@ use super::{PipelineError, Step, open_staging, serve_metrics, serve_metrics_chec
 use crate::conn::{ConnString, Protocol};
 use crate::script::ScriptPool;
 use crate::server::tls::{Tls, TlsSource};
+use crate::source::changefeed::accept::{Acceptor, AcceptorConfig, Mode, SweepConfig};
 use crate::source::changefeed::handler::{Changefeed, HandlerConfig, Keys};
-use crate::source::changefeed::immediate::{Immediate, ImmediateConfig};
 
 /// How often the tokens' keys are re-read.
 pub const KEY_REFRESH: Duration = Duration::from_secs(60);
@@ -44,6 +44,10 @@ pub struct FailbackConfig {
     pub schema_refresh: Option<Duration>,
     /// `--gracePeriod`.
     pub grace: Duration,
+    /// Immediate or consistent.
+    pub mode: Mode,
+    /// Consistent mode's sweeper.
+    pub sweep: SweepConfig,
 }
 
 /// Serves the changefeed endpoint until SIGINT or SIGTERM.
@@ -79,7 +83,7 @@ pub async fn run(
         }
         None => None,
     };
-    let immediate = Arc::new(Immediate::new(ImmediateConfig {
+    let acceptor = Arc::new(Acceptor::new(AcceptorConfig {
         target: config.target.clone(),
         staging: config.staging.conn.clone(),
         staging_schema: staging.schema.clone(),
@@ -87,8 +91,18 @@ pub async fn run(
         script,
         connections: config.connections,
         schema_refresh: config.schema_refresh,
+        mode: config.mode,
+        sweep: config.sweep.clone(),
     }));
-    let feed = Arc::new(Changefeed::new(config.handler.clone(), keys.clone(), immediate));
+    if config.mode == Mode::Consistent {
+        let resumed = acceptor.resume().await.map_err(|e| PipelineError::Refused(e.reason))?;
+        if !resumed.is_empty() {
+            tracing::info!(schemas = ?resumed, "resolved timestamps wait in staging: sweeping them");
+        }
+        let role = acceptor.clone();
+        crate::server::set_role(Box::new(move || if role.active() { "active" } else { "standby" }));
+    }
+    let feed = Arc::new(Changefeed::new(config.handler.clone(), keys.clone(), acceptor.clone()));
     let checks = serve_metrics_checks(&config.target, config.target_protocol, &config.staging.conn);
     let router = crate::server::router(checks.clone(), Duration::from_secs(5))
         .merge(crate::source::changefeed::handler::router(feed.clone()));
@@ -104,7 +118,7 @@ pub async fn run(
         addr = %bound,
         tls = match &config.tls { None => "off", Some(TlsSource::SelfSigned) => "self-signed", Some(_) => "files" },
         authentication = !config.disable_authentication,
-        mode = "immediate",
+        mode = match config.mode { Mode::Immediate => "immediate", Mode::Consistent => "consistent" },
         "listening for changefeed requests"
     );
     tokio::spawn(refresh(keys.clone(), tls));
@@ -116,6 +130,7 @@ pub async fn run(
         tracing::warn!("requests still in flight after --gracePeriod; the changefeed retries them");
     }
     server.abort();
+    acceptor.stop(config.grace).await;
     Ok(())
 }
 

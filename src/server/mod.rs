@@ -61,6 +61,17 @@ pub fn mysql_check(conn: crate::conn::ConnString) -> HealthCheck {
     })
 }
 
+/// What `/_/healthz` answers when every dependency is up: this instance's part (`active`,
+/// `standby`), when its command has one.
+pub type Role = Box<dyn Fn() -> &'static str + Send + Sync>;
+
+static ROLE: std::sync::OnceLock<Role> = std::sync::OnceLock::new();
+
+/// Makes `/_/healthz` answer `role()` instead of `OK` (once per process).
+pub fn set_role(role: Role) {
+    let _ = ROLE.set(role);
+}
+
 #[derive(Clone)]
 struct Checks {
     checks: Vec<(String, HealthCheck)>,
@@ -87,7 +98,8 @@ async fn healthz(State(state): State<Checks>) -> impl IntoResponse {
             }
         }
     }
-    (StatusCode::OK, "OK\n".to_owned())
+    let role = ROLE.get().map_or("OK", |role| role());
+    (StatusCode::OK, format!("{role}\n"))
 }
 
 async fn status() -> impl IntoResponse {

@@ -78,6 +78,7 @@ pub enum LeaseError {
 /// A lease this process holds.
 #[derive(Debug, Clone)]
 pub struct Lease {
+    lifetime: Duration,
     table: String,
     schema: String,
     name: String,
@@ -126,6 +127,7 @@ impl Lease {
         name: &str,
     ) -> Result<Self, LeaseError> {
         let lease = Lease {
+            lifetime: LEASE_FOR,
             table: staging.table("leases"),
             schema: staging.qualified(),
             name: name.to_owned(),
@@ -163,6 +165,39 @@ impl Lease {
         }
     }
 
+    /// Takes lease `name` for `lifetime` if nobody holds it (or its holder let it expire);
+    /// otherwise says who holds it and until when (staging's clock, UTC). A standby calls this
+    /// until it gets the lease.
+    pub async fn try_acquire(
+        client: &impl GenericClient,
+        staging: &StagingSchema,
+        name: &str,
+        lifetime: Duration,
+    ) -> Result<Result<Self, (String, String)>, LeaseError> {
+        let lease = Lease {
+            lifetime,
+            table: staging.table("leases"),
+            schema: staging.qualified(),
+            name: name.to_owned(),
+            nonce: uuid::Uuid::new_v4(),
+            hostname: holder_name(),
+        };
+        if lease.try_take(client, None).await? {
+            return Ok(Ok(lease));
+        }
+        match lease.holder(client).await? {
+            Some((holder, expires, nonce)) => {
+                if gone_from_this_host(&holder) && lease.try_take(client, Some(&nonce)).await? {
+                    tracing::info!(lease = %name, previous = %holder, "took over the lease of a replicator of this host that no longer runs");
+                    return Ok(Ok(lease));
+                }
+                Ok(Err((holder, expires)))
+            }
+            // Released between the two statements: next time.
+            None => Ok(Err(("nobody".to_owned(), "now".to_owned()))),
+        }
+    }
+
     /// Inserts the row, or takes it over when it has expired (or, with `from`, when it still
     /// holds that nonce: its holder is gone); true when the lease is ours now.
     async fn try_take(
@@ -177,7 +212,7 @@ impl Lease {
              hostname = excluded.hostname WHERE {t}.expires < {NOW} OR {t}.nonce::text = $5",
             t = self.table
         );
-        let millis = LEASE_FOR.as_millis() as f64;
+        let millis = self.lifetime.as_millis() as f64;
         let from = from.unwrap_or_default();
         let taken = client
             .execute(&sql, &[&self.name, &millis, &self.nonce.to_string(), &self.hostname, &from])
@@ -206,7 +241,7 @@ impl Lease {
              WHERE name = $1 AND nonce = $2::text::uuid",
             self.table
         );
-        let millis = LEASE_FOR.as_millis() as f64;
+        let millis = self.lifetime.as_millis() as f64;
         let renewed = client
             .execute(&sql, &[&self.name, &self.nonce.to_string(), &millis])
             .await
@@ -261,7 +296,7 @@ impl Lease {
                     Err(e) => {
                         let why = crate::error::with_causes(&e);
                         tracing::warn!(lease = %lease.name, error = %why, "renewing the lease failed; retrying");
-                        if renewed_at.elapsed() + GUARD >= LEASE_FOR {
+                        if renewed_at.elapsed() + GUARD.min(lease.lifetime / 3) >= lease.lifetime {
                             lost_tx.send_replace(Some(format!(
                                 "not renewed for {:?}: {why}",
                                 renewed_at.elapsed()
@@ -287,6 +322,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// The lease was lost (by now another instance may hold it).
+    pub fn is_lost(&self) -> bool {
+        self.lost.borrow().is_some()
+    }
+
     /// Resolves when the lease is lost, with why.
     pub async fn lost(&mut self) -> LeaseError {
         let why = match self.lost.wait_for(Option::is_some).await {

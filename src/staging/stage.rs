@@ -61,17 +61,29 @@ pub fn table_ddl(dialect: StagingDialect, staging: &StagingSchema, name: &str) -
                  AS (to_timestamp(nanos::float8 / 1e9)) STORED, PRIMARY KEY (nanos, logical, key))"
             ),
             format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (key) INCLUDE (applied)"),
+            pending_index(&t, name),
         ],
-        StagingDialect::Cockroach => vec![format!(
-            "CREATE TABLE IF NOT EXISTS {t} (nanos INT8 NOT NULL, logical INT8 NOT NULL, \
+        StagingDialect::Cockroach => vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (nanos INT8 NOT NULL, logical INT8 NOT NULL, \
              key STRING NOT NULL, mut BYTES NOT NULL, before BYTES NULL, \
              applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL, \
              deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ AS \
              (to_timestamp(nanos::FLOAT8 / 1e9)) VIRTUAL, PRIMARY KEY (nanos, logical, key), \
              INDEX {index} (key) STORING (applied), FAMILY cold (nanos, logical, key, mut, \
              before, deletion), FAMILY hot (applied, applied_at))"
-        )],
+            ),
+            pending_index(&t, name),
+        ],
     }
+}
+
+/// Ours beyond MOLT's layout: the rows not applied yet, in time order, so the sweeper reads
+/// them without walking the applied ones (and rows that arrive late, below a resolved
+/// timestamp already applied, are found too).
+fn pending_index(table: &str, name: &str) -> String {
+    let index = crate::target::postgres::quote_ident(&format!("{name}_pending"));
+    format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (nanos, logical, key) WHERE NOT applied")
 }
 
 /// The DDL of `key_versions` (idempotent).
@@ -194,6 +206,222 @@ pub async fn mark_applied_copy(
     }
 }
 
+/// A staged mutation (a row of a per-table staging table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// Its HLC time.
+    pub time: Hlc,
+    /// The key's canonical text.
+    pub key: String,
+    /// The row after the change as JSON (`null` for a delete); gzip when it starts `1f 8b`.
+    pub mutation: Vec<u8>,
+    /// The row before (`WITH diff`), as JSON.
+    pub before: Option<Vec<u8>>,
+    /// A delete.
+    pub deletion: bool,
+}
+
+impl Staged {
+    /// The JSON of [`Staged::mutation`] or `before`, decompressed when MOLT stored it gzipped.
+    pub fn json(bytes: &[u8]) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            use std::io::Read as _;
+            let mut out = Vec::with_capacity(bytes.len() * 4);
+            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+            Ok(std::borrow::Cow::Owned(out))
+        } else {
+            Ok(std::borrow::Cow::Borrowed(bytes))
+        }
+    }
+}
+
+/// Writes `rows` into per-table staging table `table` inside the caller's transaction; a
+/// (time, key) already staged keeps its first copy. Returns how many rows were new.
+pub async fn stage(
+    tx: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    rows: &[Staged],
+) -> Result<u64, tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "INSERT INTO {t} (nanos, logical, key, mut, before, deletion) \
+         SELECT * FROM unnest($1::INT8[], $2::INT8[], $3::TEXT[], $4::BYTEA[], $5::BYTEA[], $6::BOOL[]) \
+         ON CONFLICT (nanos, logical, key) DO NOTHING",
+        t = staging.table(table)
+    );
+    let nanos: Vec<i64> = rows.iter().map(|r| r.time.nanos).collect();
+    let logical: Vec<i64> = rows.iter().map(|r| i64::from(r.time.logical)).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let muts: Vec<&[u8]> = rows.iter().map(|r| r.mutation.as_slice()).collect();
+    let befores: Vec<Option<&[u8]>> = rows.iter().map(|r| r.before.as_deref()).collect();
+    let deletions: Vec<bool> = rows.iter().map(|r| r.deletion).collect();
+    let params: [&(dyn ToSql + Sync); 6] = [&nanos, &logical, &keys, &muts, &befores, &deletions];
+    tx.execute(&sql, &params).await
+}
+
+const STAGED_COLUMNS: &str = "nanos, logical, key, mut, before, deletion";
+
+fn staged(row: &tokio_postgres::Row) -> Staged {
+    Staged {
+        time: Hlc { nanos: row.get(0), logical: row.get::<_, i64>(1).try_into().unwrap_or(0) },
+        key: row.get(2),
+        mutation: row.get(3),
+        before: row.get(4),
+        deletion: row.get(5),
+    }
+}
+
+/// The first `limit` unapplied rows of `table` at or before `upto`, in time then key order.
+pub async fn pending(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    upto: Hlc,
+    limit: usize,
+) -> Result<Vec<Staged>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {STAGED_COLUMNS} FROM {t} WHERE NOT applied AND (nanos, logical) <= ($1, $2) \
+         ORDER BY nanos, logical, key LIMIT $3",
+        t = staging.table(table)
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(&sql, &[&upto.nanos, &i64::from(upto.logical), &limit]).await?;
+    Ok(rows.iter().map(staged).collect())
+}
+
+/// Every unapplied row of `table` at time `at`.
+pub async fn pending_at(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    at: Hlc,
+) -> Result<Vec<Staged>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {STAGED_COLUMNS} FROM {t} WHERE NOT applied AND nanos = $1 AND logical = $2 \
+         ORDER BY key",
+        t = staging.table(table)
+    );
+    let rows = client.query(&sql, &[&at.nanos, &i64::from(at.logical)]).await?;
+    Ok(rows.iter().map(staged).collect())
+}
+
+/// How many rows of `table` wait to be applied.
+pub async fn pending_count(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    let sql = format!("SELECT count(*) FROM {} WHERE NOT applied", staging.table(table));
+    Ok(client.query_one(&sql, &[]).await?.get(0))
+}
+
+/// Deletes applied rows of `table` older than `before`, 10,000 at a time (unapplied rows are
+/// never deleted); returns how many went.
+pub async fn retire(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    before: Hlc,
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!(
+        "DELETE FROM {t} WHERE (nanos, logical, key) IN (SELECT nanos, logical, key FROM {t} \
+         WHERE applied AND (nanos, logical) < ($1, $2) LIMIT 10000)",
+        t = staging.table(table)
+    );
+    let mut total = 0;
+    loop {
+        let gone = client.execute(&sql, &[&before.nanos, &i64::from(before.logical)]).await?;
+        total += gone;
+        if gone < 10_000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// The per-table staging tables of target schema `parts` (names starting `db_schema_`, or
+/// `db_` for a one-part schema) that exist in staging.
+pub async fn staged_tables(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    parts: &[String],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let prefix = table_name(parts, "");
+    let catalog = match &staging.database {
+        Some(db) => {
+            format!("{}.information_schema.tables", crate::target::postgres::quote_ident(db))
+        }
+        None => "information_schema.tables".to_owned(),
+    };
+    let sql = format!(
+        "SELECT table_name::TEXT FROM {catalog} WHERE table_schema = $1 \
+         AND left(table_name, length($2)) = $2 AND table_name <> 'key_versions' ORDER BY 1"
+    );
+    let rows = client.query(&sql, &[&staging.schema, &prefix]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The newest resolved timestamp of `group`, and whether it is applied.
+pub async fn newest_resolved(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    group: &str,
+) -> Result<Option<(Hlc, bool)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT source_hlc::TEXT, target_applied_at IS NOT NULL FROM {} \
+         WHERE group_name = $1 AND partition = $1 ORDER BY source_hlc DESC LIMIT 1",
+        staging.table("checkpoints")
+    );
+    let row = client.query_opt(&sql, &[&group]).await?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok().map(|h| (h, r.get(1)))))
+}
+
+/// The newest applied resolved timestamp of `group`.
+pub async fn newest_applied(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    group: &str,
+) -> Result<Option<Hlc>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT source_hlc::TEXT FROM {} WHERE group_name = $1 AND partition = $1 \
+         AND target_applied_at IS NOT NULL ORDER BY source_hlc DESC LIMIT 1",
+        staging.table("checkpoints")
+    );
+    let row = client.query_opt(&sql, &[&group]).await?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+}
+
+/// Marks every resolved timestamp of `group` at or before `upto` applied (MOLT's `Commit`);
+/// returns how many were.
+pub async fn commit_resolved(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    group: &str,
+    upto: Hlc,
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE {} SET target_applied_at = now() WHERE group_name = $1 AND partition = $1 \
+         AND source_hlc <= $2::TEXT::NUMERIC AND target_applied_at IS NULL",
+        staging.table("checkpoints")
+    );
+    client.execute(&sql, &[&group, &upto.to_string()]).await
+}
+
+/// The groups (target schemas) with a resolved timestamp not applied yet: what a restarted
+/// instance sweeps before any request arrives.
+pub async fn unapplied_groups(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT DISTINCT group_name FROM {} WHERE target_applied_at IS NULL ORDER BY 1",
+        staging.table("checkpoints")
+    );
+    Ok(client.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
+}
+
 /// What recording a resolved timestamp did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
@@ -265,7 +493,8 @@ mod tests {
         assert_eq!(
             sql,
             [
-                r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."shop_public_orders" (nanos INT8 NOT NULL, logical INT8 NOT NULL, key STRING NOT NULL, mut BYTES NOT NULL, before BYTES NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL, deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ AS (to_timestamp(nanos::FLOAT8 / 1e9)) VIRTUAL, PRIMARY KEY (nanos, logical, key), INDEX "shop_public_orders_key_applied" (key) STORING (applied), FAMILY cold (nanos, logical, key, mut, before, deletion), FAMILY hot (applied, applied_at))"#
+                r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."shop_public_orders" (nanos INT8 NOT NULL, logical INT8 NOT NULL, key STRING NOT NULL, mut BYTES NOT NULL, before BYTES NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL, deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ AS (to_timestamp(nanos::FLOAT8 / 1e9)) VIRTUAL, PRIMARY KEY (nanos, logical, key), INDEX "shop_public_orders_key_applied" (key) STORING (applied), FAMILY cold (nanos, logical, key, mut, before, deletion), FAMILY hot (applied, applied_at))"#,
+                r#"CREATE INDEX IF NOT EXISTS "shop_public_orders_pending" ON "_replicator"."public"."shop_public_orders" (nanos, logical, key) WHERE NOT applied"#,
             ]
         );
         assert_eq!(

@@ -102,7 +102,12 @@ impl Server {
     /// Starts `replicator start --bindAddr 127.0.0.1:<free port> args…` and waits until it
     /// listens; panics with its log if it does not within 30 s.
     pub async fn start(dir: &TempDir, args: &[String]) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_at(dir, &format!("127.0.0.1:{}", free_port()), args).await
+    }
+
+    /// [`Server::start`] on `addr` (host:port): a restart where the changefeed sends.
+    pub async fn start_at(dir: &TempDir, addr: &str, args: &[String]) -> Self {
+        let addr = addr.to_owned();
         let mut all = vec!["start".to_owned(), "--bindAddr".to_owned(), addr.clone()];
         all.extend(args.iter().cloned());
         let mut run = Running::spawn(dir, &all);

@@ -25,7 +25,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::Refused;
-use super::immediate::{Accepted, Immediate};
+use super::accept::{Accepted, Acceptor};
 use super::payload::{self, Body};
 use super::route::{self, Form, Route};
 use crate::auth::{Denied, Verifier};
@@ -116,7 +116,7 @@ pub struct Changefeed {
     config: HandlerConfig,
     /// `None`: `--disableAuthentication`.
     keys: Option<Arc<Keys>>,
-    immediate: Arc<Immediate>,
+    acceptor: Arc<Acceptor>,
     /// Body bytes held across all requests.
     budget: Arc<Semaphore>,
     budget_bytes: usize,
@@ -128,15 +128,15 @@ pub struct Changefeed {
 
 impl Changefeed {
     /// The endpoint: requests are checked against `keys` (none: every request is allowed) and
-    /// written by `immediate`.
-    pub fn new(config: HandlerConfig, keys: Option<Arc<Keys>>, immediate: Arc<Immediate>) -> Self {
+    /// handed to `acceptor`.
+    pub fn new(config: HandlerConfig, keys: Option<Arc<Keys>>, acceptor: Arc<Acceptor>) -> Self {
         // Two of the largest bodies at once, and never less than 64 MiB.
         let budget_bytes = config.max_request_bytes.saturating_mul(2).max(64 << 20);
         let budget = Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS)));
         Self {
             config,
             keys,
-            immediate,
+            acceptor,
             budget,
             budget_bytes,
             stopping: AtomicBool::new(false),
@@ -180,8 +180,8 @@ impl Changefeed {
         crate::metrics::global().http_payload_in_bytes_total.inc_by(bytes.len() as u64);
         let body = parse(&route, &bytes, self.config.ndjson_buffer)?;
         drop(bytes);
-        let immediate = self.immediate.clone();
-        let work = tokio::spawn(async move { immediate.accept(&route, body).await });
+        let acceptor = self.acceptor.clone();
+        let work = tokio::spawn(async move { acceptor.accept(&route, body).await });
         match tokio::time::timeout(self.config.response_timeout, work).await {
             Ok(Ok(result)) => result,
             Ok(Err(panicked)) => Err(Refused { status: 500, reason: format!("a bug: {panicked}") }),

@@ -21,6 +21,8 @@
 //! The HTTP server, authentication, staging and the apply modes build on these (`replicator
 //! start` is not registered until they work end to end).
 
+pub mod accept;
+pub mod consistent;
 pub mod handler;
 pub mod immediate;
 pub mod payload;

@@ -37,6 +37,8 @@ pub struct Change {
     pub time: Hlc,
     /// The row change.
     pub mutation: Mutation,
+    /// Which of the lines it came from (0-based).
+    pub line: usize,
 }
 
 /// Why lines cannot be applied (400): the message names the line, the table and the field.
@@ -141,7 +143,7 @@ pub fn changes(
                 Mutation { table: table_name.clone(), op: Op::Delete, row, before: before_row }
             }
         };
-        out.push(Change { table: table_name, key: key_text, time: updated, mutation });
+        out.push(Change { table: table_name, key: key_text, time: updated, mutation, line: i });
     }
     Ok(out)
 }

@@ -1,0 +1,869 @@
+//! Consistent mode (`replicator start`'s default): a request's changes are staged durably
+//! before it is answered 200; the target schema's sweeper applies them in time order once a
+//! resolved timestamp covers them, so the target only ever shows the source as it was at a
+//! resolved timestamp's source transactions, each whole.
+//!
+//! # Staging (the request)
+//!
+//! The lines are read into changes as in every mode (unknown tables and columns are refused
+//! with 400 then, not found stuck later), and each is written, as the changefeed sent it
+//! (`after` and `before` as JSON), into its table's staging table in one staging transaction:
+//! a (time, key) staged before keeps its first copy, and the copy is counted as a duplicate.
+//!
+//! # Sweeping (the lease holder)
+//!
+//! One sweeper per target schema runs on the instance holding the schema's lease
+//! (`changefeed.<db.schema>` in `leases`, [`SWEEP_LEASE`] long, renewed every second, taken
+//! over by a standby within two lease periods of its holder's death). Woken by a resolved
+//! timestamp recorded here, or once a second, it takes the newest resolved timestamp R and:
+//!
+//! 1. reads the unapplied rows at or before R of every staging table of the schema, in pages of
+//!    `--scanSize` in time order, and merges them: only times every table has been read past
+//!    are taken, so one source transaction (one HLC) spanning tables is never split;
+//! 2. cuts them into rounds of at least `--flushSize` rows (whole timestamps; at most
+//!    `--timestampLimit` timestamps each), in time order;
+//! 3. applies each round: in a staging transaction the keys' versions are claimed (an older
+//!    version than one applied, from a changefeed restarted from an older cursor, is dropped),
+//!    the userscript runs on each source transaction, the round is written in one target
+//!    transaction (parents first, children's deletes first) and committed, and then the
+//!    round's staged rows are marked applied and the staging transaction commits;
+//! 4. once every row at or before R is applied, marks the resolved timestamps up to R applied
+//!    (`target_applied_at`).
+//!
+//! A row is thus marked applied only after the target transaction that wrote it committed. A
+//! crash anywhere replays from staging, and a replay is harmless: the claim drops versions
+//! already applied, and writes are idempotent. A failing round (target down, a row the target
+//! rejects) is retried with backoff up to `--quiescentPeriod`, logged once per distinct error.
+//! Rows that arrive below a resolved timestamp already applied (a changefeed restarted from an
+//! older cursor) are applied in the next sweep unless a newer version of their key is applied,
+//! and logged once per table. Applied rows older than `--retireOffset` behind the applied
+//! resolved timestamp are deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json};
+use tokio::sync::watch;
+
+use super::Refused;
+use super::accept::{
+    Accepted, Acceptor, AcceptorConfig, Failure, SchemaWriter, placeholder, reload,
+};
+use super::payload::Line;
+use super::rows::{self, Change};
+use crate::script::SourceTag;
+use crate::staging::lease::{Held, Lease};
+use crate::staging::stage::{self, Staged, Version};
+use crate::target::factory::AnyTarget;
+use crate::target::{Target, TargetError};
+use crate::types::mutation::{Position, SourceTransaction};
+use crate::types::position::Hlc;
+
+/// How long a sweeper's lease lasts unrenewed (MOLT's 5 s): a standby takes over within two.
+pub const SWEEP_LEASE: Duration = Duration::from_secs(5);
+
+/// How often a sweeper looks for work when nothing woke it.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// How consistent mode's sweeper reads and applies.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    /// `--flushSize`: rows per target transaction (at least; timestamps are not split).
+    pub flush_size: usize,
+    /// `--scanSize`: rows read per staging table and page.
+    pub scan_size: usize,
+    /// `--timestampLimit`: most distinct timestamps per target transaction.
+    pub timestamp_limit: usize,
+    /// `--quiescentPeriod`: the longest wait between retries of a failing round.
+    pub quiescent: Duration,
+    /// `--retireOffset`: how long applied rows stay in staging.
+    pub retire_offset: Duration,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            flush_size: 1000,
+            scan_size: 10_000,
+            timestamp_limit: 1000,
+            quiescent: Duration::from_secs(10),
+            retire_offset: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A line's `after` and `before` as JSON, for staging.
+pub struct Raw {
+    after: Option<Vec<u8>>,
+    before: Option<Vec<u8>>,
+}
+
+/// What consistent mode stages of `line`.
+pub fn raw(line: &Line) -> Raw {
+    let json = |m: &Map<String, Json>| serde_json::to_vec(m).unwrap_or_default();
+    Raw { after: line.after.as_ref().map(json), before: line.before.as_ref().map(json) }
+}
+
+/// Seconds from `at` to now.
+pub fn age(at: Hlc) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    #[allow(clippy::cast_precision_loss)]
+    let at = at.nanos as f64 / 1e9;
+    (now - at).max(0.0)
+}
+
+impl Acceptor {
+    /// Stages `changes` (read from lines whose JSON `raw` holds) in one staging transaction.
+    pub(super) async fn stage_lines(
+        &self,
+        client: &mut tokio_postgres::Client,
+        target: &mut AnyTarget,
+        writer: &SchemaWriter,
+        mut changes: Vec<Change>,
+        mut raw: Vec<Raw>,
+    ) -> Result<Accepted, Failure> {
+        if self.config.script.is_none() {
+            // A column the target lacks is refused now, not found by a stuck sweeper later.
+            let mutations: Vec<_> = changes
+                .iter_mut()
+                .map(|c| std::mem::replace(&mut c.mutation, placeholder()))
+                .collect();
+            if let Err(first) = rows::check_columns(&target.schema(), &mutations) {
+                reload(target).await.map_err(Failure::Refused)?;
+                if rows::check_columns(&target.schema(), &mutations).is_err() {
+                    return Err(Failure::Refused(Refused::bad_request(first)));
+                }
+            }
+        }
+        // Of one (time, key) in a request the last line wins; across requests the first.
+        let mut last: HashMap<(&str, &str, Hlc), usize> = HashMap::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            last.insert((c.table.as_str(), c.key.as_str(), c.time), i);
+        }
+        let mut keep = vec![false; changes.len()];
+        for i in last.into_values() {
+            keep[i] = true;
+        }
+        let mut by_table: HashMap<String, (String, Vec<Staged>)> = HashMap::new();
+        for (change, keep) in changes.into_iter().zip(keep) {
+            if !keep {
+                continue;
+            }
+            let Raw { after, before } =
+                std::mem::replace(&mut raw[change.line], Raw { after: None, before: None });
+            let staged = Staged {
+                time: change.time,
+                deletion: after.is_none(),
+                mutation: after.unwrap_or_else(|| b"null".to_vec()),
+                before,
+                key: change.key,
+            };
+            let name = stage::table_name(&writer.parts, &change.table);
+            by_table.entry(name).or_insert_with(|| (change.table, Vec::new())).1.push(staged);
+        }
+        let names: HashSet<&str> = by_table.keys().map(String::as_str).collect();
+        self.ensure_tables(client, &names).await.map_err(Failure::Staging)?;
+        let staging = &self.config.staging_schema;
+        let tx = client.transaction().await.map_err(Failure::Staging)?;
+        let metrics = crate::metrics::global();
+        let (mut staged, mut duplicates) = (0, 0);
+        let mut counts = Vec::with_capacity(by_table.len());
+        for (name, (table, rows)) in &by_table {
+            let new = stage::stage(&tx, staging, name, rows).await.map_err(Failure::Staging)?;
+            let new = usize::try_from(new).unwrap_or(usize::MAX);
+            counts.push((table, new, rows.len() - new.min(rows.len())));
+            staged += new;
+            duplicates += rows.len() - new.min(rows.len());
+        }
+        tx.commit().await.map_err(Failure::Staging)?;
+        for (table, new, dup) in counts {
+            let labels = [writer.group.as_str(), table.as_str()];
+            metrics.mutations_staged.with_label_values(&labels).inc_by(new as u64);
+            metrics.stage_duplicate_mutations_total.with_label_values(&labels).inc_by(dup as u64);
+        }
+        Ok(Accepted::Staged { staged, duplicates })
+    }
+
+    /// Starts the sweepers of the target schemas with resolved timestamps not applied yet (a
+    /// restart: their changefeeds may send nothing until they catch up).
+    pub async fn resume(&self) -> Result<Vec<String>, Refused> {
+        if self.config.mode != super::accept::Mode::Consistent {
+            return Ok(Vec::new());
+        }
+        let groups = {
+            let client = self.staging_client().await?;
+            stage::unapplied_groups(&*client, &self.config.staging_schema).await.map_err(|e| {
+                Refused::unavailable(format!("staging: {}", crate::error::with_causes(&e)))
+            })?
+        };
+        for group in &groups {
+            let parts: Vec<String> = group.split('.').map(str::to_owned).collect();
+            if let Err(e) = self.writer(&parts).await {
+                tracing::warn!(group = %group, error = %e.reason,
+                    "resolved timestamps wait in staging for a target schema that cannot be opened; \
+                     its sweeper starts with the schema's next request");
+            }
+        }
+        Ok(groups)
+    }
+}
+
+impl Acceptor {
+    /// This instance sweeps at least one target schema (consistent mode).
+    pub fn active(&self) -> bool {
+        self.sweepers.active()
+    }
+
+    /// Stops the sweepers after their current rounds (at most `grace`).
+    pub async fn stop(&self, grace: Duration) {
+        self.sweepers.stop(grace).await;
+    }
+}
+
+/// Consistent mode's sweepers, one per target schema.
+pub struct Sweepers {
+    stop: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    holding: Arc<AtomicUsize>,
+}
+
+impl Default for Sweepers {
+    fn default() -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            tasks: std::sync::Mutex::new(Vec::new()),
+            holding: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Sweepers {
+    /// Starts the sweeper of `writer`'s schema.
+    pub(super) fn start(&self, config: &AcceptorConfig, writer: Arc<SchemaWriter>) {
+        let sweeper = Sweeper {
+            config: config.clone(),
+            writer,
+            stop: self.stop.subscribe(),
+            holding: self.holding.clone(),
+            late: HashSet::new(),
+            logged_at: None,
+        };
+        let task = tokio::spawn(sweeper.run());
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// This instance sweeps at least one target schema (it holds its lease).
+    pub fn active(&self) -> bool {
+        self.holding.load(Ordering::SeqCst) > 0
+    }
+
+    /// Stops every sweeper after its current round (at most `grace`), giving their leases up.
+    pub async fn stop(&self, grace: Duration) {
+        self.stop.send_replace(true);
+        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + grace;
+        for task in tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!(
+                    "a sweeper did not stop within --gracePeriod; its round replays on restart"
+                );
+            }
+        }
+    }
+}
+
+/// Why a sweep stopped short.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error("staging: {}", crate::error::with_causes(.0))]
+    Staging(#[from] tokio_postgres::Error),
+    #[error("target: {}", .0.message)]
+    Target(TargetError),
+    #[error("{0}")]
+    Data(String),
+    /// Stopping, or the lease was lost: the round replays wherever the lease goes.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl SweepError {
+    /// What the operator needs to hear once: an unreachable database is one case however
+    /// its connection attempts fail; any other error is its own.
+    fn class(&self) -> String {
+        match self {
+            Self::Target(t) if t.is_transient() => "target unavailable".to_owned(),
+            Self::Staging(e) if e.is_closed() || e.code().is_none() => {
+                "staging unavailable".to_owned()
+            }
+            Self::Data(text) if text.starts_with("staging: ") => "staging unavailable".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One schema's sweeper.
+struct Sweeper {
+    config: AcceptorConfig,
+    writer: Arc<SchemaWriter>,
+    stop: watch::Receiver<bool>,
+    holding: Arc<AtomicUsize>,
+    /// Tables whose late rows were logged.
+    late: HashSet<String>,
+    /// When a window was last logged.
+    logged_at: Option<Instant>,
+}
+
+/// A staging table of the schema: its name and the source table its rows are for.
+struct Staging {
+    name: String,
+    table: String,
+}
+
+impl Sweeper {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    async fn run(mut self) {
+        let name = format!("changefeed.{}", self.writer.group);
+        let gauge = crate::metrics::global().lease_holder.with_label_values(&[&name]);
+        loop {
+            let Some(mut held) = self.acquire(&name).await else { return };
+            self.holding.fetch_add(1, Ordering::SeqCst);
+            gauge.set(1.0);
+            tracing::info!(lease = %name, "active: this instance sweeps {}", self.writer.group);
+            let stopped = self.sweep_held(&mut held).await;
+            self.holding.fetch_sub(1, Ordering::SeqCst);
+            gauge.set(0.0);
+            if stopped {
+                held.release().await;
+                return;
+            }
+            let why = held.lost().await;
+            tracing::warn!(error = %why, "standby: stopped sweeping {}", self.writer.group);
+            held.release().await;
+        }
+    }
+
+    /// Waits until this instance holds the schema's lease (`None`: stopping).
+    async fn acquire(&mut self, name: &str) -> Option<Held> {
+        let staging = &self.config.staging_schema;
+        let mut said: Option<String> = None;
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            let attempt = async {
+                let client = crate::conn::postgres::connect(&self.config.staging)
+                    .await
+                    .map_err(|e| crate::error::with_causes(&e))?;
+                match Lease::try_acquire(&client, staging, name, SWEEP_LEASE).await {
+                    Ok(Ok(lease)) => Ok(Some(lease.hold(client, self.config.staging.clone()))),
+                    Ok(Err((holder, expires))) => {
+                        Err(format!("standby: {holder} sweeps, its lease runs until {expires} UTC"))
+                    }
+                    Err(e) => Err(crate::error::with_causes(&e)),
+                }
+            };
+            match attempt.await {
+                Ok(held) => return held,
+                Err(why) => {
+                    let first = why.split(',').next().map(str::to_owned);
+                    if said != first {
+                        tracing::info!(lease = %name, "{why}; taking over when it is not renewed");
+                        said = first;
+                    }
+                }
+            }
+            let jitter = Duration::from_millis(u64::from(std::process::id() % 200));
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(POLL + jitter) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Sweeps while the lease is held; true when stopping, false when the lease was lost.
+    async fn sweep_held(&mut self, held: &mut Held) -> bool {
+        let mut staging: Option<tokio_postgres::Client> = None;
+        let mut target: Option<AnyTarget> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut failing: Option<(String, Instant)> = None;
+        let mut retired_at: Option<Instant> = None;
+        loop {
+            match self.sweep(&mut staging, &mut target, held).await {
+                Ok(()) => {
+                    if let Some((_, since)) = failing.take() {
+                        tracing::info!(schema = %self.writer.group, after = ?since.elapsed(), "sweeping again");
+                    }
+                    backoff = Duration::from_millis(100);
+                    if retired_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                        retired_at = Some(Instant::now());
+                        if let Some(client) = &staging
+                            && let Err(e) = self.retire(client).await
+                        {
+                            tracing::warn!(error = %crate::error::with_causes(&e), "retiring applied staged rows failed; trying again in a minute");
+                        }
+                    }
+                }
+                Err(SweepError::Interrupted) => {}
+                Err(e) => {
+                    let class = e.class();
+                    match &mut failing {
+                        Some((known, _)) if *known == class => {
+                            tracing::debug!(schema = %self.writer.group, error = %e, "retrying");
+                        }
+                        _ => {
+                            tracing::warn!(schema = %self.writer.group, error = %e,
+                                "applying staged changes failed; retrying with backoff up to --quiescentPeriod");
+                            let since =
+                                failing.take().map_or_else(Instant::now, |(_, since)| since);
+                            failing = Some((class, since));
+                        }
+                    }
+                    crate::metrics::global()
+                        .apply_errors_total
+                        .with_label_values(&[&self.writer.group, ""])
+                        .inc();
+                    if staging.as_ref().is_some_and(tokio_postgres::Client::is_closed) {
+                        staging = None;
+                    }
+                    if matches!(e, SweepError::Target(ref t) if t.is_transient()) {
+                        target = None;
+                    }
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(self.config.sweep.quiescent.max(backoff));
+                    if self.stopping() {
+                        return true;
+                    }
+                    if held.is_lost() {
+                        return false;
+                    }
+                    continue;
+                }
+            }
+            if self.stopping() {
+                return true;
+            }
+            if held.is_lost() {
+                return false;
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = self.writer.wake.notified() => {}
+                _ = stop.changed() => return true,
+                _ = held.lost() => return false,
+            }
+        }
+    }
+
+    /// Applies every staged row at or before the newest resolved timestamp, then marks it
+    /// applied.
+    async fn sweep(
+        &mut self,
+        staging: &mut Option<tokio_postgres::Client>,
+        target: &mut Option<AnyTarget>,
+        held: &Held,
+    ) -> Result<(), SweepError> {
+        if staging.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            *staging =
+                Some(crate::conn::postgres::connect(&self.config.staging).await.map_err(|e| {
+                    SweepError::Data(format!("staging: {}", crate::error::with_causes(&e)))
+                })?);
+        }
+        let Some(client) = staging.as_mut() else { return Ok(()) };
+        if target.is_none() {
+            *target = Some(
+                crate::target::factory::open(&self.writer.spec)
+                    .await
+                    .map_err(SweepError::Target)?,
+            );
+        }
+        let Some(target) = target.as_mut() else { return Ok(()) };
+        let schema_name = &self.config.staging_schema.clone();
+        let group = self.writer.group.clone();
+        let Some((newest, applied)) = stage::newest_resolved(&*client, schema_name, &group).await?
+        else {
+            return Ok(());
+        };
+        let applied_before = stage::newest_applied(&*client, schema_name, &group).await?;
+        let tables = self.tables(client, target).await?;
+        let started = Instant::now();
+        let mut rows = 0;
+        let mut touched: HashSet<usize> = HashSet::new();
+        loop {
+            if self.stopping() || held.is_lost() {
+                return Err(SweepError::Interrupted);
+            }
+            let chosen = self.read(client, &tables, newest).await?;
+            if chosen.is_empty() {
+                break;
+            }
+            if let Some(before) = applied_before {
+                self.log_late(&tables, &chosen, before);
+            }
+            for round in
+                rounds(chosen, self.config.sweep.flush_size, self.config.sweep.timestamp_limit)
+            {
+                if self.stopping() || held.is_lost() {
+                    return Err(SweepError::Interrupted);
+                }
+                rows += round.len();
+                touched.extend(round.iter().map(|(t, _)| *t));
+                self.apply(client, target, &tables, round).await?;
+            }
+        }
+        if !applied {
+            stage::commit_resolved(&*client, schema_name, &group, newest).await?;
+            let metrics = crate::metrics::global();
+            #[allow(clippy::cast_precision_loss)]
+            metrics
+                .target_applied_timestamp_seconds
+                .with_label_values(&[&group])
+                .set(newest.nanos as f64 / 1e9);
+            metrics.target_lag_seconds.with_label_values(&[&group]).set(age(newest));
+            for &t in &touched {
+                let count = stage::pending_count(&*client, schema_name, &tables[t].name).await?;
+                #[allow(clippy::cast_precision_loss)]
+                metrics
+                    .stage_pending_mutations
+                    .with_label_values(&[&group, &tables[t].table])
+                    .set(count as f64);
+            }
+            if self.logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                self.logged_at = Some(Instant::now());
+                tracing::info!(schema = %group, resolved = %newest, rows, tables = touched.len(),
+                    took = ?started.elapsed(), lag = format!("{:.1}s", age(newest)),
+                    "applied a resolved window");
+            }
+        } else if rows > 0 {
+            tracing::info!(schema = %group, rows, "applied late rows below the applied resolved timestamp");
+        }
+        Ok(())
+    }
+
+    /// The schema's staging tables, and the source table each is for.
+    async fn tables(
+        &self,
+        client: &tokio_postgres::Client,
+        target: &AnyTarget,
+    ) -> Result<Vec<Staging>, SweepError> {
+        let parts = &self.writer.parts;
+        let names = stage::staged_tables(client, &self.config.staging_schema, parts).await?;
+        let schema = target.schema();
+        let known: HashMap<String, &str> = schema
+            .tables
+            .values()
+            .map(|t| (stage::table_name(parts, &t.name), t.name.as_str()))
+            .collect();
+        let prefix = stage::table_name(parts, "");
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let table = known.get(&name).map_or_else(
+                    || name.strip_prefix(&prefix).unwrap_or(&name).to_owned(),
+                    |t| (*t).to_owned(),
+                );
+                Staging { name, table }
+            })
+            .collect())
+    }
+
+    /// The next rows to apply, in time order: every unapplied row at or before `upto` below
+    /// the first time some table's page ends at (that table may have more rows of that time),
+    /// or, when one time fills a page, every row of that time.
+    async fn read(
+        &self,
+        client: &tokio_postgres::Client,
+        tables: &[Staging],
+        upto: Hlc,
+    ) -> Result<Vec<(usize, Staged)>, SweepError> {
+        let staging = &self.config.staging_schema;
+        let scan = self.config.sweep.scan_size.max(1);
+        let mut merged: Vec<(usize, Staged)> = Vec::new();
+        let mut frontier: Option<Hlc> = None;
+        for (i, t) in tables.iter().enumerate() {
+            let page = stage::pending(client, staging, &t.name, upto, scan).await?;
+            if page.len() >= scan
+                && let Some(last) = page.last()
+            {
+                frontier = Some(frontier.map_or(last.time, |f| f.min(last.time)));
+            }
+            merged.extend(page.into_iter().map(|r| (i, r)));
+        }
+        if let Some(f) = frontier {
+            merged.retain(|(_, r)| r.time < f);
+            if merged.is_empty() {
+                for (i, t) in tables.iter().enumerate() {
+                    let rows = stage::pending_at(client, staging, &t.name, f).await?;
+                    merged.extend(rows.into_iter().map(|r| (i, r)));
+                }
+            }
+        }
+        merged.sort_by(|(ta, a), (tb, b)| (a.time, ta).cmp(&(b.time, tb)).then(a.key.cmp(&b.key)));
+        Ok(merged)
+    }
+
+    /// Logs, once per table, rows that arrived below a resolved timestamp already applied.
+    fn log_late(&mut self, tables: &[Staging], rows: &[(usize, Staged)], applied: Hlc) {
+        for (t, r) in rows {
+            if r.time <= applied && self.late.insert(tables[*t].name.clone()) {
+                tracing::warn!(schema = %self.writer.group, table = %tables[*t].table, time = %r.time,
+                    applied = %applied,
+                    "rows arrived at or below a resolved timestamp already applied (a changefeed \
+                     restarted from an older cursor?): they are applied unless a newer version of \
+                     their key already is");
+            }
+        }
+    }
+
+    /// Applies one round: claim, userscript, one target transaction, applied marks.
+    async fn apply(
+        &self,
+        client: &mut tokio_postgres::Client,
+        target: &mut AnyTarget,
+        tables: &[Staging],
+        round: Vec<(usize, Staged)>,
+    ) -> Result<(), SweepError> {
+        let scripted = self.config.script.is_some();
+        let mut changes =
+            match rows::changes(lines(tables, &round)?, None, &target.schema(), scripted) {
+                Ok(changes) => changes,
+                Err(e) if e.unknown_table => {
+                    reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
+                    rows::changes(lines(tables, &round)?, None, &target.schema(), scripted)
+                        .map_err(|e| SweepError::Data(format!("staged rows: {e}")))?
+                }
+                Err(e) => return Err(SweepError::Data(format!("staged rows: {e}"))),
+            };
+        // The newest version of each key in the round is the one claimed and written.
+        let mut newest: HashMap<(usize, &str), usize> = HashMap::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            newest.insert((round[c.line].0, c.key.as_str()), i);
+        }
+        let mut versions: Vec<(Version, usize)> = newest
+            .into_iter()
+            .map(|((t, key), i)| {
+                (
+                    Version {
+                        table: tables[t].name.clone(),
+                        key: key.to_owned(),
+                        time: changes[i].time,
+                    },
+                    i,
+                )
+            })
+            .collect();
+        versions.sort();
+        let staging = &self.config.staging_schema;
+        let tx = client.transaction().await?;
+        let sorted: Vec<&Version> = versions.iter().map(|(v, _)| v).collect();
+        let fresh = stage::claim(&tx, staging, &sorted).await?;
+        let mut kept: Vec<usize> =
+            versions.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, i), _)| *i).collect();
+        kept.sort_unstable();
+        let metrics = crate::metrics::global();
+        let group = &self.writer.group;
+        let mut transactions: Vec<SourceTransaction> = Vec::new();
+        for i in kept {
+            let c = &mut changes[i];
+            let mutation = std::mem::replace(&mut c.mutation, placeholder());
+            match transactions.last_mut() {
+                Some(t) if t.position == Position::Hlc(c.time) => t.mutations.push(mutation),
+                _ => transactions.push(SourceTransaction {
+                    mutations: vec![mutation],
+                    position: Position::Hlc(c.time),
+                    commit_nanos: c.time.nanos,
+                }),
+            }
+        }
+        if let Some(pool) = &self.config.script {
+            let schema = target.schema();
+            let key_of = |t: &str| schema.table(t).map(|t| t.key_names());
+            let mut scripted = Vec::with_capacity(transactions.len());
+            for t in transactions {
+                let t = crate::script::transform::schema_level(
+                    pool,
+                    group,
+                    SourceTag::Changefeed,
+                    t,
+                    key_of,
+                )
+                .await
+                .map_err(|e| SweepError::Data(format!("userscript: {e}")))?;
+                scripted.push(t);
+            }
+            transactions = scripted;
+        }
+        let mutations: Vec<_> =
+            transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
+        if let Err(first) = rows::check_columns(&target.schema(), &mutations) {
+            reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
+            rows::check_columns(&target.schema(), &mutations)
+                .map_err(|_| SweepError::Data(first))?;
+        }
+        transactions.retain(|t| !t.mutations.is_empty());
+        if !transactions.is_empty() {
+            target.apply(&transactions).await.map_err(SweepError::Target)?;
+        }
+        // Every staged row of the round is applied now: written, or older than one written.
+        let mut by_table: HashMap<usize, Vec<Version>> = HashMap::new();
+        for (t, r) in &round {
+            by_table.entry(*t).or_default().push(Version {
+                table: tables[*t].name.clone(),
+                key: r.key.clone(),
+                time: r.time,
+            });
+        }
+        for (t, versions) in &by_table {
+            let refs: Vec<&Version> = versions.iter().collect();
+            stage::mark_applied(&tx, staging, &tables[*t].name, &refs).await?;
+        }
+        tx.commit().await?;
+        for (t, versions) in &by_table {
+            let labels = [group.as_str(), tables[*t].table.as_str()];
+            metrics.mutations_applied.with_label_values(&labels).inc_by(versions.len() as u64);
+        }
+        let dropped = fresh.iter().filter(|f| !**f).count();
+        if dropped > 0 {
+            metrics
+                .stage_duplicate_mutations_total
+                .with_label_values(&[group, ""])
+                .inc_by(dropped as u64);
+        }
+        Ok(())
+    }
+
+    /// Deletes applied rows older than `--retireOffset` behind the applied resolved timestamp.
+    async fn retire(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let staging = &self.config.staging_schema;
+        let Some(applied) = stage::newest_applied(client, staging, &self.writer.group).await?
+        else {
+            return Ok(());
+        };
+        let offset = i64::try_from(self.config.sweep.retire_offset.as_nanos()).unwrap_or(i64::MAX);
+        let before = Hlc { nanos: applied.nanos.saturating_sub(offset), logical: 0 };
+        for name in stage::staged_tables(client, staging, &self.writer.parts).await? {
+            let gone = stage::retire(client, staging, &name, before).await?;
+            if gone > 0 {
+                tracing::debug!(table = %name, rows = gone, "retired applied staged rows");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The staged rows of a round as changefeed lines again.
+fn lines(tables: &[Staging], round: &[(usize, Staged)]) -> Result<Vec<Line>, SweepError> {
+    round
+        .iter()
+        .map(|(t, r)| {
+            let bad = |what: &str, e: &dyn std::fmt::Display| {
+                SweepError::Data(format!(
+                    "staged row of {} at {} key {}: {what}: {e}",
+                    tables[*t].name, r.time, r.key
+                ))
+            };
+            let key: Vec<Json> = serde_json::from_str(&r.key).map_err(|e| bad("key", &e))?;
+            let object =
+                |bytes: &[u8], what: &str| -> Result<Option<Map<String, Json>>, SweepError> {
+                    let json = Staged::json(bytes).map_err(|e| bad(what, &e))?;
+                    match serde_json::from_slice::<Json>(&json).map_err(|e| bad(what, &e))? {
+                        Json::Object(m) => Ok(Some(m)),
+                        Json::Null => Ok(None),
+                        _ => Err(bad(what, &"not a JSON object")),
+                    }
+                };
+            let after = if r.deletion { None } else { object(&r.mutation, "mut")? };
+            let before = match &r.before {
+                Some(b) => object(b, "before")?,
+                None => None,
+            };
+            Ok(Line {
+                table: Some(tables[*t].table.clone()),
+                key: Some(key),
+                after,
+                before,
+                updated: r.time,
+            })
+        })
+        .collect()
+}
+
+/// Cuts time-ordered rows into rounds of at least `flush` rows and at most `limit` distinct
+/// timestamps, never splitting a timestamp.
+fn rounds(rows: Vec<(usize, Staged)>, flush: usize, limit: usize) -> Vec<Vec<(usize, Staged)>> {
+    let mut out = Vec::new();
+    let mut round: Vec<(usize, Staged)> = Vec::new();
+    let mut times = 0;
+    for row in rows {
+        let new_time = round.last().is_none_or(|(_, last)| last.time != row.1.time);
+        if new_time && !round.is_empty() && (round.len() >= flush.max(1) || times >= limit.max(1)) {
+            out.push(std::mem::take(&mut round));
+            times = 0;
+        }
+        if new_time {
+            times += 1;
+        }
+        round.push(row);
+    }
+    if !round.is_empty() {
+        out.push(round);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(nanos: i64, key: &str) -> (usize, Staged) {
+        let time = Hlc { nanos, logical: 0 };
+        (
+            0,
+            Staged {
+                time,
+                key: key.into(),
+                mutation: b"{}".to_vec(),
+                before: None,
+                deletion: false,
+            },
+        )
+    }
+
+    #[test]
+    fn rounds_keep_timestamps_whole() {
+        let rows =
+            vec![row(1, "a"), row(1, "b"), row(2, "a"), row(3, "a"), row(3, "b"), row(3, "c")];
+        let sizes = |r: Vec<Vec<(usize, Staged)>>| r.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(
+            sizes(rounds(rows.clone(), 2, 1000)),
+            [2, 4],
+            "at least 2 rows each, timestamps whole"
+        );
+        assert_eq!(sizes(rounds(rows.clone(), 1000, 2)), [3, 3], "at most two timestamps");
+        assert_eq!(sizes(rounds(rows, 1000, 1000)), [6]);
+    }
+
+    #[test]
+    fn staged_json_is_read_plain_or_gzipped() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(br#"{"a":1}"#).expect("gzip");
+        let packed = gz.finish().expect("gzip");
+        assert_eq!(&*Staged::json(&packed).expect("gunzip"), br#"{"a":1}"#);
+        assert_eq!(&*Staged::json(br#"{"a":1}"#).expect("plain"), br#"{"a":1}"#);
+    }
+}

@@ -1,0 +1,537 @@
+//! `replicator start` in consistent mode (the default) end to end: a test client plays the
+//! CockroachDB changefeed over real HTTP (no CockroachDB server runs here), against real
+//! PostgreSQL and MariaDB targets with real foreign keys and real PostgreSQL staging.
+//!
+//! The workload is a model: source transactions over a parent, a child (with a foreign key to
+//! the parent) and an unrelated table, delivered as a changefeed would, resolved timestamps
+//! every 50 transactions. Once a resolved timestamp is marked applied, the target must equal
+//! the model at that timestamp, with the next window's rows already staged and not visible.
+
+mod support;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::changefeed::{Feed, Server, Trust, free_port, hlc, line, payload, resolved};
+use support::{MyDatabase, PgDatabase, TempDir, dump, http_get, pg_url};
+
+const STAGING: &str = "_replicator";
+const BASE: i64 = 1_700_000_000_000_000_000;
+const DDL: &str = "CREATE TABLE parent (id int8 PRIMARY KEY, v int8 NOT NULL); \
+     CREATE TABLE child (id int8 PRIMARY KEY, pid int8 NOT NULL REFERENCES parent (id), v int8 NOT NULL); \
+     CREATE TABLE other (id int8 PRIMARY KEY, v int8 NOT NULL)";
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// One row version: table, key, the row after (None: deleted), time.
+#[derive(Clone, Debug)]
+struct Version {
+    table: &'static str,
+    id: i64,
+    after: Option<Value>,
+    time: String,
+}
+
+/// The source: tables as maps from id to row, and every transaction's versions.
+#[derive(Default, Clone)]
+struct Model {
+    parent: BTreeMap<i64, i64>,
+    child: BTreeMap<i64, (i64, i64)>,
+    other: BTreeMap<i64, i64>,
+}
+
+impl Model {
+    /// Runs transaction `n` on the model; returns its row versions (one per key).
+    fn transaction(&mut self, n: i64, rng: &mut Rng) -> Vec<Version> {
+        let time = hlc(BASE + n * 1_000_000, (n % 3) as u32);
+        let mut out: Vec<Version> = Vec::new();
+        let touched = |out: &Vec<Version>, table: &str, id: i64| {
+            out.iter().any(|v| v.table == table && v.id == id)
+        };
+        for _ in 0..=rng.below(3) {
+            match rng.below(10) {
+                0..=2 => {
+                    let id = rng.below(40) as i64;
+                    if !touched(&out, "parent", id) {
+                        self.parent.insert(id, n);
+                        out.push(Version {
+                            table: "parent",
+                            id,
+                            after: Some(json!({"id": id, "v": n})),
+                            time: time.clone(),
+                        });
+                    }
+                }
+                3..=5 => {
+                    let parents: Vec<i64> = self.parent.keys().copied().collect();
+                    if parents.is_empty() {
+                        continue;
+                    }
+                    let pid = parents[rng.below(parents.len() as u64) as usize];
+                    let id = rng.below(80) as i64;
+                    if !touched(&out, "child", id) && !touched(&out, "parent", pid) {
+                        self.child.insert(id, (pid, n));
+                        out.push(Version {
+                            table: "child",
+                            id,
+                            after: Some(json!({"id": id, "pid": pid, "v": n})),
+                            time: time.clone(),
+                        });
+                    }
+                }
+                6 => {
+                    let ids: Vec<i64> = self.child.keys().copied().collect();
+                    if let Some(&id) = ids.get(rng.below(ids.len().max(1) as u64) as usize)
+                        && !touched(&out, "child", id)
+                    {
+                        self.child.remove(&id);
+                        out.push(Version { table: "child", id, after: None, time: time.clone() });
+                    }
+                }
+                7 => {
+                    // A parent and its children go in one transaction.
+                    let ids: Vec<i64> = self.parent.keys().copied().collect();
+                    if let Some(&pid) = ids.get(rng.below(ids.len().max(1) as u64) as usize)
+                        && !touched(&out, "parent", pid)
+                    {
+                        let children: Vec<i64> = self
+                            .child
+                            .iter()
+                            .filter(|(_, (p, _))| *p == pid)
+                            .map(|(id, _)| *id)
+                            .collect();
+                        if children.iter().any(|c| touched(&out, "child", *c)) {
+                            continue;
+                        }
+                        for c in children {
+                            self.child.remove(&c);
+                            out.push(Version {
+                                table: "child",
+                                id: c,
+                                after: None,
+                                time: time.clone(),
+                            });
+                        }
+                        self.parent.remove(&pid);
+                        out.push(Version {
+                            table: "parent",
+                            id: pid,
+                            after: None,
+                            time: time.clone(),
+                        });
+                    }
+                }
+                _ => {
+                    let id = rng.below(30) as i64;
+                    if touched(&out, "other", id) {
+                        continue;
+                    }
+                    if rng.below(4) == 0 {
+                        self.other.remove(&id);
+                        out.push(Version { table: "other", id, after: None, time: time.clone() });
+                    } else {
+                        self.other.insert(id, n);
+                        out.push(Version {
+                            table: "other",
+                            id,
+                            after: Some(json!({"id": id, "v": n})),
+                            time: time.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The model's tables as the target's dump shows them.
+    fn rows(&self) -> [Vec<Vec<Option<String>>>; 3] {
+        let s = |v: i64| Some(v.to_string());
+        [
+            self.parent.iter().map(|(id, v)| vec![s(*id), s(*v)]).collect(),
+            self.child.iter().map(|(id, (p, v))| vec![s(*id), s(*p), s(*v)]).collect(),
+            self.other.iter().map(|(id, v)| vec![s(*id), s(*v)]).collect(),
+        ]
+    }
+}
+
+/// The target's tables (PostgreSQL).
+async fn target_rows(client: &tokio_postgres::Client) -> [Vec<Vec<Option<String>>>; 3] {
+    [
+        dump(client, "SELECT id::text, v::text FROM parent p ORDER BY p.id").await,
+        dump(client, "SELECT id::text, pid::text, v::text FROM child c ORDER BY c.id").await,
+        dump(client, "SELECT id::text, v::text FROM other o ORDER BY o.id").await,
+    ]
+}
+
+/// A window's versions as requests a changefeed could send: each key's versions in order,
+/// keys interleaved at random, 1 to 20 lines a request.
+fn requests(versions: &[Version], rng: &mut Rng) -> Vec<String> {
+    let mut queues: BTreeMap<(&str, i64), VecDeque<&Version>> = BTreeMap::new();
+    for v in versions {
+        queues.entry((v.table, v.id)).or_default().push_back(v);
+    }
+    let mut out = Vec::new();
+    while !queues.is_empty() {
+        let size = 1 + rng.below(20) as usize;
+        let mut lines = Vec::new();
+        for _ in 0..size {
+            if queues.is_empty() {
+                break;
+            }
+            let keys: Vec<(&str, i64)> = queues.keys().copied().collect();
+            let key = keys[rng.below(keys.len() as u64) as usize];
+            let queue = queues.get_mut(&key).expect("key");
+            let v = queue.pop_front().expect("version");
+            if queue.is_empty() {
+                queues.remove(&key);
+            }
+            lines.push(line(v.table, json!([v.id]), v.after.clone(), &v.time));
+        }
+        out.push(payload(&lines));
+    }
+    out
+}
+
+/// Waits until resolved timestamp `at` is marked applied in staging.
+async fn applied(staging: &tokio_postgres::Client, at: &str, server_log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sql = format!(
+        "SELECT count(*) FROM {STAGING}.checkpoints WHERE source_hlc = '{at}'::numeric \
+         AND target_applied_at IS NOT NULL"
+    );
+    loop {
+        let n: i64 = staging.query_one(&sql, &[]).await.expect("checkpoints").get(0);
+        if n == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{at} not applied within 60 s:\n{}", server_log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn args(target: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["--targetConn", target, "--stagingCreateSchema", "--disableAuthentication"]
+            .map(String::from)
+            .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The windows of a workload of `transactions`, `per_window` each: (requests, resolved
+/// timestamp, the model after the window).
+fn workload(seed: u64, transactions: i64, per_window: i64) -> Vec<(Vec<String>, String, Model)> {
+    let mut rng = Rng(seed);
+    let mut model = Model::default();
+    let mut out = Vec::new();
+    for w in 0..transactions / per_window {
+        let mut versions = Vec::new();
+        for n in w * per_window..(w + 1) * per_window {
+            versions.extend(model.transaction(n, &mut rng));
+        }
+        let at = hlc(BASE + ((w + 1) * per_window - 1) * 1_000_000 + 500_000, 0);
+        out.push((requests(&versions, &mut rng), at, model.clone()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn resolved_windows_show_the_source_exactly_and_nothing_later() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    // Small rounds, so a window takes several target transactions.
+    let server =
+        Server::start(&dir, &args(&db.url, &["--flushSize", "40", "--scanSize", "64"])).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let windows = workload(7, 1000, 50);
+    let mut sent = 0;
+    let mut previous: Option<(String, Model)> = None;
+    for (requests, at, model) in windows {
+        for body in &requests {
+            feed.deliver(body).await;
+            sent += 1;
+            if sent % 10 == 0 {
+                feed.deliver(body).await;
+            }
+        }
+        // This window's rows are staged, not resolved: the target shows the previous window.
+        if let Some((at, model)) = previous.take() {
+            applied(&client, &at, || server.run.log()).await;
+            assert_eq!(target_rows(&client).await, model.rows(), "at {at}");
+        }
+        feed.deliver(&resolved(&at)).await;
+        previous = Some((at, model));
+    }
+    let (at, model) = previous.expect("windows");
+    applied(&client, &at, || server.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows(), "at the end");
+    assert!(feed.refusals.is_empty(), "refused: {:?}", feed.refusals);
+    let (status, varz) = http_get(&server.addr, "/_/varz").await;
+    assert_eq!(status, 200);
+    assert!(varz.contains("stage_duplicate_mutations_total"), "duplicates counted");
+    assert!(varz.contains("lease_holder{name=\"changefeed."), "{varz}");
+    assert_eq!(http_get(&server.addr, "/_/healthz").await, (200, "active\n".to_owned()));
+    // Every staged row is applied; the staging tables follow MOLT's naming.
+    let pending = dump(
+        &client,
+        &format!(
+            "SELECT (SELECT count(*) FROM {STAGING}.{db}_public_parent WHERE NOT applied) + \
+             (SELECT count(*) FROM {STAGING}.{db}_public_child WHERE NOT applied)",
+            db = db.name
+        ),
+    )
+    .await;
+    assert_eq!(pending, [[Some("0".to_owned())]]);
+    assert!(server.run.log().contains("applied a resolved window"), "{}", server.run.log());
+}
+
+#[tokio::test]
+async fn kill_9_restarts_and_a_changefeed_resending_from_an_older_cursor_converge() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Applied rows are deleted at once: re-sent old rows are staged anew, and only the
+    // per-key version check keeps them from overwriting newer ones.
+    let args = args(&db.url, &["--flushSize", "25", "--retireOffset", "0s"]);
+    let mut server = Server::start_at(&dir, &addr, &args).await;
+    let path = format!("/{}/public", db.name);
+    let windows = workload(11, 400, 40);
+    let mut rng = Rng(99);
+    let mut w = 0;
+    let mut kills = 0;
+    while w < windows.len() {
+        let (requests, at, _) = &windows[w];
+        // Kill at a random point of the window: during the rows, or once its resolved
+        // timestamp is in (while the sweeper applies it).
+        let kill_after = rng.below(requests.len() as u64) as usize;
+        let mut feed = Feed::new(&addr, Trust::Plain, &path, None);
+        let mut killed = false;
+        for (i, body) in requests.iter().enumerate() {
+            if kills < 10 && i == kill_after && w % 2 == 1 {
+                server.run.kill9();
+                killed = true;
+                kills += 1;
+                server = Server::start_at(&dir, &addr, &args).await;
+            }
+            feed.deliver(body).await;
+        }
+        feed.deliver(&resolved(at)).await;
+        if kills < 10 && w % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+            server.run.kill9();
+            killed = true;
+            kills += 1;
+            server = Server::start_at(&dir, &addr, &args).await;
+        }
+        if killed && w > 0 {
+            // The changefeed restarts from an older cursor: the previous window again, then
+            // this one, then its resolved timestamp (equal: accepted).
+            let (old, old_at, _) = &windows[w - 1];
+            for body in old.iter().chain(requests) {
+                feed.deliver(body).await;
+            }
+            let _ = old_at;
+            feed.deliver(&resolved(at)).await;
+        }
+        w += 1;
+    }
+    assert_eq!(kills, 10, "ten kills");
+    let (_, at, model) = windows.last().expect("windows");
+    applied(&client, at, || server.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+}
+
+#[tokio::test]
+async fn two_instances_share_staging_and_the_standby_takes_over_from_a_killed_holder() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let args = args(&db.url, &[]);
+    let a = Server::start(&dir, &args).await;
+    let b = Server::start(&dir, &args).await;
+    let path = format!("/{}/public", db.name);
+    let mut feeds = [
+        Feed::new(&a.addr, Trust::Plain, &path, None),
+        Feed::new(&b.addr, Trust::Plain, &path, None),
+    ];
+    let windows = workload(23, 300, 30);
+    let (first, at, model) = &windows[0];
+    for (i, body) in first.iter().enumerate() {
+        feeds[i % 2].deliver(body).await;
+    }
+    feeds[1].deliver(&resolved(at)).await;
+    applied(&client, at, || format!("{}\n---\n{}", a.run.log(), b.run.log())).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+    let roles = [http_get(&a.addr, "/_/healthz").await.1, http_get(&b.addr, "/_/healthz").await.1];
+    assert!(
+        roles.contains(&"active\n".to_owned()) && roles.contains(&"standby\n".to_owned()),
+        "one sweeps, one stands by: {roles:?}"
+    );
+    let standby = usize::from(roles[0] == "active\n");
+    let mut servers = [a, b];
+    assert!(servers[standby].run.log().contains("standby:"), "the standby says so");
+    // Kill the holder; the client goes on with the other instance only.
+    servers[1 - standby].run.kill9();
+    let survivor = &servers[standby];
+    let mut feed = Feed::new(&survivor.addr, Trust::Plain, &path, None);
+    let started = Instant::now();
+    for (requests, at, _) in &windows[1..] {
+        for body in requests {
+            feed.deliver(body).await;
+        }
+        feed.deliver(&resolved(at)).await;
+    }
+    let (_, at, model) = windows.last().expect("windows");
+    applied(&client, at, || survivor.run.log()).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "took over within two lease periods");
+    assert_eq!(target_rows(&client).await, model.rows());
+    assert_eq!(http_get(&survivor.addr, "/_/healthz").await.1, "active\n");
+}
+
+#[tokio::test]
+async fn a_target_down_for_10_s_mid_window_is_retried_then_converges() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let url = pg_url();
+    let upstream = url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port");
+    let proxy = support::changefeed::Proxy::start(upstream).await;
+    let target = db.url.replace(upstream, &proxy.addr);
+    let args = args(&target, &["--stagingConn", &db.url, "--quiescentPeriod", "1s"]);
+    let mut server = Server::start(&dir, &args).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let windows = workload(5, 100, 50);
+    let (requests, at, model) = &windows[0];
+    for body in requests {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    applied(&client, at, || server.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+    // The target goes away with the next window staged: requests still get 200 (staging is
+    // up), the resolved timestamp waits.
+    proxy.cut();
+    let (requests, at, model) = &windows[1];
+    for body in requests {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let waiting = format!(
+        "SELECT count(*) FROM {STAGING}.checkpoints WHERE source_hlc = '{at}'::numeric AND target_applied_at IS NULL"
+    );
+    assert_eq!(
+        dump(&client, &waiting).await,
+        [[Some("1".to_owned())]],
+        "not applied while the target is down"
+    );
+    proxy.restore();
+    applied(&client, at, || server.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+    let log = server.run.log();
+    assert_eq!(log.matches("applying staged changes failed").count(), 1, "logged once:\n{log}");
+    assert!(log.contains("sweeping again"), "{log}");
+    assert!(feed.refusals.is_empty(), "staging was up: {:?}", feed.refusals);
+
+    // The target down again, a window staged and resolved, and the process killed: a restart
+    // sweeps what staging holds before any request arrives.
+    proxy.cut();
+    let late = hlc(BASE + 10_000 * 1_000_000, 0);
+    let row = line("other", json!([1000]), Some(json!({"id": 1000, "v": 1})), &late);
+    feed.deliver(&payload(&[row])).await;
+    feed.deliver(&resolved(&late)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.run.kill9();
+    proxy.restore();
+    let server = Server::start(&dir, &args).await;
+    applied(&client, &late, || server.run.log()).await;
+    let mut expected = model.rows();
+    expected[2].push(vec![Some("1000".into()), Some("1".into())]);
+    assert_eq!(target_rows(&client).await, expected);
+    assert!(
+        server.run.log().contains("resolved timestamps wait in staging"),
+        "{}",
+        server.run.log()
+    );
+}
+
+#[tokio::test]
+async fn resolved_timestamps_going_backwards_get_409_and_mariadb_targets_work() {
+    let dir = TempDir::new();
+    let my = MyDatabase::create().await;
+    {
+        use mysql_async::prelude::Queryable as _;
+        let mut conn = my.conn().await;
+        conn.query_drop(
+            "CREATE TABLE parent (id BIGINT PRIMARY KEY, v BIGINT NOT NULL); \
+             CREATE TABLE child (id BIGINT PRIMARY KEY, pid BIGINT NOT NULL, v BIGINT NOT NULL, \
+               FOREIGN KEY (pid) REFERENCES parent (id)); \
+             CREATE TABLE other (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)",
+        )
+        .await
+        .expect("target schema");
+    }
+    let staging_db = PgDatabase::create().await;
+    let staging = staging_db.client().await;
+    let server = Server::start(&dir, &args(&my.url, &["--stagingConn", &staging_db.url])).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}", my.name), None);
+    let windows = workload(3, 200, 50);
+    for (requests, at, _) in &windows {
+        for body in requests {
+            feed.deliver(body).await;
+        }
+        feed.deliver(&resolved(at)).await;
+    }
+    let (_, at, model) = windows.last().expect("windows");
+    applied(&staging, at, || server.run.log()).await;
+    let rows = {
+        use mysql_async::prelude::Queryable as _;
+        let mut conn = my.conn().await;
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT CAST(id AS CHAR), CAST(v AS CHAR) FROM parent ORDER BY id",
+            "SELECT CAST(id AS CHAR), CAST(pid AS CHAR), CAST(v AS CHAR) FROM child ORDER BY id",
+            "SELECT CAST(id AS CHAR), CAST(v AS CHAR) FROM other ORDER BY id",
+        ] {
+            let rows: Vec<mysql_async::Row> = conn.query(sql).await.expect("dump");
+            out.push(
+                rows.into_iter()
+                    .map(|r| {
+                        (0..r.len()).map(|i| r.get::<Option<String>, _>(i).flatten()).collect()
+                    })
+                    .collect::<Vec<Vec<Option<String>>>>(),
+            );
+        }
+        out
+    };
+    assert_eq!(rows, model.rows().to_vec());
+    // Equal: accepted; older: 409, counted, logged once for the same case.
+    let mut client = feed.client;
+    assert_eq!(client.post(&feed.path, None, &resolved(at)).await.status, 200);
+    let older = hlc(BASE, 0);
+    for _ in 0..2 {
+        let r = client.post(&feed.path, None, &resolved(&older)).await;
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert!(r.body.contains("older than"), "{}", r.body);
+    }
+    let (_, varz) = http_get(&server.addr, "/_/varz").await;
+    assert!(varz.contains("checkpoint_proposed_going_backwards_errors"), "{varz}");
+}
