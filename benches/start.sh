@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Failback ingest: `replicator start --immediate` taking changefeed webhook requests into
-# PostgreSQL, against COPY of the same rows into the same table, same machine, same run.
+# Failback ingest: `replicator start` taking changefeed webhook requests into PostgreSQL, in
+# immediate and in consistent mode, against COPY of the same rows into the same table, same
+# machine, same run.
 #
 #   bash benches/start.sh [ROWS]        (default 200000; a multiple of BENCH_BATCH)
 #
@@ -21,11 +22,23 @@
 # What the ratio means: COPY is one statement streaming rows into one table; replicator
 # parses JSON, checks the token, claims each key's version in staging (so an older version
 # never overwrites a newer one) and writes each request in one target transaction.
+#
+# Consistent mode (the default) runs twice more, each into a database of its own: a drain
+# (the same requests BENCH_CONCURRENCY at a time, a resolved timestamp after every
+# BENCH_RESOLVE_EVERY rows once every earlier request got 200, default 10000), timed from the
+# first request until the last resolved timestamp is marked applied in staging; and a steady
+# feed of BENCH_STEADY_RATE rows/s (default 5000) with the same resolved timestamps, printing
+# p50 and p99 of resolved-to-applied latency (staging's target_applied_at - first_seen).
+# BENCH_MODES=immediate or consistent runs one mode only; BENCH_LOGS=DIR keeps consistent
+# mode's logs there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-200000}
 batch=${BENCH_BATCH:-1000}
 concurrency=${BENCH_CONCURRENCY:-8}
+modes=${BENCH_MODES:-immediate consistent}
+resolve_every=${BENCH_RESOLVE_EVERY:-10000}
+steady_rate=${BENCH_STEADY_RATE:-5000}
 (( batch > 0 && rows % batch == 0 )) || { echo "ROWS must be a multiple of BENCH_BATCH ($batch)" >&2; exit 2; }
 
 psql_() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p 5432 -U postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
@@ -134,7 +147,14 @@ cores=$(nproc)
 floor_secs=$(floor 1)
 floor_all_secs=$(floor "$cores")
 
-# --- replicator start ---------------------------------------------------------------------------
+digest="SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b"
+copy_rate=$(echo "$rows / $copy_secs" | bc -l)
+printf 'rows %d in %d requests of %d (%.1f MiB of JSON), %d at once\n' \
+  "$rows" "$requests" "$batch" "$(echo "$bytes / 1048576" | bc -l)" "$concurrency"
+printf '%-30s %10.0f rows/s  %6.2f s\n' "COPY" "$copy_rate" "$copy_secs"
+
+# --- replicator start --immediate ---------------------------------------------------------------
+if [[ "$modes" == *immediate* ]]; then
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 scheme=http; tls=(); curl_tls=()
 if [ "${BENCH_TLS:-0}" = 1 ]; then scheme=https; tls=(--tlsSelfSigned); curl_tls=(-k); fi
@@ -168,21 +188,99 @@ pg_cpu=$(echo "$(cpu postgres) - $pg0" | bc -l); r_cpu=$(echo "$(cpu replicator 
 ok=$(grep -c '^200$' "$work/codes" || true)
 [ "$ok" = "$requests" ] || { echo "only $ok of $requests requests got 200:"; sort "$work/codes" | uniq -c; tail -5 "$work/replicator.log"; exit 1; } >&2
 [ "$(psql_ -d bench_start -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "replicator lost rows" >&2; exit 1; }
-digest="SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b"
 [ "$(psql_ -d bench_start -c "$digest")" = "$(psql_ -d bench_copy -c "$digest")" ] \
   || { echo "replicator's rows differ from COPY's" >&2; exit 1; }
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 
-copy_rate=$(echo "$rows / $copy_secs" | bc -l)
 start_rate=$(echo "$rows / $start_secs" | bc -l)
-printf 'rows %d in %d requests of %d (%.1f MiB of JSON), %d at once over %s\n' \
-  "$rows" "$requests" "$batch" "$(echo "$bytes / 1048576" | bc -l)" "$concurrency" "$scheme"
-printf '%-28s %10.0f rows/s  %6.2f s\n' "COPY" "$copy_rate" "$copy_secs"
 floor_rate=$(echo "$rows / $floor_secs" | bc -l)
 floor_all_rate=$(echo "$rows / $floor_all_secs" | bc -l)
-printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY (COPY of the rows, their key_versions and their stubs)\n' "floor, 1 session" "$floor_rate" "$floor_secs" "$(echo "$floor_rate / $copy_rate" | bc -l)"
-printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY (the same, split over %d sessions)\n' "floor, $cores sessions" "$floor_all_rate" "$floor_all_secs" "$(echo "$floor_all_rate / $copy_rate" | bc -l)" "$cores"
-printf '%-28s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the %d-session floor\n' "replicator start --immediate" "$start_rate" "$start_secs" "$(echo "$start_rate / $copy_rate" | bc -l)" "$(echo "$start_rate / $floor_all_rate" | bc -l)" "$cores"
+printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY (COPY of the rows, their key_versions and their stubs)\n' "floor, 1 session" "$floor_rate" "$floor_secs" "$(echo "$floor_rate / $copy_rate" | bc -l)"
+printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY (the same, split over %d sessions)\n' "floor, $cores sessions" "$floor_all_rate" "$floor_all_secs" "$(echo "$floor_all_rate / $copy_rate" | bc -l)" "$cores"
+printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the %d-session floor\n' "replicator start --immediate" "$start_rate" "$start_secs" "$(echo "$start_rate / $copy_rate" | bc -l)" "$(echo "$start_rate / $floor_all_rate" | bc -l)" "$cores"
 printf 'CPU during the drain: replicator %.2f s, PostgreSQL %.2f s (of %.2f s x %d cores)\n' "$r_cpu" "$pg_cpu" "$start_secs" "$(nproc)"
 printf 'replicator peak RSS %.1f MiB\n' "$(echo "$rss_kib / 1024" | bc -l)"
 echo "every row identical to COPY's (md5 of the table's text)"
+fi
+
+# --- replicator start, consistent mode --------------------------------------------------------
+if [[ "$modes" == *consistent* ]]; then
+kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=
+# Runs consistent mode into database $1; phase $2 (drain or steady) names the results:
+# $work/$2.result (seconds, p50, p99, resolved timestamps) and $work/$2.usage (CPU, RSS).
+consistent() {
+  local db=$1 phase=$2
+  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  psql_ -d "$db" -c "$ddl"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # shellcheck disable=SC2086
+  "$bin" start --bindAddr "127.0.0.1:$port" --disableAuthentication \
+    --targetConn "postgres://postgres@127.0.0.1:5432/$db" --stagingCreateSchema \
+    ${BENCH_FLAGS:-} >"$work/consistent-$phase.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 200); do grep -q "listening for changefeed requests" "$work/consistent-$phase.log" && break; sleep 0.05; done
+  grep -q "listening for changefeed requests" "$work/consistent-$phase.log" || { cat "$work/consistent-$phase.log" >&2; exit 1; }
+  pg0=$(cpu postgres); r0=$(cpu replicator "$pid")
+  (python3 - "$phase" "$work" "http://127.0.0.1:$port/$db/public" "$concurrency" "$resolve_every" "$batch" "$steady_rate" "$db" <<'PY'
+import concurrent.futures, glob, http.client, subprocess, sys, time, urllib.parse
+phase, work, url, concurrency, every, batch, rate, db = sys.argv[1:9]
+concurrency, every, batch, rate = int(concurrency), int(every), int(batch), int(rate)
+u = urllib.parse.urlparse(url)
+base = 1_700_000_000_000_000_000
+files = sorted(glob.glob(f"{work}/req-*.json"))
+def post(body):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+    for _ in range(100):
+        c.request("POST", u.path, body, {"Content-Type": "application/json"})
+        r = c.getresponse(); r.read()
+        if r.status == 200:
+            c.close(); return
+        time.sleep(0.05)
+    raise SystemExit(f"not acknowledged: {r.status}")
+def sql(q):
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtX", "-d", db, "-c", q],
+                          check=True, capture_output=True, text=True).stdout.strip()
+per = max(1, every // batch)
+groups = [files[i:i + per] for i in range(0, len(files), per)]
+last = None
+t0 = time.time()
+with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+    for g in groups:
+        start = time.time()
+        bodies = [open(f).read() for f in g]
+        list(pool.map(post, bodies))
+        first = int(g[0].rsplit("-", 1)[1].split(".")[0])
+        last = f"{base + first + batch * len(g) - 1}.0000000000"
+        post('{"resolved":"%s"}' % last)
+        if phase == "steady":
+            time.sleep(max(0.0, batch * len(g) / rate - (time.time() - start)))
+while sql(f"SELECT count(*) FROM _replicator.checkpoints WHERE source_hlc = {last} AND target_applied_at IS NOT NULL") != "1":
+    time.sleep(0.01)
+t1 = time.time()
+lat = sorted(float(x) for x in sql("SELECT extract(epoch FROM target_applied_at - first_seen) FROM _replicator.checkpoints").split())
+print(f"{t1 - t0:.3f} {lat[len(lat) // 2]:.3f} {lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.3f} {len(lat)}")
+PY
+  ) >"$work/$phase.result"
+  pg_cpu=$(echo "$(cpu postgres) - $pg0" | bc -l); r_cpu=$(echo "$(cpu replicator "$pid") - $r0" | bc -l)
+  rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  [ "$(psql_ -d "$db" -c "$digest")" = "$(psql_ -d bench_copy -c "$digest")" ] \
+    || { echo "consistent mode's rows differ from COPY's" >&2; exit 1; }
+  echo "$r_cpu $pg_cpu $rss_kib" >"$work/$phase.usage"
+  if [ -n "${BENCH_LOGS:-}" ]; then mkdir -p "$BENCH_LOGS" && cp "$work/consistent-$phase.log" "$BENCH_LOGS/"; fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+}
+consistent bench_consistent drain
+read -r secs _ _ windows <"$work/drain.result"
+read -r r_cpu pg_cpu rss_kib <"$work/drain.usage"
+rate=$(echo "$rows / $secs" | bc -l)
+printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY (%d resolved timestamps, until the last is applied)\n' \
+  "replicator start (consistent)" "$rate" "$secs" "$(echo "$rate / $copy_rate" | bc -l)" "$windows"
+printf 'CPU during the drain: replicator %.2f s, PostgreSQL %.2f s; replicator peak RSS %.1f MiB\n' \
+  "$r_cpu" "$pg_cpu" "$(echo "$rss_kib / 1024" | bc -l)"
+consistent bench_steady steady
+read -r secs p50 p99 windows <"$work/steady.result"
+read -r _ _ rss_kib <"$work/steady.usage"
+printf 'steady %d rows/s for %.1f s: resolved-to-applied p50 %.3f s, p99 %.3f s (%d resolved timestamps); peak RSS %.1f MiB\n' \
+  "$steady_rate" "$secs" "$p50" "$p99" "$windows" "$(echo "$rss_kib / 1024" | bc -l)"
+echo "consistent mode's rows identical to COPY's (md5 of the table's text)"
+fi

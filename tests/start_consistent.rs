@@ -447,7 +447,10 @@ async fn a_target_down_for_10_s_mid_window_is_retried_then_converges() {
     applied(&client, at, || server.run.log()).await;
     assert_eq!(target_rows(&client).await, model.rows());
     let log = server.run.log();
-    assert_eq!(log.matches("applying staged changes failed").count(), 1, "logged once:\n{log}");
+    // Logged once per distinct failure (the cut may first break a statement in flight), not
+    // once per retry: about 20 in 10 s.
+    let warned = log.matches("applying staged changes failed").count();
+    assert!((1..=2).contains(&warned), "logged {warned} times:\n{log}");
     assert!(log.contains("sweeping again"), "{log}");
     assert!(feed.refusals.is_empty(), "staging was up: {:?}", feed.refusals);
 

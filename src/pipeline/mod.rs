@@ -86,6 +86,9 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Step<T> for Result<T, E> {
     }
 }
 
+/// This process holds its lease (`/_/healthz` says `active`; before, `standby`).
+static ACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Replicates from `source` until a signal asks to stop, or a failure (see the module
 /// documentation). `script` is the loaded userscript, if any.
 pub async fn run<S: Source>(
@@ -100,12 +103,23 @@ pub async fn run<S: Source>(
     let staging_db = open_staging(staging).await?;
     let key = source.memo_key(&target.schema.to_string());
     let store = CheckpointStore::new(staging_db.schema.clone(), key.clone());
-    // One replicator per staging schema and key: the position is read once the lease is ours.
-    let lease = hold_lease(staging, &staging_db, &key).await?;
-    let stored = store.load_text(&staging_db.client).await.step("reading the stored position")?;
-    let start = source.start(stored.as_deref(), &key)?;
     serve_metrics(metrics, serve_metrics_checks(&target.conn, target.protocol, &staging.conn))
         .await?;
+    crate::server::set_role(Box::new(|| {
+        if ACTIVE.load(std::sync::atomic::Ordering::SeqCst) { "active" } else { "standby" }
+    }));
+    // One replicator per staging schema and key: a second waits as a standby, and the
+    // position is read once the lease is ours.
+    let lease = tokio::select! {
+        lease = hold_lease(staging, &staging_db, &key) => lease?,
+        () = crate::sequencer::shutdown::signal() => {
+            tracing::info!("stopping: this standby never held the lease");
+            return Ok(());
+        }
+    };
+    ACTIVE.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stored = store.load_text(&staging_db.client).await.step("reading the stored position")?;
+    let start = source.start(stored.as_deref(), &key)?;
     watch_status(source.tag().name(), target);
 
     let (committed_tx, committed_rx) = watch::channel(start.clone());
@@ -338,8 +352,8 @@ pub async fn open_staging(staging: &StagingConfig) -> Result<OpenedStaging, Pipe
 }
 
 /// Takes the lease named `key` (the checkpoint key) in staging and keeps renewing it on a
-/// connection of its own: a second replicator on the same staging schema and key refuses to
-/// start (see [`crate::staging::lease`]).
+/// connection of its own: a second replicator on the same staging schema and key waits as a
+/// standby until the first is gone (see [`crate::staging::lease`]).
 pub async fn hold_lease(
     staging: &StagingConfig,
     opened: &OpenedStaging,

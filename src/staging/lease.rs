@@ -2,16 +2,17 @@
 //!
 //! A replication command holds the lease named after its checkpoint key (one source position
 //! per target schema) for as long as it runs, so a second `pglogical` or `mylogical` writing
-//! the same target from the same staging schema refuses to start instead of applying
-//! alongside the first. The row says who holds it (`hostname`: the host and the process id),
+//! the same target from the same staging schema waits as a standby instead of applying
+//! alongside the first; `start`'s consistent-mode sweepers hold one per target schema
+//! (`changefeed.<db.schema>`, 5 s long). The row says who holds it (`hostname`: the host and the process id),
 //! with which `nonce`, until when (`expires`, on staging's clock: `now()` in UTC, never the
 //! instance's). The holder renews it every [`RENEW_EVERY`] for [`LEASE_FOR`], so staging may
 //! be out of reach for most of that (a restarted server) without consequence; when the holder
 //! cannot renew before the lease runs out, or finds the row taken over, it stops applying: by
 //! then another instance may hold it.
 //!
-//! A new instance that finds the lease held watches it for a few renewals: renewed, the
-//! holder is alive and the start is refused. Not renewed, the holder is gone: a process of
+//! A new instance that finds the lease held waits as a standby: once the holder is gone, it
+//! takes the lease over and resumes from the stored position. A holder that was a process of
 //! this host that no longer runs (after `kill -9`) is taken over at once, one elsewhere when
 //! its lease expires.
 
@@ -36,23 +37,6 @@ const GUARD: Duration = Duration::from_secs(2);
 /// Why a lease is not (or no longer) ours.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    /// Another instance holds it and keeps renewing it.
-    #[error(
-        "another replicator ({hostname}) is already replicating with checkpoint key \
-         {name:?} in staging schema {schema}: its lease there was renewed until {expires} UTC. \
-         Stop it first, or give this one its own --targetSchema or --stagingSchema; two \
-         replicators applying the same changes would race each other"
-    )]
-    Held {
-        /// The lease name.
-        name: String,
-        /// The staging schema.
-        schema: String,
-        /// The holder's host.
-        hostname: String,
-        /// Until when the holder renewed it.
-        expires: String,
-    },
     /// Our lease was taken over or ran out before we could renew it.
     #[error(
         "lost the lease {name:?} in staging ({why}); stopped applying, since another \
@@ -80,7 +64,6 @@ pub enum LeaseError {
 pub struct Lease {
     lifetime: Duration,
     table: String,
-    schema: String,
     name: String,
     nonce: uuid::Uuid,
     hostname: String,
@@ -117,51 +100,34 @@ fn gone_from_this_host(holder: &str) -> bool {
 const NOW: &str = "(now() AT TIME ZONE 'UTC')";
 
 impl Lease {
-    /// Takes lease `name` in `staging`. A lease another instance holds is watched for a few
-    /// renewals: renewed, its holder is alive and this is [`LeaseError::Held`]; not renewed,
-    /// it is taken over once it expires, or at once when its holder was a process of this
-    /// host that no longer runs.
+    /// Takes lease `name` in `staging`, waiting as a standby while another instance holds
+    /// it: it is taken over once its holder stops renewing it and it expires, or at once when
+    /// its holder was a process of this host that no longer runs. Says once that it waits.
     pub async fn acquire(
         client: &impl GenericClient,
         staging: &StagingSchema,
         name: &str,
     ) -> Result<Self, LeaseError> {
-        let lease = Lease {
-            lifetime: LEASE_FOR,
-            table: staging.table("leases"),
-            schema: staging.qualified(),
-            name: name.to_owned(),
-            nonce: uuid::Uuid::new_v4(),
-            hostname: holder_name(),
-        };
-        let mut seen: Option<String> = None;
+        let mut said = false;
         loop {
-            if lease.try_take(client, None).await? {
-                tracing::info!(lease = %name, nonce = %lease.nonce, "holding the lease in staging");
-                return Ok(lease);
+            match Self::try_acquire(client, staging, name, LEASE_FOR).await? {
+                Ok(lease) => {
+                    tracing::info!(lease = %name, nonce = %lease.nonce, "holding the lease in staging: active");
+                    return Ok(lease);
+                }
+                Err((holder, expires)) if !said => {
+                    said = true;
+                    tracing::info!(
+                        lease = %name, %holder, %expires,
+                        "standby: another replicator ({holder}) is replicating with checkpoint key \
+                         {name:?} in staging schema {schema}, its lease renewed until {expires} UTC; \
+                         waiting to take over when it stops",
+                        schema = staging.qualified()
+                    );
+                }
+                Err(_) => {}
             }
-            let Some((holder, expires, nonce)) = lease.holder(client).await? else {
-                continue;
-            };
-            if gone_from_this_host(&holder) && lease.try_take(client, Some(&nonce)).await? {
-                tracing::info!(lease = %name, previous = %holder, "took over the lease of a replicator of this host that no longer runs");
-                return Ok(lease);
-            }
-            if let Some(before) = &seen
-                && *before != expires
-            {
-                return Err(LeaseError::Held {
-                    name: name.to_owned(),
-                    schema: lease.schema,
-                    hostname: holder,
-                    expires,
-                });
-            }
-            if seen.is_none() {
-                tracing::warn!(lease = %name, %holder, %expires, "the lease is held; waiting to see whether its holder renews it");
-            }
-            seen = Some(expires);
-            tokio::time::sleep(RENEW_EVERY.mul_f32(2.5)).await;
+            tokio::time::sleep(RENEW_EVERY).await;
         }
     }
 
@@ -177,7 +143,6 @@ impl Lease {
         let lease = Lease {
             lifetime,
             table: staging.table("leases"),
-            schema: staging.qualified(),
             name: name.to_owned(),
             nonce: uuid::Uuid::new_v4(),
             hostname: holder_name(),

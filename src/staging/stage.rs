@@ -163,6 +163,27 @@ pub async fn mark_applied(
     Ok(())
 }
 
+/// Marks staged rows `versions` of per-table staging table `table` applied (consistent
+/// mode: the rows are there), inside the caller's transaction.
+pub async fn mark_staged_applied(
+    tx: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    versions: &[&Version],
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE {t} AS s SET applied = true, applied_at = now() \
+         FROM unnest($1::INT8[], $2::INT8[], $3::TEXT[]) AS u(n, l, k) \
+         WHERE s.nanos = u.n AND s.logical = u.l AND s.key = u.k AND NOT s.applied",
+        t = staging.table(table)
+    );
+    let nanos: Vec<i64> = versions.iter().map(|v| v.time.nanos).collect();
+    let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
+    let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
+    tx.execute(&sql, &[&nanos, &logical, &keys]).await?;
+    Ok(())
+}
+
 /// [`mark_applied`] on PostgreSQL staging, with COPY: each stub is a version the claim just
 /// moved forward, so none is there yet, unless `key_versions` lost rows its stubs kept (an
 /// operator's cleanup); then, behind a savepoint, the upsert.

@@ -507,7 +507,9 @@ impl Sweeper {
             if self.stopping() || held.is_lost() {
                 return Err(SweepError::Interrupted);
             }
+            let read_at = Instant::now();
             let chosen = self.read(client, &tables, newest).await?;
+            tracing::debug!(rows = chosen.len(), took = ?read_at.elapsed(), "read staged rows");
             if chosen.is_empty() {
                 break;
             }
@@ -638,6 +640,7 @@ impl Sweeper {
         round: Vec<(usize, Staged)>,
     ) -> Result<(), SweepError> {
         let scripted = self.config.script.is_some();
+        let t0 = Instant::now();
         let mut changes =
             match rows::changes(lines(tables, &round)?, None, &target.schema(), scripted) {
                 Ok(changes) => changes,
@@ -670,7 +673,9 @@ impl Sweeper {
         let staging = &self.config.staging_schema;
         let tx = client.transaction().await?;
         let sorted: Vec<&Version> = versions.iter().map(|(v, _)| v).collect();
+        let t1 = Instant::now();
         let fresh = stage::claim(&tx, staging, &sorted).await?;
+        let t2 = Instant::now();
         let mut kept: Vec<usize> =
             versions.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, i), _)| *i).collect();
         kept.sort_unstable();
@@ -707,18 +712,16 @@ impl Sweeper {
             }
             transactions = scripted;
         }
-        let mutations: Vec<_> =
-            transactions.iter().flat_map(|t| t.mutations.iter().cloned()).collect();
-        if let Err(first) = rows::check_columns(&target.schema(), &mutations) {
+        let mutations = || transactions.iter().flat_map(|t| &t.mutations);
+        if let Err(first) = rows::check_columns(&target.schema(), mutations()) {
             reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
-            rows::check_columns(&target.schema(), &mutations)
+            rows::check_columns(&target.schema(), mutations())
                 .map_err(|_| SweepError::Data(first))?;
         }
         transactions.retain(|t| !t.mutations.is_empty());
-        if !transactions.is_empty() {
-            target.apply(&transactions).await.map_err(SweepError::Target)?;
-        }
-        // Every staged row of the round is applied now: written, or older than one written.
+        // Every staged row of the round is applied once the target commits: written, or older
+        // than one written. The marks are written meanwhile, in the staging transaction that
+        // commits only after the target's.
         let mut by_table: HashMap<usize, Vec<Version>> = HashMap::new();
         for (t, r) in &round {
             by_table.entry(*t).or_default().push(Version {
@@ -727,11 +730,26 @@ impl Sweeper {
                 time: r.time,
             });
         }
-        for (t, versions) in &by_table {
-            let refs: Vec<&Version> = versions.iter().collect();
-            stage::mark_applied(&tx, staging, &tables[*t].name, &refs).await?;
-        }
+        let marking = async {
+            for (t, versions) in &by_table {
+                let refs: Vec<&Version> = versions.iter().collect();
+                stage::mark_staged_applied(&tx, staging, &tables[*t].name, &refs).await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        let writing = async {
+            if !transactions.is_empty() {
+                target.apply(&transactions).await.map_err(SweepError::Target)?;
+            }
+            Ok::<_, SweepError>(Instant::now())
+        };
+        let (written, marked) = tokio::join!(writing, marking);
+        let t3 = written?;
+        marked?;
+        let t4 = Instant::now();
         tx.commit().await?;
+        tracing::debug!(rows = round.len(), read = ?(t1 - t0), claim = ?(t2 - t1), target = ?(t3 - t2),
+            marked = ?(t4 - t3), commit = ?t4.elapsed(), "applied a round");
         for (t, versions) in &by_table {
             let labels = [group.as_str(), tables[*t].table.as_str()];
             metrics.mutations_applied.with_label_values(&labels).inc_by(versions.len() as u64);

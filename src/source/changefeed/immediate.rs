@@ -94,24 +94,34 @@ impl Acceptor {
                 return Err(Failure::Refused(Refused::bad_request(first)));
             }
         }
-        if !transaction.mutations.is_empty() {
-            target.apply(std::slice::from_ref(&transaction)).await.map_err(Failure::Target)?;
-        }
         let mut by_table: HashMap<&str, Vec<&Version>> = HashMap::new();
         for (_, v) in &kept {
             by_table.entry(v.table.as_str()).or_default().push(v);
         }
-        for (table, versions) in by_table {
-            let marked = match self.config.staging_dialect {
-                StagingDialect::Postgres => {
-                    stage::mark_applied_copy(&mut tx, staging, table, &versions).await
+        // The stubs are written while the target writes, in the staging transaction that
+        // commits only after the target's.
+        let marking = async {
+            for (table, versions) in by_table {
+                match self.config.staging_dialect {
+                    StagingDialect::Postgres => {
+                        stage::mark_applied_copy(&mut tx, staging, table, &versions).await?;
+                    }
+                    StagingDialect::Cockroach => {
+                        stage::mark_applied(&tx, staging, table, &versions).await?;
+                    }
                 }
-                StagingDialect::Cockroach => {
-                    stage::mark_applied(&tx, staging, table, &versions).await
-                }
-            };
-            marked.map_err(Failure::Staging)?;
-        }
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        let writing = async {
+            if !transaction.mutations.is_empty() {
+                target.apply(std::slice::from_ref(&transaction)).await?;
+            }
+            Ok(())
+        };
+        let (written, marked) = tokio::join!(writing, marking);
+        written.map_err(Failure::Target)?;
+        marked.map_err(Failure::Staging)?;
         tx.commit().await.map_err(Failure::Staging)?;
         Ok(Accepted::Applied { applied: kept.len(), duplicates })
     }

@@ -170,7 +170,10 @@ pub fn newest_per_key(changes: Vec<Change>) -> Vec<Change> {
 }
 
 /// The columns of `mutations` that their tables lack, as an error naming the first.
-pub fn check_columns(schema: &Schema, mutations: &[Mutation]) -> Result<(), String> {
+pub fn check_columns<'a>(
+    schema: &Schema,
+    mutations: impl IntoIterator<Item = &'a Mutation>,
+) -> Result<(), String> {
     for m in mutations {
         let Some(table) = schema.table(&m.table) else {
             return Err(format!(
