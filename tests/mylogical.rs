@@ -431,7 +431,7 @@ async fn password_login_a_killed_connection_metrics_and_no_password_in_logs() {
     .await;
     wait_for_log(&run, "reconnecting");
     let (status, body) = support::http_get(&addr, "/_/healthz").await;
-    assert_eq!((status, body.trim()), (200, "OK"));
+    assert_eq!((status, body.trim()), (200, "active"));
     let (_, varz) = support::http_get(&addr, "/_/varz").await;
     assert!(varz.contains("mylogical_dial_success_total 2"), "{varz}");
     assert!(varz.contains(r#"mutation_total{source="mylogical",type="upsert"} 2"#), "{varz}");

@@ -1,15 +1,18 @@
-//! Changefeed state in staging: MOLT's per-table staging tables (here holding the applied
-//! marks of immediate mode), the per-key newest versions that keep an older version from
-//! overwriting a newer one, and resolved timestamps in `checkpoints`.
+//! Changefeed state in staging: MOLT's per-table staging tables (consistent mode's staged
+//! rows, immediate mode's applied marks), the per-key newest versions that keep an older
+//! version from overwriting a newer one, and resolved timestamps in `checkpoints`.
 //!
 //! # Per-table staging tables
 //!
 //! One table per target table, named `<db>_<schema>_<table>` (lower case; MySQL/MariaDB
 //! targets: `<db>_<table>`), with MOLT's columns: `nanos`, `logical`, `key` (the key as a JSON
-//! array), `mut`, `before`, `applied`, `applied_at`, `deletion`, `source_time`. Immediate mode
-//! writes an applied stub (`mut` = `{"__stub__":true}`) for every version it applied, in the
-//! staging transaction that commits right after the target's, so staged data and applied marks
-//! read as MOLT's do.
+//! array), `mut`, `before`, `applied`, `applied_at`, `deletion`, `source_time`, and beyond
+//! MOLT's layout a partial index on the unapplied rows in time order. Consistent mode stages
+//! each row there ([`stage`], the first copy of a (time, key) wins), reads the unapplied ones
+//! in time order ([`pending`]) and marks them applied after the target's commit
+//! ([`mark_staged_applied`]). Immediate mode writes an applied stub (`mut` =
+//! `{"__stub__":true}`) for every version it applied, in the staging transaction that commits
+//! right after the target's, so staged data and applied marks read as MOLT's do.
 //!
 //! # Key versions
 //!
@@ -28,7 +31,8 @@
 //! A resolved timestamp is recorded in `checkpoints` under the target schema (group and
 //! partition: `db.schema` lower-cased, as MOLT). Equal to the newest: accepted (CockroachDB
 //! re-sends them). Older: refused, as a changefeed recreated with an older cursor would
-//! otherwise re-apply the past silently.
+//! otherwise re-apply the past silently. Immediate mode records it applied; consistent mode's
+//! sweeper sets `target_applied_at` once every row up to it is applied ([`commit_resolved`]).
 
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;

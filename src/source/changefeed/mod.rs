@@ -18,8 +18,9 @@
 //! - [`payload`]: the bodies (webhook envelopes of table and query feeds, ndjson files) and HLC
 //!   timestamps, with every number's exact text.
 //!
-//! The HTTP server, authentication, staging and the apply modes build on these (`replicator
-//! start` is not registered until they work end to end).
+//! - [`handler`]: the HTTP side (tokens, limits, status codes); [`accept`]: what the modes
+//!   share; [`immediate`] and [`consistent`] (the default: staged, then swept by resolved
+//!   timestamp).
 
 pub mod accept;
 pub mod consistent;
