@@ -363,7 +363,7 @@ async fn two_instances_share_staging_and_the_standby_takes_over_from_a_killed_ho
     let db = PgDatabase::create().await;
     let client = db.client().await;
     client.batch_execute(DDL).await.expect("target schema");
-    let args = args(&db.url, &[]);
+    let args = args(&db.url, &["-v"]);
     let a = Server::start(&dir, &args).await;
     let b = Server::start(&dir, &args).await;
     let path = format!("/{}/public", db.name);
@@ -387,12 +387,23 @@ async fn two_instances_share_staging_and_the_standby_takes_over_from_a_killed_ho
     let standby = usize::from(roles[0] == "active\n");
     let mut servers = [a, b];
     assert!(servers[standby].run.log().contains("standby:"), "the standby says so");
+    // A resolved timestamp recorded by the standby wakes the holder by NOTIFY.
+    let (second, at, model) = &windows[1];
+    let mut feed = Feed::new(&servers[standby].addr, Trust::Plain, &path, None);
+    for body in second {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    applied(&client, at, || servers[1 - standby].run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+    let holder_log = servers[1 - standby].run.log();
+    assert!(holder_log.contains("woken by NOTIFY"), "{holder_log}");
     // Kill the holder; the client goes on with the other instance only.
     servers[1 - standby].run.kill9();
     let survivor = &servers[standby];
     let mut feed = Feed::new(&survivor.addr, Trust::Plain, &path, None);
     let started = Instant::now();
-    for (requests, at, _) in &windows[1..] {
+    for (requests, at, _) in &windows[2..] {
         for body in requests {
             feed.deliver(body).await;
         }

@@ -105,6 +105,15 @@ pub struct StartArgs {
     #[arg(long = "quiescentPeriod", value_name = "DURATION", default_value = "10s", value_parser = go_duration, help_heading = "Sequencer")]
     pub quiescent_period: Duration,
 
+    /// Consistent mode: wake the sweeper by polling staging every second only, not also by
+    /// LISTEN/NOTIFY when another instance records a resolved timestamp (PostgreSQL staging)
+    #[arg(
+        long = "disableCheckpointStream", value_name = "BOOL", default_value = "false",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        action = ArgAction::Set, value_parser = go_bool, help_heading = "Sequencer"
+    )]
+    pub disable_checkpoint_stream: bool,
+
     /// Consistent mode: how long applied rows stay in staging behind the applied resolved
     /// timestamp before they are deleted (0: at once)
     #[arg(long = "retireOffset", value_name = "DURATION", default_value = "24h0m0s", value_parser = go_duration, help_heading = "Sequencer")]
@@ -219,6 +228,7 @@ impl StartArgs {
                 timestamp_limit: self.timestamp_limit,
                 quiescent: self.quiescent_period,
                 retire_offset: self.retire_offset,
+                listen: !self.disable_checkpoint_stream,
             },
         })
     }

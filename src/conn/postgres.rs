@@ -489,6 +489,65 @@ pub async fn connect_params(params: &PgParams) -> Result<tokio_postgres::Client,
     }
 }
 
+/// [`connect`], with the connection's notifications (`LISTEN`) sent to the receiver, which
+/// ends when the connection closes.
+pub async fn connect_listening(
+    conn: &ConnString,
+) -> Result<
+    (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>),
+    PgConnError,
+> {
+    let params = PgParams::from_conn(conn)?;
+    let config = params.client_config();
+    let failed = |e: tokio_postgres::Error| PgConnError::Connect {
+        conn: params.redacted.clone(),
+        source: Box::new(e),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = match params.tls()? {
+        None => {
+            let (client, connection) =
+                config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
+            drive_notifying(connection, tx);
+            client
+        }
+        Some(tls) => {
+            let (client, connection) =
+                config.connect(MakeRustls { config: tls }).await.map_err(failed)?;
+            drive_notifying(connection, tx);
+            client
+        }
+    };
+    Ok((client, rx))
+}
+
+/// Runs a client's connection on its own task, handing its notifications on.
+fn drive_notifying<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notifications: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if notifications.send(n).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "listening connection closed");
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// Runs a client's connection on its own task until it closes.
 fn drive<C>(connection: C)
 where

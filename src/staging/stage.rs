@@ -459,14 +459,26 @@ pub enum Resolved {
     },
 }
 
+/// The channel PostgreSQL staging announces new resolved timestamps on (payload: the group):
+/// what wakes the sweeper on another instance.
+pub fn checkpoint_channel(staging: &StagingSchema) -> String {
+    let mut channel = format!("replicator_checkpoints_{}", staging.schema);
+    while channel.len() > 63 {
+        channel.pop();
+    }
+    channel
+}
+
 /// Records resolved timestamp `at` for target schema `group` (`db.schema`, lower case), marked
-/// applied at once when `applied` (immediate mode).
+/// applied at once when `applied` (immediate mode); with `notify`, announced on that channel
+/// when the transaction commits (PostgreSQL staging).
 pub async fn resolve(
     client: &mut tokio_postgres::Client,
     staging: &StagingSchema,
     group: &str,
     at: Hlc,
     applied: bool,
+    notify: Option<&str>,
 ) -> Result<Resolved, tokio_postgres::Error> {
     let t = staging.table("checkpoints");
     let tx = client.transaction().await?;
@@ -496,6 +508,9 @@ pub async fn resolve(
         &[&group, &at.to_string(), &applied],
     )
     .await?;
+    if let Some(channel) = notify {
+        tx.execute("SELECT pg_notify($1, $2)", &[&channel, &group]).await?;
+    }
     tx.commit().await?;
     Ok(Resolved::Recorded)
 }

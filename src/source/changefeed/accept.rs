@@ -180,9 +180,19 @@ impl Acceptor {
     ) -> Result<Accepted, Refused> {
         let mut client = self.staging_client().await?;
         let immediate = self.config.mode == Mode::Immediate;
-        let recorded =
-            stage::resolve(&mut client, &self.config.staging_schema, &writer.group, at, immediate)
-                .await;
+        let channel = (!immediate
+            && self.config.staging_dialect == StagingDialect::Postgres
+            && self.config.sweep.listen)
+            .then(|| stage::checkpoint_channel(&self.config.staging_schema));
+        let recorded = stage::resolve(
+            &mut client,
+            &self.config.staging_schema,
+            &writer.group,
+            at,
+            immediate,
+            channel.as_deref(),
+        )
+        .await;
         let metrics = crate::metrics::global();
         match recorded {
             Ok(Resolved::Recorded) => {

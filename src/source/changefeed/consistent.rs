@@ -80,6 +80,8 @@ pub struct SweepConfig {
     pub quiescent: Duration,
     /// `--retireOffset`: how long applied rows stay in staging.
     pub retire_offset: Duration,
+    /// Wake-ups by LISTEN/NOTIFY on PostgreSQL staging (off: `--disableCheckpointStream`).
+    pub listen: bool,
 }
 
 impl Default for SweepConfig {
@@ -90,6 +92,7 @@ impl Default for SweepConfig {
             timestamp_limit: 1000,
             quiescent: Duration::from_secs(10),
             retire_offset: Duration::from_secs(24 * 3600),
+            listen: true,
         }
     }
 }
@@ -319,6 +322,10 @@ struct Sweeper {
     logged_at: Option<Instant>,
 }
 
+/// A staging connection listening for resolved timestamps, and what it hears.
+type Listener =
+    (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>);
+
 /// A staging table of the schema: its name and the source table its rows are for.
 struct Staging {
     name: String,
@@ -397,7 +404,11 @@ impl Sweeper {
         let mut backoff = Duration::from_millis(100);
         let mut failing: Option<(String, Instant)> = None;
         let mut retired_at: Option<Instant> = None;
+        let mut listener: Option<Listener> = None;
         loop {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
             match self.sweep(&mut staging, &mut target, held).await {
                 Ok(()) => {
                     if let Some((_, since)) = failing.take() {
@@ -460,13 +471,49 @@ impl Sweeper {
                 return false;
             }
             let mut stop = self.stop.clone();
+            let notified = async {
+                match &mut listener {
+                    Some((_, notes)) => notes.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 () = self.writer.wake.notified() => {}
+                open = notified => {
+                    if open {
+                        tracing::debug!(schema = %self.writer.group, "woken by NOTIFY: a resolved timestamp was recorded");
+                    } else {
+                        listener = None;
+                    }
+                }
                 _ = stop.changed() => return true,
                 _ = held.lost() => return false,
             }
         }
+    }
+
+    /// A connection listening for resolved timestamps other instances record (PostgreSQL
+    /// staging, unless `--disableCheckpointStream`); `None`: polling only.
+    async fn listen(&self) -> Option<Listener> {
+        if !self.config.sweep.listen
+            || self.config.staging_dialect != crate::staging::StagingDialect::Postgres
+        {
+            return None;
+        }
+        let channel = stage::checkpoint_channel(&self.config.staging_schema);
+        let listening = async {
+            let (client, notes) =
+                crate::conn::postgres::connect_listening(&self.config.staging).await.ok()?;
+            let sql = format!("LISTEN {}", crate::target::postgres::quote_ident(&channel));
+            client.batch_execute(&sql).await.ok()?;
+            Some((client, notes))
+        };
+        let listener = listening.await;
+        if listener.is_none() {
+            tracing::debug!(%channel, "cannot listen for resolved timestamps; polling staging every second");
+        }
+        listener
     }
 
     /// Applies every staged row at or before the newest resolved timestamp, then marks it
