@@ -549,3 +549,128 @@ async fn resolved_timestamps_going_backwards_get_409_and_mariadb_targets_work() 
     let (_, varz) = http_get(&server.addr, "/_/varz").await;
     assert!(varz.contains("checkpoint_proposed_going_backwards_errors"), "{varz}");
 }
+
+#[tokio::test]
+async fn a_holder_paused_past_its_lease_writes_nothing_once_it_resumes() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    // Staging is the target's database (the default): the lease fences every target
+    // transaction. Tiny rounds, so a pause lands in the middle of a sweep.
+    let args = args(&db.url, &["--flushSize", "3"]);
+    let a = Server::start(&dir, &args).await;
+    let b = Server::start(&dir, &args).await;
+    let path = format!("/{}/public", db.name);
+    let windows = workload(41, 400, 100);
+    let mut feed = Feed::new(&a.addr, Trust::Plain, &path, None);
+    let (first, at, _) = &windows[0];
+    for body in first {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    applied(&client, at, || a.run.log()).await;
+    let roles = [http_get(&a.addr, "/_/healthz").await.1, http_get(&b.addr, "/_/healthz").await.1];
+    let holder = usize::from(roles[1] == "active\n");
+    let servers = [a, b];
+    let (paused, other) = (&servers[holder], &servers[1 - holder]);
+    let pid = paused.run.child.as_ref().expect("running").id().to_string();
+
+    // The holder starts sweeping the next window and is paused mid-sweep.
+    let mut feed = Feed::new(&other.addr, Trust::Plain, &path, None);
+    let (second, at, _) = &windows[1];
+    for body in second {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    let mut holder_feed = Feed::new(&paused.addr, Trust::Plain, &path, None);
+    holder_feed.deliver(&resolved(at)).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill");
+    assert!(stopped.success());
+    // The other instance takes the lease once it expires (5 s) and goes on; the paused one
+    // may hold row locks that make it wait until the paused one resumes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let other_pid = other.run.child.as_ref().expect("running").id().to_string();
+    loop {
+        let held = dump(&client, &format!("SELECT hostname FROM {STAGING}.leases")).await;
+        if held.iter().any(|r| r[0].as_deref().is_some_and(|h| h.contains(&other_pid))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no takeover: {held:?}\n{}", other.run.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = std::process::Command::new("kill").args(["-CONT", &pid]).status().expect("kill");
+    assert!(resumed.success());
+    for (requests, at, _) in &windows[2..] {
+        for body in requests {
+            feed.deliver(body).await;
+        }
+        feed.deliver(&resolved(at)).await;
+    }
+    let (_, at, model) = windows.last().expect("windows");
+    applied(&client, at, || other.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !paused.run.log().contains("standby: stopped sweeping") {
+        assert!(Instant::now() < deadline, "{}", paused.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http_get(&paused.addr, "/_/healthz").await.1, "standby\n");
+    assert_eq!(http_get(&other.addr, "/_/healthz").await.1, "active\n");
+}
+
+#[tokio::test]
+async fn a_lease_taken_over_while_a_round_waits_fences_the_round_out() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let server = Server::start(&dir, &args(&db.url, &[])).await;
+    let path = format!("/{}/public", db.name);
+    let windows = workload(43, 100, 50);
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &path, None);
+    let (first, at, model) = &windows[0];
+    for body in first {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    applied(&client, at, || server.run.log()).await;
+    // Another instance is about to take the lease over: it holds the row while the next
+    // window's first round starts, so that round's fence waits for it.
+    let mut other = db.client().await;
+    let takeover = other.transaction().await.expect("begin");
+    takeover
+        .batch_execute(&format!("SELECT * FROM {STAGING}.leases FOR UPDATE"))
+        .await
+        .expect("lock the lease");
+    let (second, at2, _) = &windows[1];
+    for body in second {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    takeover
+        .batch_execute(&format!(
+            "UPDATE {STAGING}.leases SET nonce = gen_random_uuid(), hostname = 'elsewhere', \
+             expires = now() AT TIME ZONE 'UTC' + INTERVAL '1 hour'"
+        ))
+        .await
+        .expect("take the lease");
+    takeover.commit().await.expect("commit");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.run.log().contains("standby: stopped sweeping") {
+        assert!(Instant::now() < deadline, "{}", server.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.run.log();
+    assert!(
+        log.contains("is no longer held by this instance"),
+        "the fence refused the round:\n{log}"
+    );
+    assert_eq!(target_rows(&client).await, model.rows(), "nothing of the second window written");
+    let waiting = format!(
+        "SELECT count(*) FROM {STAGING}.checkpoints WHERE source_hlc = '{at2}'::numeric AND target_applied_at IS NULL"
+    );
+    assert_eq!(dump(&client, &waiting).await, [[Some("1".to_owned())]]);
+}

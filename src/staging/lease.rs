@@ -40,7 +40,7 @@ pub enum LeaseError {
     /// Our lease was taken over or ran out before we could renew it.
     #[error(
         "lost the lease {name:?} in staging ({why}); stopped applying, since another \
-         replicator may hold it now. Restart when staging answers again"
+         replicator may hold it now"
     )]
     Lost {
         /// The lease name.
@@ -287,6 +287,22 @@ pub struct Held {
 }
 
 impl Held {
+    /// A statement for the start of a transaction in staging's database that raises unless
+    /// this lease is still held and unexpired, and holds its row (`FOR SHARE`) until the
+    /// transaction ends, so the lease cannot be taken over meanwhile: a holder paused past its
+    /// lease writes nothing once it resumes.
+    pub fn fence_sql(&self) -> String {
+        let name = self.lease.name.replace('\'', "''");
+        format!(
+            "DO $replicator_fence$ BEGIN PERFORM 1 FROM {t} WHERE name = '{name}' \
+             AND nonce = '{nonce}'::uuid AND expires > {NOW} FOR SHARE; IF NOT FOUND THEN \
+             RAISE EXCEPTION 'replicator: the lease % is no longer held by this instance \
+             (another took it over): nothing is written', '{name}'; END IF; END $replicator_fence$",
+            t = self.lease.table,
+            nonce = self.lease.nonce,
+        )
+    }
+
     /// The lease was lost (by now another instance may hold it).
     pub fn is_lost(&self) -> bool {
         self.lost.borrow().is_some()

@@ -130,6 +130,14 @@ impl AnyTarget {
         }
     }
 
+    /// Runs `sql` first in every target transaction, so one whose fence raises writes nothing
+    /// (PostgreSQL only: a MySQL/MariaDB target is never staging's database).
+    pub fn fence(&mut self, sql: Option<String>) {
+        if let AnyTarget::Postgres(t) = self {
+            t.fence(sql);
+        }
+    }
+
     /// Reads the target schema again now.
     pub async fn reload_schema(&mut self) -> Result<(), TargetError> {
         match self {

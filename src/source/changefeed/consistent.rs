@@ -532,11 +532,17 @@ impl Sweeper {
         }
         let Some(client) = staging.as_mut() else { return Ok(()) };
         if target.is_none() {
-            *target = Some(
-                crate::target::factory::open(&self.writer.spec)
-                    .await
-                    .map_err(SweepError::Target)?,
-            );
+            let mut opened = crate::target::factory::open(&self.writer.spec)
+                .await
+                .map_err(SweepError::Target)?;
+            // Staging in the target's database: each target transaction checks the lease
+            // first, so a holder paused past its lease cannot write once another took over.
+            if self.config.target == self.config.staging
+                && self.config.staging_dialect == crate::staging::StagingDialect::Postgres
+            {
+                opened.fence(Some(held.fence_sql()));
+            }
+            *target = Some(opened);
         }
         let Some(target) = target.as_mut() else { return Ok(()) };
         let schema_name = &self.config.staging_schema.clone();

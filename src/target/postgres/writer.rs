@@ -164,7 +164,13 @@ impl PgTarget {
         self.schema.clone()
     }
 
-    /// Reads the schema again now (a request named a table or column not seen yet).
+    /// Runs `sql` first in every transaction this writer starts (see
+    /// [`super::apply::StatementCache::fence`]).
+    pub fn fence(&mut self, sql: Option<String>) {
+        self.cache.fence(sql);
+    }
+
+    /// Reads the target schema again now.
     pub async fn reload_schema(&mut self) -> Result<(), TargetError> {
         self.ensure_connected().await?;
         self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))
@@ -578,7 +584,7 @@ impl PgTarget {
             let outcome = self.write(&wires, &rest).await;
             return self.in_source_order(outcome, &rest).await;
         }
-        self.client.batch_execute("BEGIN").await.map_err(transient)?;
+        self.client.batch_execute(self.cache.begin()).await.map_err(transient)?;
         let outcome: Result<(), TargetError> = async {
             if let Err(e) = execute(&*self.client, &statements).await {
                 self.count_error(&e);

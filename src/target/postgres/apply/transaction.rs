@@ -15,6 +15,8 @@ use super::{Applied, ApplyError, database_error};
 #[derive(Debug, Default)]
 pub struct StatementCache {
     prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
+    /// What starts each transaction after `BEGIN` (a fence: see [`StatementCache::fence`]).
+    fence: Option<String>,
     /// Batches to write without COPY before trying it again (after COPY found existing keys).
     copy_pause: u32,
     /// How long the next pause is: doubles while COPY keeps failing, back to 1 once it works.
@@ -22,6 +24,17 @@ pub struct StatementCache {
 }
 
 impl StatementCache {
+    /// Runs `sql` (simple-query text) first in every transaction, right after `BEGIN`, so a
+    /// transaction whose fence fails (raises) writes nothing; `None`: no fence.
+    pub fn fence(&mut self, sql: Option<String>) {
+        self.fence = sql.map(|sql| format!("BEGIN; {sql}"));
+    }
+
+    /// What begins a transaction.
+    pub fn begin(&self) -> &str {
+        self.fence.as_deref().unwrap_or("BEGIN")
+    }
+
     /// Forgets every prepared statement.
     pub fn clear(&mut self) {
         self.prepared.clear();
@@ -114,7 +127,7 @@ pub async fn execute_transaction(
             .with_label_values(&[s.schema.as_str(), s.table.as_str()])
             .start_timer()
     });
-    let begin = client.batch_execute("BEGIN");
+    let begin = client.batch_execute(cache.begin());
     let runs = futures_util::future::join_all(
         statements.iter().zip(&refs).map(|(s, r)| client.execute(&cache.prepared[&s.sql], r)),
     );
@@ -197,6 +210,7 @@ pub async fn start(
         prepared.push(cache.prepared[sql].clone());
     }
     let client = client.clone();
+    let begin = cache.begin().to_owned();
     let task = tokio::spawn(async move {
         let first = statements.first().map_or("", |s| s.table.as_str());
         let body = async {
@@ -205,7 +219,7 @@ pub async fn start(
             }
             Ok(())
         };
-        let (begun, ran) = tokio::join!(client.batch_execute("BEGIN"), body);
+        let (begun, ran) = tokio::join!(client.batch_execute(&begin), body);
         begun.map_err(|e| database_error(first, e)).and(ran)
     });
     Ok(Started { task, copy, _timer: timer })
