@@ -254,6 +254,7 @@ impl Sweepers {
             holding: self.holding.clone(),
             late: HashSet::new(),
             logged_at: None,
+            spare: Vec::new(),
         };
         let task = tokio::spawn(sweeper.run());
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -290,6 +291,9 @@ enum SweepError {
     Target(TargetError),
     #[error("{0}")]
     Data(String),
+    /// The rows name a table or column the target schema as last read lacks: read it again.
+    #[error("{0}")]
+    Stale(String),
     /// Stopping, or the lease was lost: the round replays wherever the lease goes.
     #[error("interrupted")]
     Interrupted,
@@ -320,6 +324,17 @@ struct Sweeper {
     late: HashSet<String>,
     /// When a window was last logged.
     logged_at: Option<Instant>,
+    /// Idle staging connections for rounds' transactions.
+    spare: Vec<tokio_postgres::Client>,
+}
+
+/// A round claimed in a staging transaction still open on `client`, ready for the target.
+struct Claimed {
+    client: tokio_postgres::Client,
+    transactions: Vec<SourceTransaction>,
+    by_table: HashMap<usize, Vec<Version>>,
+    /// Versions dropped: an equal or newer one was applied before.
+    dropped: usize,
 }
 
 /// A staging connection listening for resolved timestamps, and what it hears.
@@ -569,16 +584,11 @@ impl Sweeper {
             if let Some(before) = applied_before {
                 self.log_late(&tables, &chosen, before);
             }
-            for round in
-                rounds(chosen, self.config.sweep.flush_size, self.config.sweep.timestamp_limit)
-            {
-                if self.stopping() || held.is_lost() {
-                    return Err(SweepError::Interrupted);
-                }
-                rows += round.len();
-                touched.extend(round.iter().map(|(t, _)| *t));
-                self.apply(client, target, &tables, round).await?;
-            }
+            let mut pool = std::mem::take(&mut self.spare);
+            let swept =
+                self.apply(&mut pool, target, &tables, chosen, held, &mut rows, &mut touched).await;
+            self.spare = pool;
+            swept?;
         }
         if !applied {
             stage::commit_resolved(&*client, schema_name, &group, newest).await?;
@@ -684,26 +694,97 @@ impl Sweeper {
         }
     }
 
-    /// Applies one round: claim, userscript, one target transaction, applied marks.
+    /// Applies `chosen` (time-ordered rows) in rounds, two at a time: while one round's
+    /// target transaction is written and committed, the next is claimed on another staging
+    /// connection (its claims wait for the first's row locks where keys overlap). Target
+    /// transactions commit in time order; each staging transaction commits after its own.
+    #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
-        client: &mut tokio_postgres::Client,
+        pool: &mut Vec<tokio_postgres::Client>,
         target: &mut AnyTarget,
         tables: &[Staging],
-        round: Vec<(usize, Staged)>,
+        chosen: Vec<(usize, Staged)>,
+        held: &Held,
+        rows: &mut usize,
+        touched: &mut HashSet<usize>,
     ) -> Result<(), SweepError> {
-        let scripted = self.config.script.is_some();
-        let t0 = Instant::now();
-        let mut changes =
-            match rows::changes(lines(tables, &round)?, None, &target.schema(), scripted) {
-                Ok(changes) => changes,
-                Err(e) if e.unknown_table => {
-                    reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
-                    rows::changes(lines(tables, &round)?, None, &target.schema(), scripted)
-                        .map_err(|e| SweepError::Data(format!("staged rows: {e}")))?
+        let mut prev: Option<Claimed> = None;
+        let sweep = &self.config.sweep;
+        for round in rounds(chosen, sweep.flush_size, sweep.timestamp_limit) {
+            if self.stopping() || held.is_lost() {
+                return Err(SweepError::Interrupted);
+            }
+            *rows += round.len();
+            touched.extend(round.iter().map(|(t, _)| *t));
+            let client = self.round_client(pool).await?;
+            let schema = target.schema();
+            let claimed = match prev.take() {
+                Some(p) => {
+                    let (done, next) = tokio::join!(
+                        self.finish(target, tables, p),
+                        self.claim(client, schema, tables, &round)
+                    );
+                    pool.push(done?);
+                    next
                 }
-                Err(e) => return Err(SweepError::Data(format!("staged rows: {e}"))),
+                None => self.claim(client, schema, tables, &round).await,
             };
+            let claimed = match claimed {
+                Err(SweepError::Stale(_)) => {
+                    reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
+                    let client = self.round_client(pool).await?;
+                    self.claim(client, target.schema(), tables, &round).await.map_err(
+                        |e| match e {
+                            SweepError::Stale(why) => SweepError::Data(why),
+                            e => e,
+                        },
+                    )?
+                }
+                other => other?,
+            };
+            prev = Some(claimed);
+        }
+        if let Some(p) = prev {
+            pool.push(self.finish(target, tables, p).await?);
+        }
+        Ok(())
+    }
+
+    /// An idle staging connection for a round's transaction.
+    async fn round_client(
+        &self,
+        pool: &mut Vec<tokio_postgres::Client>,
+    ) -> Result<tokio_postgres::Client, SweepError> {
+        while let Some(client) = pool.pop() {
+            if !client.is_closed() {
+                return Ok(client);
+            }
+        }
+        crate::conn::postgres::connect(&self.config.staging)
+            .await
+            .map_err(|e| SweepError::Data(format!("staging: {}", crate::error::with_causes(&e))))
+    }
+
+    /// Reads a round back into changes, claims the newest version of each key in a staging
+    /// transaction left open on `client`, and runs the userscript: everything up to the
+    /// target write, which [`Sweeper::finish`] does.
+    async fn claim(
+        &self,
+        client: tokio_postgres::Client,
+        schema: Arc<crate::target::schema::Schema>,
+        tables: &[Staging],
+        round: &[(usize, Staged)],
+    ) -> Result<Claimed, SweepError> {
+        let scripted = self.config.script.is_some();
+        let mut changes =
+            rows::changes(lines(tables, round)?, None, &schema, scripted).map_err(|e| {
+                if e.unknown_table {
+                    SweepError::Stale(format!("staged rows: {e}"))
+                } else {
+                    SweepError::Data(format!("staged rows: {e}"))
+                }
+            })?;
         // The newest version of each key in the round is the one claimed and written.
         let mut newest: HashMap<(usize, &str), usize> = HashMap::with_capacity(changes.len());
         for (i, c) in changes.iter().enumerate() {
@@ -712,28 +793,18 @@ impl Sweeper {
         let mut versions: Vec<(Version, usize)> = newest
             .into_iter()
             .map(|((t, key), i)| {
-                (
-                    Version {
-                        table: tables[t].name.clone(),
-                        key: key.to_owned(),
-                        time: changes[i].time,
-                    },
-                    i,
-                )
+                let time = changes[i].time;
+                (Version { table: tables[t].name.clone(), key: key.to_owned(), time }, i)
             })
             .collect();
         versions.sort();
         let staging = &self.config.staging_schema;
-        let tx = client.transaction().await?;
+        client.batch_execute("BEGIN").await?;
         let sorted: Vec<&Version> = versions.iter().map(|(v, _)| v).collect();
-        let t1 = Instant::now();
-        let fresh = stage::claim(&tx, staging, &sorted).await?;
-        let t2 = Instant::now();
+        let fresh = stage::claim(&client, staging, &sorted).await?;
         let mut kept: Vec<usize> =
             versions.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, i), _)| *i).collect();
         kept.sort_unstable();
-        let metrics = crate::metrics::global();
-        let group = &self.writer.group;
         let mut transactions: Vec<SourceTransaction> = Vec::new();
         for i in kept {
             let c = &mut changes[i];
@@ -748,10 +819,10 @@ impl Sweeper {
             }
         }
         if let Some(pool) = &self.config.script {
-            let schema = target.schema();
             let key_of = |t: &str| schema.table(t).map(|t| t.key_names());
             let mut scripted = Vec::with_capacity(transactions.len());
             for t in transactions {
+                let group = &self.writer.group;
                 let t = crate::script::transform::schema_level(
                     pool,
                     group,
@@ -765,28 +836,37 @@ impl Sweeper {
             }
             transactions = scripted;
         }
-        let mutations = || transactions.iter().flat_map(|t| &t.mutations);
-        if let Err(first) = rows::check_columns(&target.schema(), mutations()) {
-            reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
-            rows::check_columns(&target.schema(), mutations())
-                .map_err(|_| SweepError::Data(first))?;
-        }
+        rows::check_columns(&schema, transactions.iter().flat_map(|t| &t.mutations))
+            .map_err(SweepError::Stale)?;
         transactions.retain(|t| !t.mutations.is_empty());
         // Every staged row of the round is applied once the target commits: written, or older
-        // than one written. The marks are written meanwhile, in the staging transaction that
-        // commits only after the target's.
+        // than one written.
         let mut by_table: HashMap<usize, Vec<Version>> = HashMap::new();
-        for (t, r) in &round {
+        for (t, r) in round {
             by_table.entry(*t).or_default().push(Version {
                 table: tables[*t].name.clone(),
                 key: r.key.clone(),
                 time: r.time,
             });
         }
+        let dropped = fresh.iter().filter(|f| !**f).count();
+        Ok(Claimed { client, transactions, by_table, dropped })
+    }
+
+    /// Writes a claimed round in one target transaction while its applied marks go into its
+    /// staging transaction, then commits staging (after the target); gives the connection back.
+    async fn finish(
+        &self,
+        target: &mut AnyTarget,
+        tables: &[Staging],
+        claimed: Claimed,
+    ) -> Result<tokio_postgres::Client, SweepError> {
+        let Claimed { client, transactions, by_table, dropped } = claimed;
+        let staging = &self.config.staging_schema;
         let marking = async {
             for (t, versions) in &by_table {
                 let refs: Vec<&Version> = versions.iter().collect();
-                stage::mark_staged_applied(&tx, staging, &tables[*t].name, &refs).await?;
+                stage::mark_staged_applied(&client, staging, &tables[*t].name, &refs).await?;
             }
             Ok::<_, tokio_postgres::Error>(())
         };
@@ -794,27 +874,25 @@ impl Sweeper {
             if !transactions.is_empty() {
                 target.apply(&transactions).await.map_err(SweepError::Target)?;
             }
-            Ok::<_, SweepError>(Instant::now())
+            Ok::<_, SweepError>(())
         };
         let (written, marked) = tokio::join!(writing, marking);
-        let t3 = written?;
+        written?;
         marked?;
-        let t4 = Instant::now();
-        tx.commit().await?;
-        tracing::debug!(rows = round.len(), read = ?(t1 - t0), claim = ?(t2 - t1), target = ?(t3 - t2),
-            marked = ?(t4 - t3), commit = ?t4.elapsed(), "applied a round");
+        client.batch_execute("COMMIT").await?;
+        let metrics = crate::metrics::global();
+        let group = &self.writer.group;
         for (t, versions) in &by_table {
             let labels = [group.as_str(), tables[*t].table.as_str()];
             metrics.mutations_applied.with_label_values(&labels).inc_by(versions.len() as u64);
         }
-        let dropped = fresh.iter().filter(|f| !**f).count();
         if dropped > 0 {
             metrics
                 .stage_duplicate_mutations_total
                 .with_label_values(&[group, ""])
                 .inc_by(dropped as u64);
         }
-        Ok(())
+        Ok(client)
     }
 
     /// Deletes applied rows older than `--retireOffset` behind the applied resolved timestamp.
