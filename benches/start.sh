@@ -85,6 +85,7 @@ rows, batch, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 base = 1_700_000_000_000_000_000
 stub = "\\x" + '{"__stub__":true}'.encode().hex()
 versions = open(f"{work}/versions.csv", "w")
+staged = open(f"{work}/staged.csv", "w")
 stubs = open(f"{work}/stubs.csv", "w")
 with open(f"{work}/rows.csv", "w") as csv:
     for start in range(1, rows + 1, batch):
@@ -101,6 +102,7 @@ with open(f"{work}/rows.csv", "w") as csv:
             after = f'{{"id":{i},"n":{i % 1000},"amount":{amount},"name":{json.dumps(name)},"at":"{at}","ok":{str(ok).lower()},"doc":{json.dumps(doc)},"ref":"{ref}","f":{f!r}}}'
             lines.append(f'{{"after":{after},"key":[{i}],"topic":"bench","updated":"{base + i}.0000000000"}}')
             versions.write(f'bench_start_public_bench,"[{i}]",{base + i},0\n')
+            staged.write(f'{base + i},0,"[{i}]",\\x{after.encode().hex()},false\n')
             stubs.write(f'{base + i},0,"[{i}]",{stub},true,2026-12-01T00:00:00Z\n')
         with open(f"{work}/req-{start:09d}.json", "w") as out:
             out.write('{"payload":[' + ",".join(lines) + f'],"length":{len(lines)}}}')
@@ -206,6 +208,37 @@ fi
 # --- replicator start, consistent mode --------------------------------------------------------
 if [[ "$modes" == *consistent* ]]; then
 kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=
+# The floor of consistent mode: what PostgreSQL must write for these rows at COPY's speed —
+# the rows into the per-table staging table (MOLT's layout and indexes, and ours on unapplied
+# rows) in one transaction, then in another their applied marks (one UPDATE), their
+# key_versions and the target rows — in $1 sessions at once.
+consistent_floor() { # sessions -> seconds
+  local n=$1 t0 t1 i lo hi
+  psql_ -d postgres -c "DROP DATABASE IF EXISTS bench_floor WITH (FORCE)" -c "CREATE DATABASE bench_floor"
+  psql_ -d bench_floor -c "$ddl" -c "CREATE TABLE key_versions (table_name TEXT NOT NULL, key TEXT NOT NULL,
+    nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))" \
+    -c "CREATE TABLE staged (nanos INT8 NOT NULL, logical INT8 NOT NULL, key TEXT NOT NULL, mut BYTEA NOT NULL,
+    before BYTEA NULL, applied BOOL NOT NULL DEFAULT false, applied_at TIMESTAMPTZ NULL,
+    deletion BOOL NOT NULL DEFAULT false, source_time TIMESTAMPTZ GENERATED ALWAYS AS
+    (to_timestamp(nanos::float8 / 1e9)) STORED, PRIMARY KEY (nanos, logical, key))" \
+    -c "CREATE INDEX ON staged (key) INCLUDE (applied)" \
+    -c "CREATE INDEX ON staged (nanos, logical, key) WHERE NOT applied"
+  for f in rows versions staged; do split -n "l/$n" -d "$work/$f.csv" "$work/$f.part."; done
+  t0=$(now)
+  for ((i = 0; i < n; i++)); do
+    lo=$(head -1 "$work/staged.part.0$i" | cut -d, -f1); hi=$(tail -1 "$work/staged.part.0$i" | cut -d, -f1)
+    psql_ -d bench_floor -c "\\copy staged (nanos, logical, key, mut, deletion) FROM '$work/staged.part.0$i' CSV" \
+      -c "BEGIN" -c "UPDATE staged SET applied = true, applied_at = now() WHERE nanos BETWEEN $lo AND $hi" \
+      -c "\\copy key_versions FROM '$work/versions.part.0$i' CSV" \
+      -c "\\copy bench FROM '$work/rows.part.0$i' CSV" -c "COMMIT" &
+  done
+  wait
+  t1=$(now)
+  rm -f "$work"/*.part.*
+  psql_ -d postgres -c "DROP DATABASE bench_floor WITH (FORCE)"
+  echo "$t1 - $t0" | bc -l
+}
+
 # Runs consistent mode into database $1; phase $2 (drain or steady) names the results:
 # $work/$2.result (seconds, p50, p99, resolved timestamps) and $work/$2.usage (CPU, RSS).
 consistent() {
@@ -269,12 +302,22 @@ PY
   if [ -n "${BENCH_LOGS:-}" ]; then mkdir -p "$BENCH_LOGS" && cp "$work/consistent-$phase.log" "$BENCH_LOGS/"; fi
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
+cfloor_secs=$(consistent_floor 1)
+cfloor_all_secs=$(consistent_floor "$(nproc)")
+for v in cfloor_secs cfloor_all_secs; do
+  rate=$(echo "$rows / ${!v}" | bc -l)
+  label="consistent floor, 1 session"; [ "$v" = cfloor_all_secs ] && label="consistent floor, $(nproc) sessions"
+  printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY (staged rows, their marks, key_versions, target rows)\n' \
+    "$label" "$rate" "${!v}" "$(echo "$rate / $copy_rate" | bc -l)"
+done
+cfloor_all_rate=$(echo "$rows / $cfloor_all_secs" | bc -l)
 consistent bench_consistent drain
 read -r secs _ _ windows <"$work/drain.result"
 read -r r_cpu pg_cpu rss_kib <"$work/drain.usage"
 rate=$(echo "$rows / $secs" | bc -l)
-printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY (%d resolved timestamps, until the last is applied)\n' \
-  "replicator start (consistent)" "$rate" "$secs" "$(echo "$rate / $copy_rate" | bc -l)" "$windows"
+printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the %d-session floor (%d resolved timestamps, until the last is applied)\n' \
+  "replicator start (consistent)" "$rate" "$secs" "$(echo "$rate / $copy_rate" | bc -l)" \
+  "$(echo "$rate / $cfloor_all_rate" | bc -l)" "$(nproc)" "$windows"
 printf 'CPU during the drain: replicator %.2f s, PostgreSQL %.2f s; replicator peak RSS %.1f MiB\n' \
   "$r_cpu" "$pg_cpu" "$(echo "$rss_kib / 1024" | bc -l)"
 consistent bench_steady steady

@@ -297,6 +297,40 @@ async fn resolved_windows_show_the_source_exactly_and_nothing_later() {
     .await;
     assert_eq!(pending, [[Some("0".to_owned())]]);
     assert!(server.run.log().contains("applied a resolved window"), "{}", server.run.log());
+
+    // Rows with `before` (WITH diff), tabs, quotes and backslashes in values: staged as sent.
+    let t = hlc(BASE + 5_000 * 1_000_000, 0);
+    let weird = "tab\there \"quoted\" back\\slash\nline";
+    let lines = [
+        json!({"after": {"id": 2000, "v": 1}, "before": {"id": 2000, "v": 0}, "key": [2000],
+               "topic": "other", "updated": t}),
+        json!({"after": null, "before": {"id": 2001, "v": 5}, "key": [2001], "topic": "other",
+               "updated": t}),
+    ];
+    client.batch_execute("ALTER TABLE other ADD COLUMN note text").await.expect("column");
+    let with_note = json!({"after": {"id": 2002, "v": 2, "note": weird}, "key": [2002],
+                           "topic": "other", "updated": t});
+    let done = hlc(BASE + 5_001 * 1_000_000, 0);
+    feed.deliver(&payload(&[lines[0].clone(), lines[1].clone(), with_note])).await;
+    feed.deliver(&resolved(&done)).await;
+    applied(&client, &done, || server.run.log()).await;
+    assert_eq!(
+        dump(&client, "SELECT id::text, v::text, note FROM other o WHERE id >= 2000 ORDER BY o.id")
+            .await,
+        [
+            vec![Some("2000".to_owned()), Some("1".to_owned()), None],
+            vec![Some("2002".to_owned()), Some("2".to_owned()), Some(weird.to_owned())],
+        ]
+    );
+    let before = dump(
+        &client,
+        &format!(
+            "SELECT convert_from(before, 'UTF8') FROM {STAGING}.{}_public_other WHERE key = '[2000]'",
+            db.name
+        ),
+    )
+    .await;
+    assert_eq!(before, [[Some(r#"{"id":2000,"v":0}"#.to_owned())]]);
 }
 
 #[tokio::test]
