@@ -708,3 +708,69 @@ async fn a_lease_taken_over_while_a_round_waits_fences_the_round_out() {
     );
     assert_eq!(dump(&client, &waiting).await, [[Some("1".to_owned())]]);
 }
+
+/// Polls until the target's tables equal `expected`.
+async fn converges(
+    client: &tokio_postgres::Client,
+    expected: &[Vec<Vec<Option<String>>>; 3],
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = target_rows(client).await;
+        if rows == *expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}\n!=\n{expected:?}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn best_effort_applies_without_resolved_timestamps_each_fk_group_under_its_own_lease() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let server =
+        Server::start(&dir, &args(&db.url, &["--bestEffortOnly", "--quiescentPeriod", "1s"])).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    // A child before its parent (disjoint keys arrive in any order): retried until the parent
+    // is in. No resolved timestamp is needed.
+    let late = |n: i64| hlc(BASE + (10_000 + n) * 1_000_000, 0);
+    feed.deliver(&payload(&[line(
+        "child",
+        json!([1000]),
+        Some(json!({"id": 1000, "pid": 1000, "v": 2})),
+        &late(2),
+    )]))
+    .await;
+    feed.deliver(&payload(&[
+        line("parent", json!([1000]), Some(json!({"id": 1000, "v": 1})), &late(1)),
+        line("other", json!([1000]), Some(json!({"id": 1000, "v": 3})), &late(3)),
+    ]))
+    .await;
+    let windows = workload(13, 100, 50);
+    let (requests, at, model) = &windows[1];
+    for body in windows[0].0.iter().chain(requests) {
+        feed.deliver(body).await;
+    }
+    let mut expected = model.rows();
+    expected[0].push(vec![Some("1000".into()), Some("1".into())]);
+    expected[1].push(vec![Some("1000".into()), Some("1000".into()), Some("2".into())]);
+    expected[2].push(vec![Some("1000".into()), Some("3".into())]);
+    converges(&client, &expected, || server.run.log()).await;
+    let leases = dump(&client, &format!("SELECT name FROM {STAGING}.leases ORDER BY name")).await;
+    let group = format!("changefeed.{}.public", db.name);
+    assert_eq!(
+        leases,
+        [[Some(format!("{group}.child"))], [Some(format!("{group}.other"))]],
+        "one lease per group of tables connected by foreign keys"
+    );
+    // A resolved timestamp is marked applied once every group has applied up to it.
+    feed.deliver(&resolved(&late(4))).await;
+    let _ = at;
+    applied(&client, &late(4), || server.run.log()).await;
+    assert!(server.run.log().contains("best effort: applied staged rows"), "{}", server.run.log());
+    assert_eq!(http_get(&server.addr, "/_/healthz").await.1, "active\n");
+}

@@ -76,6 +76,17 @@ pub struct StartArgs {
     )]
     pub immediate: bool,
 
+    /// Apply staged changes as soon as they are staged, without waiting for resolved
+    /// timestamps: each group of tables connected by foreign keys on its own (its own lease,
+    /// so groups may be applied by different instances), in time order within it. Lower lag;
+    /// the target may show part of a source transaction, and no order across groups
+    #[arg(
+        long = "bestEffortOnly", value_name = "BOOL", default_value = "false",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        action = ArgAction::Set, value_parser = go_bool, help_heading = "Changefeed"
+    )]
+    pub best_effort_only: bool,
+
     /// Consistent mode: rows per target transaction, at least (a source transaction is never
     /// split)
     #[arg(long = "flushSize", value_name = "N", default_value_t = DEFAULT_FLUSH_SIZE, help_heading = "Sequencer")]
@@ -221,7 +232,14 @@ impl StartArgs {
             connections: self.target_max_pool_size.min(MAX_CONNECTIONS) as usize,
             schema_refresh: self.schema_refresh.0,
             grace: self.grace_period,
-            mode: if self.immediate { Mode::Immediate } else { Mode::Consistent },
+            mode: match (self.immediate, self.best_effort_only) {
+                (true, false) => Mode::Immediate,
+                (false, true) => Mode::BestEffort,
+                (false, false) => Mode::Consistent,
+                (true, true) => anyhow::bail!(
+                    "--immediate and --bestEffortOnly exclude each other: pick one mode"
+                ),
+            },
             sweep: SweepConfig {
                 flush_size: self.flush_size,
                 scan_size: self.scan_size,
@@ -292,6 +310,10 @@ mod tests {
         assert_eq!(config.sweep.flush_size, 1000);
         assert_eq!(config.sweep.scan_size, 10_000);
         assert_eq!(config.sweep.retire_offset, Duration::from_secs(86_400));
+        let config = parsed(&["--bestEffortOnly"]).validate().expect("best effort");
+        assert_eq!(config.mode, Mode::BestEffort);
+        let err = parsed(&["--immediate", "--bestEffortOnly"]).validate().expect_err("both");
+        assert!(err.to_string().contains("exclude each other"), "{err}");
         let err = parsed(&["--flushSize", "0"]).validate().expect_err("zero").to_string();
         assert!(err.contains("--flushSize"), "{err}");
         let err = parsed(&["--immediate", "--tlsSelfSigned", "--tlsCertificate=c.pem"])

@@ -94,7 +94,7 @@ pub async fn run(
         mode: config.mode,
         sweep: config.sweep.clone(),
     }));
-    if config.mode == Mode::Consistent {
+    if config.mode.stages() {
         let resumed = acceptor.resume().await.map_err(|e| PipelineError::Refused(e.reason))?;
         if !resumed.is_empty() {
             tracing::info!(schemas = ?resumed, "resolved timestamps wait in staging: sweeping them");
@@ -118,7 +118,11 @@ pub async fn run(
         addr = %bound,
         tls = match &config.tls { None => "off", Some(TlsSource::SelfSigned) => "self-signed", Some(_) => "files" },
         authentication = !config.disable_authentication,
-        mode = match config.mode { Mode::Immediate => "immediate", Mode::Consistent => "consistent" },
+        mode = match config.mode {
+            Mode::Immediate => "immediate",
+            Mode::Consistent => "consistent",
+            Mode::BestEffort => "best effort",
+        },
         "listening for changefeed requests"
     );
     tokio::spawn(refresh(keys.clone(), tls));

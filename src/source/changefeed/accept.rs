@@ -34,6 +34,16 @@ pub enum Mode {
     Immediate,
     /// Staged before the answer, applied by resolved window (the default).
     Consistent,
+    /// Staged before the answer, applied as soon as staged, each group of tables connected by
+    /// foreign keys on its own (`--bestEffortOnly`).
+    BestEffort,
+}
+
+impl Mode {
+    /// Requests are staged (consistent and best-effort mode).
+    pub fn stages(self) -> bool {
+        self != Mode::Immediate
+    }
 }
 
 /// What requests are written to, and how.
@@ -100,8 +110,27 @@ pub(super) struct SchemaWriter {
     pub(super) group: String,
     pub(super) spec: TargetSpec,
     targets: Pool<AnyTarget>,
-    /// Wakes the schema's sweeper (a resolved timestamp was recorded, or late rows staged).
-    pub(super) wake: Arc<tokio::sync::Notify>,
+    /// Wakes the schema's sweepers (a resolved timestamp was recorded; in best-effort mode,
+    /// rows staged): one for each.
+    pub(super) wakes: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+}
+
+impl SchemaWriter {
+    /// Wakes every sweeper of the schema.
+    pub(super) fn wake(&self) {
+        if let Ok(wakes) = self.wakes.lock() {
+            wakes.iter().for_each(|w| w.notify_one());
+        }
+    }
+
+    /// A wake-up for one more sweeper.
+    pub(super) fn waker(&self) -> Arc<tokio::sync::Notify> {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut wakes) = self.wakes.lock() {
+            wakes.push(wake.clone());
+        }
+        wake
+    }
 }
 
 fn staging_error(e: &tokio_postgres::Error) -> Refused {
@@ -128,7 +157,9 @@ impl Acceptor {
             Body::Resolved(at) => self.resolved(&writer, at).await,
             Body::Lines(lines) if lines.is_empty() => match self.config.mode {
                 Mode::Immediate => Ok(Accepted::Applied { applied: 0, duplicates: 0 }),
-                Mode::Consistent => Ok(Accepted::Staged { staged: 0, duplicates: 0 }),
+                Mode::Consistent | Mode::BestEffort => {
+                    Ok(Accepted::Staged { staged: 0, duplicates: 0 })
+                }
             },
             Body::Lines(lines) => self.lines(&writer, route.table.as_deref(), lines).await,
         }
@@ -164,10 +195,10 @@ impl Acceptor {
             parts: lower.clone(),
             spec,
             targets: Pool::new(self.config.connections),
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wakes: std::sync::Mutex::new(Vec::new()),
         });
         schemas.insert(lower, writer.clone());
-        if self.config.mode == Mode::Consistent {
+        if self.config.mode.stages() {
             self.sweepers.start(&self.config, writer.clone());
         }
         Ok(writer)
@@ -208,7 +239,7 @@ impl Acceptor {
                         .source_lag_seconds
                         .with_label_values(&[&writer.group])
                         .set(crate::source::changefeed::consistent::age(at));
-                    writer.wake.notify_one();
+                    writer.wake();
                 }
                 Ok(Accepted::Resolved)
             }
@@ -302,7 +333,9 @@ impl Acceptor {
         let scripted = self.config.script.is_some();
         // Consistent mode stages what the changefeed sent, as JSON.
         let raw = match self.config.mode {
-            Mode::Consistent => lines.iter().map(super::consistent::raw).collect(),
+            Mode::Consistent | Mode::BestEffort => {
+                lines.iter().map(super::consistent::raw).collect()
+            }
             Mode::Immediate => Vec::new(),
         };
         let changes = rows::changes(lines, table, &schema, scripted)
@@ -311,7 +344,7 @@ impl Acceptor {
         for c in &changes {
             metrics.mutations_received_count.with_label_values(&[&writer.group, &c.table]).inc();
         }
-        if self.config.mode == Mode::Consistent {
+        if self.config.mode.stages() {
             let mut client = self.staging_client().await?;
             return match self.stage_lines(&mut client, &mut target, writer, changes, raw).await {
                 Ok(accepted) => Ok(accepted),

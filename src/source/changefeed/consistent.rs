@@ -38,6 +38,13 @@
 //! older cursor) are applied in the next sweep unless a newer version of their key is applied,
 //! and logged once per table. Applied rows older than `--retireOffset` behind the applied
 //! resolved timestamp are deleted.
+//!
+//! # Best effort (`--bestEffortOnly`)
+//!
+//! The same sweeper runs once per group of tables connected by foreign keys, each under its
+//! own lease (`changefeed.<db.schema>.<first table>`): it applies every unapplied row of its
+//! tables as soon as it is staged, in time order, without waiting for a resolved timestamp. A
+//! resolved timestamp is marked applied once no group has rows left at or before it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -183,6 +190,9 @@ impl Acceptor {
             duplicates += rows.len() - new.min(rows.len());
         }
         tx.commit().await.map_err(Failure::Staging)?;
+        if self.config.mode == super::accept::Mode::BestEffort {
+            writer.wake();
+        }
         for (table, new, dup) in counts {
             let labels = [writer.group.as_str(), table.as_str()];
             metrics.mutations_staged.with_label_values(&labels).inc_by(new as u64);
@@ -194,7 +204,7 @@ impl Acceptor {
     /// Starts the sweepers of the target schemas with resolved timestamps not applied yet (a
     /// restart: their changefeeds may send nothing until they catch up).
     pub async fn resume(&self) -> Result<Vec<String>, Refused> {
-        if self.config.mode != super::accept::Mode::Consistent {
+        if !self.config.mode.stages() {
             return Ok(Vec::new());
         }
         let groups = {
@@ -230,7 +240,7 @@ impl Acceptor {
 /// Consistent mode's sweepers, one per target schema.
 pub struct Sweepers {
     stop: watch::Sender<bool>,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     holding: Arc<AtomicUsize>,
 }
 
@@ -238,7 +248,7 @@ impl Default for Sweepers {
     fn default() -> Self {
         Self {
             stop: watch::channel(false).0,
-            tasks: std::sync::Mutex::new(Vec::new()),
+            tasks: Arc::new(std::sync::Mutex::new(Vec::new())),
             holding: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -247,16 +257,51 @@ impl Default for Sweepers {
 impl Sweepers {
     /// Starts the sweeper of `writer`'s schema.
     pub(super) fn start(&self, config: &AcceptorConfig, writer: Arc<SchemaWriter>) {
-        let sweeper = Sweeper {
+        let sweeper = |component: Option<Component>| Sweeper {
             config: config.clone(),
-            writer,
+            wake: writer.waker(),
+            writer: writer.clone(),
             stop: self.stop.subscribe(),
             holding: self.holding.clone(),
             late: HashSet::new(),
             logged_at: None,
             spare: Vec::new(),
+            component,
         };
-        let task = tokio::spawn(sweeper.run());
+        if config.mode != super::accept::Mode::BestEffort {
+            self.spawn(tokio::spawn(sweeper(None).run()));
+            return;
+        }
+        // One sweeper per group of tables connected by foreign keys, each with its lease.
+        let template = sweeper(None);
+        let tasks = self.tasks.clone();
+        let mut stop = self.stop.subscribe();
+        self.spawn(tokio::spawn(async move {
+            let group = template.writer.group.clone();
+            let found = loop {
+                match crate::target::factory::open(&template.writer.spec).await {
+                    Ok(target) => break components(&target.schema()),
+                    Err(e) => tracing::warn!(schema = %group, error = %e.message,
+                        "best effort: cannot read the target schema's foreign keys; retrying"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = stop.changed() => return,
+                }
+            };
+            let groups: Vec<_> = found.iter().map(|c| &c.tables).collect();
+            tracing::info!(schema = %group, ?groups,
+                "best effort: one sweeper per group of tables connected by foreign keys");
+            for component in found {
+                let task = tokio::spawn(template.for_component(component).run());
+                if let Ok(mut tasks) = tasks.lock() {
+                    tasks.push(task);
+                }
+            }
+        }));
+    }
+
+    fn spawn(&self, task: tokio::task::JoinHandle<()>) {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push(task);
         }
@@ -326,6 +371,20 @@ struct Sweeper {
     logged_at: Option<Instant>,
     /// Idle staging connections for rounds' transactions.
     spare: Vec<tokio_postgres::Client>,
+    /// Best-effort mode: the group of tables this sweeper applies (None: every table, by
+    /// resolved timestamp).
+    component: Option<Component>,
+    /// What wakes this sweeper.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Tables connected by foreign keys (best-effort mode's unit of work and lease).
+#[derive(Debug, Clone)]
+struct Component {
+    /// The target's names of its tables.
+    tables: std::collections::BTreeSet<String>,
+    /// It also takes staged tables the target lacks (a userscript routes their rows).
+    unmapped: bool,
 }
 
 /// A round claimed in a staging transaction still open on `client`, ready for the target.
@@ -347,13 +406,54 @@ struct Staging {
     table: String,
 }
 
+/// The groups of `schema`'s tables connected by foreign keys; the first also takes staged
+/// tables the target lacks.
+fn components(schema: &crate::target::schema::Schema) -> Vec<Component> {
+    let groups = crate::sequencer::parallel::table_groups(&schema.names(), &schema.foreign_keys);
+    let mut by_group: std::collections::BTreeMap<usize, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for (table, group) in groups {
+        by_group.entry(group).or_default().insert(table);
+    }
+    let mut out: Vec<Component> =
+        by_group.into_values().map(|tables| Component { tables, unmapped: false }).collect();
+    out.sort_by(|a, b| a.tables.first().cmp(&b.tables.first()));
+    match out.first_mut() {
+        Some(first) => first.unmapped = true,
+        None => out.push(Component { tables: Default::default(), unmapped: true }),
+    }
+    out
+}
+
 impl Sweeper {
+    /// A sweeper like this one for `component`, with its own wake-up.
+    fn for_component(&self, component: Component) -> Self {
+        Self {
+            config: self.config.clone(),
+            wake: self.writer.waker(),
+            writer: self.writer.clone(),
+            stop: self.stop.clone(),
+            holding: self.holding.clone(),
+            late: HashSet::new(),
+            logged_at: None,
+            spare: Vec::new(),
+            component: Some(component),
+        }
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
 
     async fn run(mut self) {
-        let name = format!("changefeed.{}", self.writer.group);
+        let name = match &self.component {
+            None => format!("changefeed.{}", self.writer.group),
+            Some(c) => format!(
+                "changefeed.{}.{}",
+                self.writer.group,
+                c.tables.first().map_or("unmapped", String::as_str)
+            ),
+        };
         let gauge = crate::metrics::global().lease_holder.with_label_values(&[&name]);
         loop {
             let Some(mut held) = self.acquire(&name).await else { return };
@@ -494,7 +594,7 @@ impl Sweeper {
             };
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
-                () = self.writer.wake.notified() => {}
+                () = self.wake.notified() => {}
                 open = notified => {
                     if open {
                         tracing::debug!(schema = %self.writer.group, "woken by NOTIFY: a resolved timestamp was recorded");
@@ -562,9 +662,17 @@ impl Sweeper {
         let Some(target) = target.as_mut() else { return Ok(()) };
         let schema_name = &self.config.staging_schema.clone();
         let group = self.writer.group.clone();
-        let Some((newest, applied)) = stage::newest_resolved(&*client, schema_name, &group).await?
-        else {
-            return Ok(());
+        let resolved = stage::newest_resolved(&*client, schema_name, &group).await?;
+        // Best-effort mode applies whatever is staged; consistent mode up to the newest
+        // resolved timestamp.
+        let best_effort = self.component.is_some();
+        let (upto, newest, applied) = match resolved {
+            None if best_effort => (Hlc { nanos: i64::MAX, logical: 0 }, Hlc::default(), true),
+            None => return Ok(()),
+            Some((newest, applied)) if best_effort => {
+                (Hlc { nanos: i64::MAX, logical: 0 }, newest, applied)
+            }
+            Some((newest, applied)) => (newest, newest, applied),
         };
         let applied_before = stage::newest_applied(&*client, schema_name, &group).await?;
         let tables = self.tables(client, target).await?;
@@ -576,7 +684,7 @@ impl Sweeper {
                 return Err(SweepError::Interrupted);
             }
             let read_at = Instant::now();
-            let chosen = self.read(client, &tables, newest).await?;
+            let chosen = self.read(client, &tables, upto).await?;
             tracing::debug!(rows = chosen.len(), took = ?read_at.elapsed(), "read staged rows");
             if chosen.is_empty() {
                 break;
@@ -590,7 +698,9 @@ impl Sweeper {
             self.spare = pool;
             swept?;
         }
-        if !applied {
+        // In best-effort mode the other groups of tables may still have rows up to it.
+        let others_pending = best_effort && !applied && self.any_pending(client, newest).await?;
+        if !applied && !others_pending {
             stage::commit_resolved(&*client, schema_name, &group, newest).await?;
             let metrics = crate::metrics::global();
             #[allow(clippy::cast_precision_loss)]
@@ -613,10 +723,32 @@ impl Sweeper {
                     took = ?started.elapsed(), lag = format!("{:.1}s", age(newest)),
                     "applied a resolved window");
             }
+        } else if rows > 0 && best_effort {
+            if self.logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                self.logged_at = Some(Instant::now());
+                let names: Vec<&str> = tables.iter().map(|t| t.table.as_str()).collect();
+                tracing::info!(schema = %group, rows, tables = ?names, took = ?started.elapsed(),
+                    "best effort: applied staged rows");
+            }
         } else if rows > 0 {
             tracing::info!(schema = %group, rows, "applied late rows below the applied resolved timestamp");
         }
         Ok(())
+    }
+
+    /// Some staging table of the schema still has rows at or before `upto` to apply.
+    async fn any_pending(
+        &self,
+        client: &tokio_postgres::Client,
+        upto: Hlc,
+    ) -> Result<bool, SweepError> {
+        let staging = &self.config.staging_schema;
+        for name in stage::staged_tables(client, staging, &self.writer.parts).await? {
+            if !stage::pending(client, staging, &name, upto, 1).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The schema's staging tables, and the source table each is for.
@@ -634,14 +766,19 @@ impl Sweeper {
             .map(|t| (stage::table_name(parts, &t.name), t.name.as_str()))
             .collect();
         let prefix = stage::table_name(parts, "");
+        let component = self.component.as_ref();
         Ok(names
             .into_iter()
-            .map(|name| {
+            .filter_map(|name| {
+                let mine = component.is_none_or(|c| match known.get(&name) {
+                    Some(t) => c.tables.contains(*t),
+                    None => c.unmapped,
+                });
                 let table = known.get(&name).map_or_else(
                     || name.strip_prefix(&prefix).unwrap_or(&name).to_owned(),
                     |t| (*t).to_owned(),
                 );
-                Staging { name, table }
+                mine.then_some(Staging { name, table })
             })
             .collect())
     }
