@@ -774,3 +774,48 @@ async fn best_effort_applies_without_resolved_timestamps_each_fk_group_under_its
     assert!(server.run.log().contains("best effort: applied staged rows"), "{}", server.run.log());
     assert_eq!(http_get(&server.addr, "/_/healthz").await.1, "active\n");
 }
+
+#[tokio::test]
+async fn best_effort_window_switches_by_the_applied_resolved_timestamps_age() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let server = Server::start(&dir, &args(&db.url, &["--bestEffortWindow", "1h"])).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let now = || {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        i64::try_from(nanos).expect("nanos")
+    };
+    let other =
+        |id: i64, at: &str| line("other", json!([id]), Some(json!({"id": id, "v": id})), at);
+    let count = |id: i64| format!("SELECT count(*) FROM other WHERE id = {id}");
+    // Nothing applied yet: best effort, the row goes in without a resolved timestamp.
+    feed.deliver(&payload(&[other(1, &hlc(now(), 0))])).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dump(&client, &count(1)).await != [[Some("1".to_owned())]] {
+        assert!(Instant::now() < deadline, "{}", server.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A fresh resolved timestamp applied: consistent again, rows wait for the next one.
+    let at = hlc(now(), 0);
+    feed.deliver(&resolved(&at)).await;
+    applied(&client, &at, || server.run.log()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.run.log().contains("consistent: applying by resolved timestamp again") {
+        assert!(Instant::now() < deadline, "{}", server.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    feed.deliver(&payload(&[other(2, &hlc(now(), 0))])).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(dump(&client, &count(2)).await, [[Some("0".to_owned())]], "waits for resolved");
+    let at = hlc(now(), 0);
+    feed.deliver(&resolved(&at)).await;
+    applied(&client, &at, || server.run.log()).await;
+    assert_eq!(dump(&client, &count(2)).await, [[Some("1".to_owned())]]);
+    let log = server.run.log();
+    assert!(log.contains("best effort: applying staged rows without waiting"), "{log}");
+}

@@ -87,6 +87,12 @@ pub struct StartArgs {
     )]
     pub best_effort_only: bool,
 
+    /// Consistent mode switches to best effort (applying staged rows without waiting for
+    /// resolved timestamps) while the applied resolved timestamp is at least this old, and
+    /// back once it is within a quarter of it; 0 never switches
+    #[arg(long = "bestEffortWindow", value_name = "DURATION", default_value = "0s", value_parser = go_duration, help_heading = "Changefeed")]
+    pub best_effort_window: Duration,
+
     /// Consistent mode: rows per target transaction, at least (a source transaction is never
     /// split)
     #[arg(long = "flushSize", value_name = "N", default_value_t = DEFAULT_FLUSH_SIZE, help_heading = "Sequencer")]
@@ -247,6 +253,7 @@ impl StartArgs {
                 quiescent: self.quiescent_period,
                 retire_offset: self.retire_offset,
                 listen: !self.disable_checkpoint_stream,
+                best_effort_window: self.best_effort_window,
             },
         })
     }

@@ -89,6 +89,10 @@ pub struct SweepConfig {
     pub retire_offset: Duration,
     /// Wake-ups by LISTEN/NOTIFY on PostgreSQL staging (off: `--disableCheckpointStream`).
     pub listen: bool,
+    /// `--bestEffortWindow`: consistent mode switches to best effort while the applied
+    /// resolved timestamp is at least this old, and back once it is within a quarter of it
+    /// (zero: never).
+    pub best_effort_window: Duration,
 }
 
 impl Default for SweepConfig {
@@ -100,6 +104,7 @@ impl Default for SweepConfig {
             quiescent: Duration::from_secs(10),
             retire_offset: Duration::from_secs(24 * 3600),
             listen: true,
+            best_effort_window: Duration::ZERO,
         }
     }
 }
@@ -190,7 +195,9 @@ impl Acceptor {
             duplicates += rows.len() - new.min(rows.len());
         }
         tx.commit().await.map_err(Failure::Staging)?;
-        if self.config.mode == super::accept::Mode::BestEffort {
+        if self.config.mode == super::accept::Mode::BestEffort
+            || !self.config.sweep.best_effort_window.is_zero()
+        {
             writer.wake();
         }
         for (table, new, dup) in counts {
@@ -267,6 +274,7 @@ impl Sweepers {
             logged_at: None,
             spare: Vec::new(),
             component,
+            best_effort: None,
         };
         if config.mode != super::accept::Mode::BestEffort {
             self.spawn(tokio::spawn(sweeper(None).run()));
@@ -376,6 +384,8 @@ struct Sweeper {
     component: Option<Component>,
     /// What wakes this sweeper.
     wake: Arc<tokio::sync::Notify>,
+    /// With `--bestEffortWindow`: applying as in best-effort mode now (None: not decided).
+    best_effort: Option<bool>,
 }
 
 /// Tables connected by foreign keys (best-effort mode's unit of work and lease).
@@ -438,6 +448,7 @@ impl Sweeper {
             logged_at: None,
             spare: Vec::new(),
             component: Some(component),
+            best_effort: None,
         }
     }
 
@@ -663,9 +674,10 @@ impl Sweeper {
         let schema_name = &self.config.staging_schema.clone();
         let group = self.writer.group.clone();
         let resolved = stage::newest_resolved(&*client, schema_name, &group).await?;
+        let applied_before = stage::newest_applied(&*client, schema_name, &group).await?;
         // Best-effort mode applies whatever is staged; consistent mode up to the newest
         // resolved timestamp.
-        let best_effort = self.component.is_some();
+        let best_effort = self.component.is_some() || self.switch(applied_before);
         let (upto, newest, applied) = match resolved {
             None if best_effort => (Hlc { nanos: i64::MAX, logical: 0 }, Hlc::default(), true),
             None => return Ok(()),
@@ -674,7 +686,6 @@ impl Sweeper {
             }
             Some((newest, applied)) => (newest, newest, applied),
         };
-        let applied_before = stage::newest_applied(&*client, schema_name, &group).await?;
         let tables = self.tables(client, target).await?;
         let started = Instant::now();
         let mut rows = 0;
@@ -734,6 +745,43 @@ impl Sweeper {
             tracing::info!(schema = %group, rows, "applied late rows below the applied resolved timestamp");
         }
         Ok(())
+    }
+
+    /// With `--bestEffortWindow`, whether to apply as in best-effort mode now: once the applied
+    /// resolved timestamp (`applied`) is at least the window old (or there is none yet), until
+    /// it is within a quarter of the window again. Either way rows are applied in time order
+    /// from staging, and the claim keeps each key's versions in order, so a switch loses or
+    /// reorders nothing.
+    fn switch(&mut self, applied: Option<Hlc>) -> bool {
+        let window = self.config.sweep.best_effort_window;
+        if window.is_zero() {
+            return false;
+        }
+        let lag = applied.map_or(f64::INFINITY, age);
+        let before = self.best_effort;
+        let now = if lag >= window.as_secs_f64() {
+            true
+        } else if lag <= window.as_secs_f64() / 4.0 {
+            false
+        } else {
+            before.unwrap_or(true)
+        };
+        if before != Some(now) {
+            let lag = if lag.is_finite() {
+                format!("{lag:.1}s")
+            } else {
+                "no resolved timestamp applied yet".to_owned()
+            };
+            if now {
+                tracing::info!(schema = %self.writer.group, %lag, window = ?window,
+                    "best effort: applying staged rows without waiting for resolved timestamps");
+            } else {
+                tracing::info!(schema = %self.writer.group, %lag, window = ?window,
+                    "consistent: applying by resolved timestamp again");
+            }
+            self.best_effort = Some(now);
+        }
+        now
     }
 
     /// Some staging table of the schema still has rows at or before `upto` to apply.
