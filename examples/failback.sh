@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Failback without CockroachDB: `replicator start --immediate --tlsSelfSigned` in front of
-# the local PostgreSQL and the local MariaDB, fed with requests shaped as a CockroachDB
-# changefeed sends them (curl plays the changefeed).
+# Failback without CockroachDB: `replicator start --tlsSelfSigned` in front of the local
+# PostgreSQL (consistent mode, the default: staged, applied by resolved timestamp) and the
+# local MariaDB (`--immediate`: applied request by request), fed with requests shaped as a
+# CockroachDB changefeed sends them (curl plays the changefeed).
 #
 #   bash examples/failback.sh
 #
@@ -12,7 +13,7 @@
 # key into staging and sends SIGHUP; posts inserts, updates, deletes and a resolved
 # timestamp, plus a few requests that are refused (no token, a token for another schema, an
 # unknown column, an older resolved timestamp); prints each answer and what reached each
-# target, then stops both with SIGTERM.
+# target (once PostgreSQL's resolved timestamp is applied), then stops both with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,7 @@ echo "== token for failback_pg.public and failback_my: ${token:0:24}…"
 
 # --- two webhooks: one per target, both staging in PostgreSQL ---------------------------------
 pg_port=$(port); my_port=$(port)
-"$bin" start --immediate --tlsSelfSigned --bindAddr "127.0.0.1:$pg_port" \
+"$bin" start --tlsSelfSigned --bindAddr "127.0.0.1:$pg_port" \
   --targetConn postgres://postgres@127.0.0.1:5432/failback_pg \
   --stagingSchema _replicator --stagingCreateSchema >"$work/pg.log" 2>&1 &
 pids+=($!)
@@ -108,15 +109,22 @@ echo "== a token for another schema"
 post "to failback_pg.other" "$pg_port" /failback_pg/other '{"payload":[]}'
 
 # --- what arrived ---------------------------------------------------------------------------------
-echo "== PostgreSQL (failback_pg)"
+# Consistent mode answered 200 once the rows were staged; the sweeper applies them once the
+# resolved timestamp covers them.
+for _ in $(seq 200); do
+  [ "$(pg -d failback_pg -c "SELECT count(*) FROM _replicator.checkpoints WHERE target_applied_at IS NOT NULL")" = 1 ] && break
+  sleep 0.05
+done
+echo "== PostgreSQL (failback_pg, consistent mode: applied up to the resolved timestamp)"
 pg -d failback_pg -F ' | ' -c "SELECT 'customers', id, name, tags, profile FROM customers ORDER BY id"
 pg -d failback_pg -F ' | ' -c "SELECT 'orders', id, customer_id, total, placed_at FROM orders ORDER BY id"
-echo "== MariaDB (failback_my)"
+echo "== MariaDB (failback_my, immediate mode)"
 my failback_my -e "SELECT 'customers', id, name, tags, profile FROM customers ORDER BY id;
   SELECT 'orders', id, customer_id, total, placed_at FROM orders ORDER BY id" | tr '\t' '|'
 echo "== checkpoints (staging, resolved timestamps)"
-pg -d failback_pg -F ' | ' -c "SELECT group_name, source_hlc FROM _replicator.checkpoints
-  UNION ALL SELECT group_name, source_hlc FROM _replicator_my.checkpoints"
+pg -d failback_pg -F ' | ' -c "SELECT group_name, source_hlc, target_applied_at IS NOT NULL AS applied
+  FROM _replicator.checkpoints UNION ALL
+  SELECT group_name, source_hlc, target_applied_at IS NOT NULL FROM _replicator_my.checkpoints"
 
 kill -TERM "${pids[@]}"
 for p in "${pids[@]}"; do wait "$p"; done
