@@ -819,3 +819,44 @@ async fn best_effort_window_switches_by_the_applied_resolved_timestamps_age() {
     let log = server.run.log();
     assert!(log.contains("best effort: applying staged rows without waiting"), "{log}");
 }
+
+#[tokio::test]
+async fn a_row_the_target_refuses_holds_the_sweep_until_the_target_is_fixed() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v varchar(3))")
+        .await
+        .expect("schema");
+    let server = Server::start(&dir, &args(&db.url, &["--quiescentPeriod", "500ms"])).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let row = |id: i64, v: &str, n: i64| {
+        line("t", json!([id]), Some(json!({"id": id, "v": v})), &hlc(BASE + n, 0))
+    };
+    feed.deliver(&payload(&[row(1, "toolong", 1), row(2, "ok", 1)])).await;
+    feed.deliver(&resolved(&hlc(BASE + 2, 0))).await;
+    feed.deliver(&payload(&[row(3, "yes", 3)])).await;
+    feed.deliver(&resolved(&hlc(BASE + 4, 0))).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.run.log().contains("nothing later is applied until it succeeds") {
+        assert!(Instant::now() < deadline, "{}", server.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.run.log();
+    assert!(log.contains("value too long") && log.contains("key [1]"), "names the row:\n{log}");
+    let all = "SELECT id::text, v FROM t x ORDER BY x.id";
+    assert!(dump(&client, all).await.is_empty(), "nothing of the window, nor later");
+    // The operator widens the column: the retry goes through, and everything after it.
+    client.batch_execute("ALTER TABLE t ALTER COLUMN v TYPE text").await.expect("alter");
+    applied(&client, &hlc(BASE + 4, 0), || server.run.log()).await;
+    assert_eq!(
+        dump(&client, all).await,
+        [
+            vec![Some("1".to_owned()), Some("toolong".to_owned())],
+            vec![Some("2".to_owned()), Some("ok".to_owned())],
+            vec![Some("3".to_owned()), Some("yes".to_owned())],
+        ]
+    );
+    assert_eq!(server.run.log().matches("nothing later is applied").count(), 1, "logged once");
+}

@@ -558,8 +558,20 @@ impl Sweeper {
                             tracing::debug!(schema = %self.writer.group, error = %e, "retrying");
                         }
                         _ => {
-                            tracing::warn!(schema = %self.writer.group, error = %e,
-                                "applying staged changes failed; retrying with backoff up to --quiescentPeriod");
+                            let stuck = matches!(&e, SweepError::Data(_))
+                                || matches!(&e, SweepError::Target(t) if !t.is_transient());
+                            if stuck {
+                                tracing::warn!(schema = %self.writer.group, error = %e,
+                                    staging = %self.config.staging_schema.qualified(),
+                                    "applying staged changes failed, and nothing later is applied \
+                                     until it succeeds; retrying with backoff up to \
+                                     --quiescentPeriod. Change the target (or the userscript) so \
+                                     it takes the row, or, to give the row up, delete it from its \
+                                     per-table staging table (db_schema_table) by its key");
+                            } else {
+                                tracing::warn!(schema = %self.writer.group, error = %e,
+                                    "applying staged changes failed; retrying with backoff up to --quiescentPeriod");
+                            }
                             let since =
                                 failing.take().map_or_else(Instant::now, |(_, since)| since);
                             failing = Some((class, since));
