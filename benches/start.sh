@@ -287,11 +287,12 @@ with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         post('{"resolved":"%s"}' % last)
         if phase == "steady":
             time.sleep(max(0.0, batch * len(g) / rate - (time.time() - start)))
+posted = time.time()
 while sql(f"SELECT count(*) FROM _replicator.checkpoints WHERE source_hlc = {last} AND target_applied_at IS NOT NULL") != "1":
     time.sleep(0.01)
 t1 = time.time()
 lat = sorted(float(x) for x in sql("SELECT extract(epoch FROM target_applied_at - first_seen) FROM _replicator.checkpoints").split())
-print(f"{t1 - t0:.3f} {lat[len(lat) // 2]:.3f} {lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.3f} {len(lat)}")
+print(f"{t1 - t0:.3f} {lat[len(lat) // 2]:.3f} {lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.3f} {len(lat)} {posted - t0:.3f}")
 PY
   ) >"$work/$phase.result"
   pg_cpu=$(echo "$(cpu postgres) - $pg0" | bc -l); r_cpu=$(echo "$(cpu replicator "$pid") - $r0" | bc -l)
@@ -312,14 +313,14 @@ for v in cfloor_secs cfloor_all_secs; do
 done
 cfloor_all_rate=$(echo "$rows / $cfloor_all_secs" | bc -l)
 consistent bench_consistent drain
-read -r secs _ _ windows <"$work/drain.result"
+read -r secs _ _ windows posted <"$work/drain.result"
 read -r r_cpu pg_cpu rss_kib <"$work/drain.usage"
 rate=$(echo "$rows / $secs" | bc -l)
 printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the %d-session floor (%d resolved timestamps, until the last is applied)\n' \
   "replicator start (consistent)" "$rate" "$secs" "$(echo "$rate / $copy_rate" | bc -l)" \
   "$(echo "$rate / $cfloor_all_rate" | bc -l)" "$(nproc)" "$windows"
-printf 'CPU during the drain: replicator %.2f s, PostgreSQL %.2f s; replicator peak RSS %.1f MiB\n' \
-  "$r_cpu" "$pg_cpu" "$(echo "$rss_kib / 1024" | bc -l)"
+printf 'the last request was answered after %.2f s; CPU during the drain: replicator %.2f s, PostgreSQL %.2f s; replicator peak RSS %.1f MiB\n' \
+  "$posted" "$r_cpu" "$pg_cpu" "$(echo "$rss_kib / 1024" | bc -l)"
 consistent bench_steady steady
 read -r secs p50 p99 windows <"$work/steady.result"
 read -r _ _ rss_kib <"$work/steady.usage"
