@@ -322,7 +322,7 @@ printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the %d-session floor (%
 printf 'the last request was answered after %.2f s; CPU during the drain: replicator %.2f s, PostgreSQL %.2f s; replicator peak RSS %.1f MiB\n' \
   "$posted" "$r_cpu" "$pg_cpu" "$(echo "$rss_kib / 1024" | bc -l)"
 consistent bench_steady steady
-read -r secs p50 p99 windows <"$work/steady.result"
+read -r secs p50 p99 windows _ <"$work/steady.result"
 read -r _ _ rss_kib <"$work/steady.usage"
 printf 'steady %d rows/s for %.1f s: resolved-to-applied p50 %.3f s, p99 %.3f s (%d resolved timestamps); peak RSS %.1f MiB\n' \
   "$steady_rate" "$secs" "$p50" "$p99" "$windows" "$(echo "$rss_kib / 1024" | bc -l)"

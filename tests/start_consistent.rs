@@ -308,6 +308,17 @@ async fn resolved_windows_show_the_source_exactly_and_nothing_later() {
                "updated": t}),
     ];
     client.batch_execute("ALTER TABLE other ADD COLUMN note text").await.expect("column");
+    client
+        .batch_execute("CREATE TABLE tagged (k text PRIMARY KEY, v int8)")
+        .await
+        .expect("text-keyed table");
+    let keys = ["it's", "a\"b\\c", "{x,y}", "tab\there"];
+    let tagged: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| line("tagged", json!([k]), Some(json!({"k": k, "v": i})), &t))
+        .collect();
+    feed.deliver(&payload(&tagged)).await;
     let with_note = json!({"after": {"id": 2002, "v": 2, "note": weird}, "key": [2002],
                            "topic": "other", "updated": t});
     let done = hlc(BASE + 5_001 * 1_000_000, 0);
@@ -331,6 +342,22 @@ async fn resolved_windows_show_the_source_exactly_and_nothing_later() {
     )
     .await;
     assert_eq!(before, [[Some(r#"{"id":2000,"v":0}"#.to_owned())]]);
+    let mut expected: Vec<Vec<Option<String>>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| vec![Some(k.to_string()), Some(i.to_string())])
+        .collect();
+    expected.sort();
+    assert_eq!(
+        dump(&client, "SELECT k, v::text FROM tagged ORDER BY k COLLATE \"C\"").await,
+        expected
+    );
+    let pending = dump(
+        &client,
+        &format!("SELECT count(*) FROM {STAGING}.{}_public_tagged WHERE NOT applied", db.name),
+    )
+    .await;
+    assert_eq!(pending, [[Some("0".to_owned())]], "marked applied, quotes and all");
 }
 
 #[tokio::test]

@@ -188,6 +188,89 @@ pub async fn mark_staged_applied(
     Ok(())
 }
 
+/// [`claim`] and [`mark_staged_applied`] as one SQL text with their values written in, for a
+/// transaction on staging's own database that cannot wait for the claim's answer: the target
+/// transaction of a round whose versions are all newer than any applied (PostgreSQL, with
+/// `standard_conforming_strings`, its default). `versions` sorted by table and key, one per key;
+/// `staged` every staged row of the round, by per-table staging table.
+pub fn claim_and_mark_sql(
+    staging: &StagingSchema,
+    versions: &[&Version],
+    staged: &[(&str, Vec<&Version>)],
+) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(64 * (versions.len() + 8));
+    if !versions.is_empty() {
+        let _ = write!(
+            sql,
+            "INSERT INTO {t} AS v (table_name, key, nanos, logical) SELECT * FROM unnest({}, {}, {}, {}) \
+             ON CONFLICT (table_name, key) DO UPDATE SET nanos = excluded.nanos, logical = excluded.logical \
+             WHERE (v.nanos, v.logical) < (excluded.nanos, excluded.logical)",
+            text_array(versions.iter().map(|v| v.table.as_str())),
+            text_array(versions.iter().map(|v| v.key.as_str())),
+            int8_array(versions.iter().map(|v| v.time.nanos)),
+            int8_array(versions.iter().map(|v| i64::from(v.time.logical))),
+            t = staging.table("key_versions"),
+        );
+    }
+    for (table, rows) in staged {
+        if rows.is_empty() {
+            continue;
+        }
+        if !sql.is_empty() {
+            sql.push_str("; ");
+        }
+        let _ = write!(
+            sql,
+            "UPDATE {t} AS s SET applied = true, applied_at = now() FROM unnest({}, {}, {}) AS u(n, l, k) \
+             WHERE s.nanos = u.n AND s.logical = u.l AND s.key = u.k AND NOT s.applied",
+            int8_array(rows.iter().map(|v| v.time.nanos)),
+            int8_array(rows.iter().map(|v| i64::from(v.time.logical))),
+            text_array(rows.iter().map(|v| v.key.as_str())),
+            t = staging.table(table),
+        );
+    }
+    sql
+}
+
+/// A `TEXT[]` literal of `items` (array elements quoted, the SQL string's quotes doubled).
+fn text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("'{");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\'' => out.push_str("''"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push_str("}'::TEXT[]");
+    out
+}
+
+/// An `INT8[]` literal of `items`.
+fn int8_array(items: impl Iterator<Item = i64>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("'{");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{item}");
+    }
+    out.push_str("}'::INT8[]");
+    out
+}
+
 /// [`mark_applied`] on PostgreSQL staging, with COPY: each stub is a version the claim just
 /// moved forward, so none is there yet, unless `key_versions` lost rows its stubs kept (an
 /// operator's cleanup); then, behind a savepoint, the upsert.
@@ -518,6 +601,19 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_written_into_sql_are_quoted() {
+        let v = Version {
+            table: "db_public_t".into(),
+            key: r#"["it's","a\"b\\c"]"#.into(),
+            time: Hlc { nanos: 5, logical: 2 },
+        };
+        let staging = StagingSchema { database: None, schema: "_replicator".into() };
+        let sql = claim_and_mark_sql(&staging, &[&v], &[("db_public_t", vec![&v])]);
+        assert!(sql.contains(r#"'{"[\"it''s\",\"a\\\"b\\\\c\"]"}'::TEXT[]"#), "{sql}");
+        assert!(sql.contains("unnest('{5}'::INT8[], '{2}'::INT8[], '{"), "{sql}");
+    }
 
     #[test]
     fn staging_table_names_follow_molt() {

@@ -399,7 +399,11 @@ struct Component {
 
 /// A round claimed in a staging transaction still open on `client`, ready for the target.
 struct Claimed {
+    /// In a transaction, unless `inline`.
     client: tokio_postgres::Client,
+    /// The claims and applied marks as SQL for the target transaction itself (staging in the
+    /// target's database, every version newer than any applied): no staging transaction.
+    inline: Option<String>,
     transactions: Vec<SourceTransaction>,
     by_table: HashMap<usize, Vec<Version>>,
     /// Versions dropped: an equal or newer one was applied before.
@@ -699,6 +703,15 @@ impl Sweeper {
             Some((newest, applied)) => (newest, newest, applied),
         };
         let tables = self.tables(client, target).await?;
+        // Staging in the target's database, and every version applied so far at or before the
+        // applied resolved timestamp (consistent mode, never switched): a round of newer rows
+        // needs no answer from its claims, which then go into its target transaction.
+        let inline_above = (self.config.target == self.config.staging
+            && self.config.staging_dialect == crate::staging::StagingDialect::Postgres
+            && !best_effort
+            && self.component.is_none()
+            && self.config.sweep.best_effort_window.is_zero())
+        .then(|| applied_before.unwrap_or_default());
         let started = Instant::now();
         let mut rows = 0;
         let mut touched: HashSet<usize> = HashSet::new();
@@ -716,8 +729,18 @@ impl Sweeper {
                 self.log_late(&tables, &chosen, before);
             }
             let mut pool = std::mem::take(&mut self.spare);
-            let swept =
-                self.apply(&mut pool, target, &tables, chosen, held, &mut rows, &mut touched).await;
+            let swept = self
+                .apply(
+                    &mut pool,
+                    target,
+                    &tables,
+                    chosen,
+                    held,
+                    &mut rows,
+                    &mut touched,
+                    inline_above,
+                )
+                .await;
             self.spare = pool;
             swept?;
         }
@@ -905,6 +928,7 @@ impl Sweeper {
         held: &Held,
         rows: &mut usize,
         touched: &mut HashSet<usize>,
+        inline_above: Option<Hlc>,
     ) -> Result<(), SweepError> {
         let mut prev: Option<Claimed> = None;
         let sweep = &self.config.sweep;
@@ -916,22 +940,30 @@ impl Sweeper {
             touched.extend(round.iter().map(|(t, _)| *t));
             let client = self.round_client(pool).await?;
             let schema = target.schema();
+            let inline = inline_above.is_some_and(|h| round.iter().all(|(_, r)| r.time > h));
             let claimed = match prev.take() {
                 Some(p) => {
-                    let (done, next) = tokio::join!(
-                        self.finish(target, tables, p),
-                        self.claim(client, schema, tables, &round)
-                    );
+                    let started = Instant::now();
+                    let finishing = async {
+                        let done = self.finish(target, tables, p, held).await;
+                        (done, started.elapsed())
+                    };
+                    let claiming = async {
+                        let next = self.claim(client, schema, tables, &round, inline).await;
+                        (next, started.elapsed())
+                    };
+                    let ((done, finished), (next, claimed)) = tokio::join!(finishing, claiming);
+                    tracing::debug!(rows = round.len(), inline, ?finished, ?claimed, "round");
                     pool.push(done?);
                     next
                 }
-                None => self.claim(client, schema, tables, &round).await,
+                None => self.claim(client, schema, tables, &round, inline).await,
             };
             let claimed = match claimed {
                 Err(SweepError::Stale(_)) => {
                     reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
                     let client = self.round_client(pool).await?;
-                    self.claim(client, target.schema(), tables, &round).await.map_err(
+                    self.claim(client, target.schema(), tables, &round, inline).await.map_err(
                         |e| match e {
                             SweepError::Stale(why) => SweepError::Data(why),
                             e => e,
@@ -943,7 +975,7 @@ impl Sweeper {
             prev = Some(claimed);
         }
         if let Some(p) = prev {
-            pool.push(self.finish(target, tables, p).await?);
+            pool.push(self.finish(target, tables, p, held).await?);
         }
         Ok(())
     }
@@ -972,6 +1004,7 @@ impl Sweeper {
         schema: Arc<crate::target::schema::Schema>,
         tables: &[Staging],
         round: &[(usize, Staged)],
+        inline: bool,
     ) -> Result<Claimed, SweepError> {
         let scripted = self.config.script.is_some();
         let mut changes =
@@ -996,9 +1029,13 @@ impl Sweeper {
             .collect();
         versions.sort();
         let staging = &self.config.staging_schema;
-        client.batch_execute("BEGIN").await?;
         let sorted: Vec<&Version> = versions.iter().map(|(v, _)| v).collect();
-        let fresh = stage::claim(&client, staging, &sorted).await?;
+        let fresh = if inline {
+            vec![true; sorted.len()]
+        } else {
+            client.batch_execute("BEGIN").await?;
+            stage::claim(&client, staging, &sorted).await?
+        };
         let mut kept: Vec<usize> =
             versions.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, i), _)| *i).collect();
         kept.sort_unstable();
@@ -1047,7 +1084,14 @@ impl Sweeper {
             });
         }
         let dropped = fresh.iter().filter(|f| !**f).count();
-        Ok(Claimed { client, transactions, by_table, dropped })
+        let inline = inline.then(|| {
+            let staged: Vec<(&str, Vec<&Version>)> = by_table
+                .iter()
+                .map(|(t, versions)| (tables[*t].name.as_str(), versions.iter().collect()))
+                .collect();
+            stage::claim_and_mark_sql(staging, &sorted, &staged)
+        });
+        Ok(Claimed { client, inline, transactions, by_table, dropped })
     }
 
     /// Writes a claimed round in one target transaction while its applied marks go into its
@@ -1057,9 +1101,25 @@ impl Sweeper {
         target: &mut AnyTarget,
         tables: &[Staging],
         claimed: Claimed,
+        held: &Held,
     ) -> Result<tokio_postgres::Client, SweepError> {
-        let Claimed { client, transactions, by_table, dropped } = claimed;
+        let Claimed { client, inline, transactions, by_table, dropped } = claimed;
         let staging = &self.config.staging_schema;
+        if let Some(sql) = inline {
+            // One transaction on the target, which is staging's database too: the lease's
+            // fence, the claims and the marks, then the rows; one commit.
+            let fence = held.fence_sql();
+            if transactions.is_empty() {
+                client.batch_execute(&format!("BEGIN; {fence}; {sql}; COMMIT")).await?;
+            } else {
+                target.fence(Some(format!("{fence}; {sql}")));
+                let written = target.apply(&transactions).await;
+                target.fence(Some(fence));
+                written.map_err(SweepError::Target)?;
+            }
+            self.count(tables, &by_table, dropped);
+            return Ok(client);
+        }
         let marking = async {
             for (t, versions) in &by_table {
                 let refs: Vec<&Version> = versions.iter().collect();
@@ -1077,9 +1137,15 @@ impl Sweeper {
         written?;
         marked?;
         client.batch_execute("COMMIT").await?;
+        self.count(tables, &by_table, dropped);
+        Ok(client)
+    }
+
+    /// Counts a round's applied rows and dropped versions.
+    fn count(&self, tables: &[Staging], by_table: &HashMap<usize, Vec<Version>>, dropped: usize) {
         let metrics = crate::metrics::global();
         let group = &self.writer.group;
-        for (t, versions) in &by_table {
+        for (t, versions) in by_table {
             let labels = [group.as_str(), tables[*t].table.as_str()];
             metrics.mutations_applied.with_label_values(&labels).inc_by(versions.len() as u64);
         }
@@ -1089,7 +1155,6 @@ impl Sweeper {
                 .with_label_values(&[group, ""])
                 .inc_by(dropped as u64);
         }
-        Ok(client)
     }
 
     /// Deletes applied rows older than `--retireOffset` behind the applied resolved timestamp.
