@@ -122,8 +122,9 @@ pub struct StartArgs {
     #[arg(long = "quiescentPeriod", value_name = "DURATION", default_value = "10s", value_parser = go_duration, help_heading = "Sequencer")]
     pub quiescent_period: Duration,
 
-    /// Consistent mode: wake the sweeper by polling staging every second only, not also by
-    /// LISTEN/NOTIFY when another instance records a resolved timestamp (PostgreSQL staging)
+    /// Consistent mode: wake the sweeper by polling staging every second only, not also when
+    /// another instance records a resolved timestamp (LISTEN/NOTIFY on PostgreSQL staging, a
+    /// changefeed on checkpoints on CockroachDB staging)
     #[arg(
         long = "disableCheckpointStream", value_name = "BOOL", default_value = "false",
         num_args = 0..=1, require_equals = true, default_missing_value = "true",

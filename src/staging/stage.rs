@@ -552,6 +552,15 @@ pub fn checkpoint_channel(staging: &StagingSchema) -> String {
     channel
 }
 
+/// What CockroachDB staging runs to hear of new resolved timestamps: a changefeed on
+/// `checkpoints` without a sink (its rows stream back as the query's result).
+pub fn checkpoint_changefeed_sql(staging: &StagingSchema) -> String {
+    format!(
+        "EXPERIMENTAL CHANGEFEED FOR {} WITH no_initial_scan, resolved = '10s'",
+        staging.table("checkpoints")
+    )
+}
+
 /// Records resolved timestamp `at` for target schema `group` (`db.schema`, lower case), marked
 /// applied at once when `applied` (immediate mode); with `notify`, announced on that channel
 /// when the transaction commits (PostgreSQL staging).
@@ -636,6 +645,10 @@ mod tests {
         assert_eq!(
             versions_ddl(StagingDialect::Cockroach, &crdb),
             r#"CREATE TABLE IF NOT EXISTS "_replicator"."public"."key_versions" (table_name STRING NOT NULL, key STRING NOT NULL, nanos INT8 NOT NULL, logical INT8 NOT NULL, PRIMARY KEY (table_name, key))"#
+        );
+        assert_eq!(
+            checkpoint_changefeed_sql(&crdb),
+            r#"EXPERIMENTAL CHANGEFEED FOR "_replicator"."public"."checkpoints" WITH no_initial_scan, resolved = '10s'"#
         );
         let pg = StagingSchema { database: None, schema: "_replicator".into() };
         let sql = table_ddl(StagingDialect::Postgres, &pg, "db_t");

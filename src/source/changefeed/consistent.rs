@@ -411,8 +411,18 @@ struct Claimed {
 }
 
 /// A staging connection listening for resolved timestamps, and what it hears.
-type Listener =
-    (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>);
+/// What tells a sweeper of resolved timestamps other instances record: a task on its own
+/// staging connection, stopped when this is dropped; `heard` ends when the connection does.
+struct Listener {
+    task: tokio::task::JoinHandle<()>,
+    heard: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// A staging table of the schema: its name and the source table its rows are for.
 struct Staging {
@@ -615,7 +625,7 @@ impl Sweeper {
             let mut stop = self.stop.clone();
             let notified = async {
                 match &mut listener {
-                    Some((_, notes)) => notes.recv().await.is_some(),
+                    Some(listener) => listener.heard.recv().await.is_some(),
                     None => std::future::pending().await,
                 }
             };
@@ -638,24 +648,53 @@ impl Sweeper {
     /// A connection listening for resolved timestamps other instances record (PostgreSQL
     /// staging, unless `--disableCheckpointStream`); `None`: polling only.
     async fn listen(&self) -> Option<Listener> {
-        if !self.config.sweep.listen
-            || self.config.staging_dialect != crate::staging::StagingDialect::Postgres
-        {
+        if !self.config.sweep.listen {
             return None;
         }
-        let channel = stage::checkpoint_channel(&self.config.staging_schema);
-        let listening = async {
-            let (client, notes) =
-                crate::conn::postgres::connect_listening(&self.config.staging).await.ok()?;
-            let sql = format!("LISTEN {}", crate::target::postgres::quote_ident(&channel));
-            client.batch_execute(&sql).await.ok()?;
-            Some((client, notes))
+        let staging = &self.config.staging_schema;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = match self.config.staging_dialect {
+            crate::staging::StagingDialect::Postgres => {
+                let channel = stage::checkpoint_channel(staging);
+                let listening = async {
+                    let (client, mut notes) =
+                        crate::conn::postgres::connect_listening(&self.config.staging)
+                            .await
+                            .ok()?;
+                    let sql = format!("LISTEN {}", crate::target::postgres::quote_ident(&channel));
+                    client.batch_execute(&sql).await.ok()?;
+                    Some(tokio::spawn(async move {
+                        let _client = client;
+                        while notes.recv().await.is_some() {
+                            if tx.send(()).is_err() {
+                                return;
+                            }
+                        }
+                    }))
+                };
+                listening.await
+            }
+            crate::staging::StagingDialect::Cockroach => {
+                // A changefeed on `checkpoints` without a sink: a query that returns a row
+                // for every change (and a resolved timestamp every 10 s), as MOLT does.
+                let client = crate::conn::postgres::connect(&self.config.staging).await.ok()?;
+                let sql = stage::checkpoint_changefeed_sql(staging);
+                Some(tokio::spawn(async move {
+                    let none: [&str; 0] = [];
+                    let Ok(rows) = client.query_raw(&sql, none).await else { return };
+                    futures_util::pin_mut!(rows);
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut rows).await {
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                }))
+            }
         };
-        let listener = listening.await;
-        if listener.is_none() {
-            tracing::debug!(%channel, "cannot listen for resolved timestamps; polling staging every second");
+        if task.is_none() {
+            tracing::debug!("cannot watch for resolved timestamps; polling staging every second");
         }
-        listener
+        task.map(|task| Listener { task, heard: rx })
     }
 
     /// Applies every staged row at or before the newest resolved timestamp, then marks it
