@@ -887,3 +887,43 @@ async fn a_row_the_target_refuses_holds_the_sweep_until_the_target_is_fixed() {
     );
     assert_eq!(server.run.log().matches("nothing later is applied").count(), 1, "logged once");
 }
+
+#[tokio::test]
+async fn schemas_whose_staging_names_share_a_prefix_are_swept_apart() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int8 PRIMARY KEY, v int8); CREATE SCHEMA public_x; \
+             CREATE TABLE public_x.t (id int8 PRIMARY KEY, v int8)",
+        )
+        .await
+        .expect("schemas");
+    let server = Server::start(&dir, &args(&db.url, &[])).await;
+    // public_x's staging table (<db>_public_x_t) starts with public's prefix (<db>_public_).
+    // public_x's rows are staged and wait for their resolved timestamp while public's sweep.
+    let feed = |schema: &str| {
+        Feed::new(&server.addr, Trust::Plain, &format!("/{}/{schema}", db.name), None)
+    };
+    let (mut x, mut public) = (feed("public_x"), feed("public"));
+    let row = |v: i64| {
+        payload(&[line("t", json!([1]), Some(json!({"id": 1, "v": v})), &hlc(BASE + v, 0))])
+    };
+    x.deliver(&row(2)).await;
+    public.deliver(&row(1)).await;
+    public.deliver(&resolved(&hlc(BASE + 10, 0))).await;
+    applied(&client, &hlc(BASE + 10, 0), || server.run.log()).await;
+    x.deliver(&resolved(&hlc(BASE + 10, 0))).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sql = format!(
+        "SELECT group_name FROM {STAGING}.checkpoints WHERE target_applied_at IS NOT NULL ORDER BY 1"
+    );
+    let want = [[Some(format!("{}.public", db.name))], [Some(format!("{}.public_x", db.name))]];
+    while dump(&client, &sql).await != want {
+        assert!(Instant::now() < deadline, "{}", server.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = "SELECT (SELECT v FROM public.t)::text, (SELECT v FROM public_x.t)::text";
+    assert_eq!(dump(&client, rows).await, [[Some("1".to_owned()), Some("2".to_owned())]]);
+}

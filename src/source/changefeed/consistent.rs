@@ -892,10 +892,16 @@ impl Sweeper {
         Ok(names
             .into_iter()
             .filter_map(|name| {
-                let mine = component.is_none_or(|c| match known.get(&name) {
-                    Some(t) => c.tables.contains(*t),
-                    None => c.unmapped,
-                });
+                // A staging table no target table maps to holds rows only a userscript can
+                // route; without one it is another schema's whose name shares this prefix
+                // (`shop_public_x_t` of schema `public_x`), never staged for this one.
+                let scripted = self.config.script.is_some();
+                let mine = match (component, known.get(&name)) {
+                    (_, None) if !scripted => false,
+                    (None, _) => true,
+                    (Some(c), Some(t)) => c.tables.contains(*t),
+                    (Some(c), None) => c.unmapped,
+                };
                 let table = known.get(&name).map_or_else(
                     || name.strip_prefix(&prefix).unwrap_or(&name).to_owned(),
                     |t| (*t).to_owned(),
