@@ -926,4 +926,6 @@ async fn schemas_whose_staging_names_share_a_prefix_are_swept_apart() {
     }
     let rows = "SELECT (SELECT v FROM public.t)::text, (SELECT v FROM public_x.t)::text";
     assert_eq!(dump(&client, rows).await, [[Some("1".to_owned()), Some("2".to_owned())]]);
+    let log = server.run.log();
+    assert_eq!(log.matches("maps to none of its tables").count(), 1, "said once:\n{log}");
 }

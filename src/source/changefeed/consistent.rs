@@ -275,6 +275,7 @@ impl Sweepers {
             spare: Vec::new(),
             component,
             best_effort: None,
+            foreign: HashSet::new(),
         };
         if config.mode != super::accept::Mode::BestEffort {
             self.spawn(tokio::spawn(sweeper(None).run()));
@@ -386,6 +387,8 @@ struct Sweeper {
     wake: Arc<tokio::sync::Notify>,
     /// With `--bestEffortWindow`: applying as in best-effort mode now (None: not decided).
     best_effort: Option<bool>,
+    /// Staging tables logged as mapping to none of the schema's tables.
+    foreign: HashSet<String>,
 }
 
 /// Tables connected by foreign keys (best-effort mode's unit of work and lease).
@@ -463,6 +466,7 @@ impl Sweeper {
             spare: Vec::new(),
             component: Some(component),
             best_effort: None,
+            foreign: HashSet::new(),
         }
     }
 
@@ -875,18 +879,35 @@ impl Sweeper {
 
     /// The schema's staging tables, and the source table each is for.
     async fn tables(
-        &self,
+        &mut self,
         client: &tokio_postgres::Client,
-        target: &AnyTarget,
+        target: &mut AnyTarget,
     ) -> Result<Vec<Staging>, SweepError> {
-        let parts = &self.writer.parts;
+        let parts = self.writer.parts.clone();
+        let parts = &parts;
         let names = stage::staged_tables(client, &self.config.staging_schema, parts).await?;
-        let schema = target.schema();
-        let known: HashMap<String, &str> = schema
-            .tables
-            .values()
-            .map(|t| (stage::table_name(parts, &t.name), t.name.as_str()))
-            .collect();
+        let known_of = |schema: &crate::target::schema::Schema| -> HashMap<String, String> {
+            schema
+                .tables
+                .values()
+                .map(|t| (stage::table_name(parts, &t.name), t.name.clone()))
+                .collect()
+        };
+        let mut known = known_of(&target.schema());
+        if names.iter().any(|n| !known.contains_key(n) && !self.foreign.contains(n)) {
+            // A table created on the target since the schema was read.
+            reload(target).await.map_err(|r| SweepError::Data(r.reason))?;
+            known = known_of(&target.schema());
+        }
+        let scripted = self.config.script.is_some();
+        for name in names.iter().filter(|n| !known.contains_key(*n)) {
+            if !scripted && self.foreign.insert(name.clone()) {
+                tracing::warn!(schema = %self.writer.group, staging_table = %name,
+                    "a staging table whose name starts as this schema's maps to none of its \
+                     tables: left alone, as another schema's (its name shares the prefix) or a \
+                     table dropped from the target (its unapplied rows, if any, stay staged)");
+            }
+        }
         let prefix = stage::table_name(parts, "");
         let component = self.component.as_ref();
         Ok(names
@@ -895,16 +916,15 @@ impl Sweeper {
                 // A staging table no target table maps to holds rows only a userscript can
                 // route; without one it is another schema's whose name shares this prefix
                 // (`shop_public_x_t` of schema `public_x`), never staged for this one.
-                let scripted = self.config.script.is_some();
                 let mine = match (component, known.get(&name)) {
                     (_, None) if !scripted => false,
                     (None, _) => true,
-                    (Some(c), Some(t)) => c.tables.contains(*t),
+                    (Some(c), Some(t)) => c.tables.contains(t),
                     (Some(c), None) => c.unmapped,
                 };
                 let table = known.get(&name).map_or_else(
                     || name.strip_prefix(&prefix).unwrap_or(&name).to_owned(),
-                    |t| (*t).to_owned(),
+                    Clone::clone,
                 );
                 mine.then_some(Staging { name, table })
             })
