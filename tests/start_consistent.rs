@@ -929,3 +929,37 @@ async fn schemas_whose_staging_names_share_a_prefix_are_swept_apart() {
     let log = server.run.log();
     assert_eq!(log.matches("maps to none of its tables").count(), 1, "said once:\n{log}");
 }
+
+#[tokio::test]
+async fn best_effort_restarts_apply_what_staging_holds_before_any_request() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let url = pg_url();
+    let upstream = url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port");
+    let proxy = support::changefeed::Proxy::start(upstream).await;
+    let target = db.url.replace(upstream, &proxy.addr);
+    let args = args(&target, &["--stagingConn", &db.url, "--bestEffortOnly"]);
+    let mut server = Server::start(&dir, &args).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let first = line("other", json!([6]), Some(json!({"id": 6, "v": 6})), &hlc(BASE, 0));
+    feed.deliver(&payload(&[first])).await;
+    feed.deliver(&resolved(&hlc(BASE, 0))).await;
+    applied(&client, &hlc(BASE, 0), || server.run.log()).await;
+    // The target goes away; rows are staged (200) and wait; the process dies. No resolved
+    // timestamp is left unapplied.
+    proxy.cut();
+    let row = line("other", json!([7]), Some(json!({"id": 7, "v": 7})), &hlc(BASE + 1, 0));
+    feed.deliver(&payload(&[row])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.run.kill9();
+    proxy.restore();
+    let server = Server::start(&dir, &args).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dump(&client, "SELECT v::text FROM other WHERE id = 7").await != [[Some("7".to_owned())]]
+    {
+        assert!(Instant::now() < deadline, "{}", server.run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -517,14 +517,16 @@ pub async fn commit_resolved(
     client.execute(&sql, &[&group, &upto.to_string()]).await
 }
 
-/// The groups (target schemas) with a resolved timestamp not applied yet: what a restarted
-/// instance sweeps before any request arrives.
+/// The groups (target schemas) with a resolved timestamp not applied yet (`all`: with any
+/// resolved timestamp): what a restarted instance sweeps before any request arrives.
 pub async fn unapplied_groups(
     client: &impl GenericClient,
     staging: &StagingSchema,
+    all: bool,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
+    let filter = if all { "" } else { " WHERE target_applied_at IS NULL" };
     let sql = format!(
-        "SELECT DISTINCT group_name FROM {} WHERE target_applied_at IS NULL ORDER BY 1",
+        "SELECT DISTINCT group_name FROM {}{filter} ORDER BY 1",
         staging.table("checkpoints")
     );
     Ok(client.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())

@@ -209,16 +209,22 @@ impl Acceptor {
     }
 
     /// Starts the sweepers of the target schemas with resolved timestamps not applied yet (a
-    /// restart: their changefeeds may send nothing until they catch up).
+    /// restart: their changefeeds may send nothing until they catch up); in best effort (and
+    /// with `--bestEffortWindow`), of every schema with resolved timestamps, since rows no
+    /// resolved timestamp covers yet may wait too.
     pub async fn resume(&self) -> Result<Vec<String>, Refused> {
         if !self.config.mode.stages() {
             return Ok(Vec::new());
         }
         let groups = {
             let client = self.staging_client().await?;
-            stage::unapplied_groups(&*client, &self.config.staging_schema).await.map_err(|e| {
-                Refused::unavailable(format!("staging: {}", crate::error::with_causes(&e)))
-            })?
+            // Best effort applies rows no resolved timestamp covers yet: every schema that
+            // ever had one may have such rows waiting.
+            let all = self.config.mode == super::accept::Mode::BestEffort
+                || !self.config.sweep.best_effort_window.is_zero();
+            stage::unapplied_groups(&*client, &self.config.staging_schema, all).await.map_err(
+                |e| Refused::unavailable(format!("staging: {}", crate::error::with_causes(&e))),
+            )?
         };
         for group in &groups {
             let parts: Vec<String> = group.split('.').map(str::to_owned).collect();
