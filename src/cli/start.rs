@@ -93,12 +93,12 @@ pub struct StartArgs {
     #[arg(long = "bestEffortWindow", value_name = "DURATION", default_value = "0s", value_parser = go_duration, help_heading = "Changefeed")]
     pub best_effort_window: Duration,
 
-    /// Consistent mode: rows per target transaction, at least (a source transaction is never
-    /// split)
+    /// Staged modes (consistent, best effort): rows per target transaction, at least (a
+    /// source transaction is never split)
     #[arg(long = "flushSize", value_name = "N", default_value_t = DEFAULT_FLUSH_SIZE, help_heading = "Sequencer")]
     pub flush_size: usize,
 
-    /// Consistent mode: staged rows read per table at a time; raise for throughput, lower for
+    /// Staged modes: staged rows read per table at a time; raise for throughput, lower for
     /// memory
     #[arg(
         long = "scanSize",
@@ -108,7 +108,7 @@ pub struct StartArgs {
     )]
     pub scan_size: usize,
 
-    /// Consistent mode: most distinct source timestamps in one target transaction
+    /// Staged modes: most distinct source timestamps in one target transaction
     #[arg(
         long = "timestampLimit",
         value_name = "N",
@@ -117,12 +117,12 @@ pub struct StartArgs {
     )]
     pub timestamp_limit: usize,
 
-    /// Consistent mode: longest wait between retries of a target transaction that failed
+    /// Staged modes: longest wait between retries of a target transaction that failed
     /// (target down, a row the target refuses); retries start at 100ms and double
     #[arg(long = "quiescentPeriod", value_name = "DURATION", default_value = "10s", value_parser = go_duration, help_heading = "Sequencer")]
     pub quiescent_period: Duration,
 
-    /// Consistent mode: wake the sweeper by polling staging every second only, not also when
+    /// Staged modes: wake the sweeper by polling staging every second only, not also when
     /// another instance records a resolved timestamp (LISTEN/NOTIFY on PostgreSQL staging, a
     /// changefeed on checkpoints on CockroachDB staging)
     #[arg(
@@ -132,7 +132,7 @@ pub struct StartArgs {
     )]
     pub disable_checkpoint_stream: bool,
 
-    /// Consistent mode: how long applied rows stay in staging behind the applied resolved
+    /// Staged modes: how long applied rows stay in staging behind the applied resolved
     /// timestamp before they are deleted (0: at once)
     #[arg(long = "retireOffset", value_name = "DURATION", default_value = "24h0m0s", value_parser = go_duration, help_heading = "Sequencer")]
     pub retire_offset: Duration,
