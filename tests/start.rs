@@ -761,11 +761,7 @@ async fn a_target_that_goes_away_gets_503s_then_the_retries_converge() {
     let db = PgDatabase::create().await;
     let client = db.client().await;
     client.batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v int8)").await.expect("schema");
-    let upstream = support::pg_url();
-    let host =
-        upstream.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port").to_owned();
-    let proxy = Proxy::start(&host).await;
-    let target = db.url.replacen(&host, &proxy.addr, 1);
+    let (proxy, target) = Proxy::to_database(&db.url).await;
     let server = Server::start(
         &dir,
         &[

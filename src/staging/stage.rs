@@ -136,13 +136,20 @@ pub async fn claim(
     );
     let tables: Vec<&str> = versions.iter().map(|v| v.table.as_str()).collect();
     let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
-    let nanos: Vec<i64> = versions.iter().map(|v| v.time.nanos).collect();
-    let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
+    let (nanos, logical, _) = columns(versions);
     let params: [&(dyn ToSql + Sync); 4] = [&tables, &keys, &nanos, &logical];
     let rows = tx.query(&sql, &params).await?;
     let moved: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> =
         rows.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, &str>(1))).collect();
     Ok(versions.iter().map(|v| moved.contains(&(v.table.as_str(), v.key.as_str()))).collect())
+}
+
+/// The times and keys of `versions` as the parameter arrays of a statement.
+fn columns<'a>(versions: &[&'a Version]) -> (Vec<i64>, Vec<i64>, Vec<&'a str>) {
+    let nanos = versions.iter().map(|v| v.time.nanos).collect();
+    let logical = versions.iter().map(|v| i64::from(v.time.logical)).collect();
+    let keys = versions.iter().map(|v| v.key.as_str()).collect();
+    (nanos, logical, keys)
 }
 
 /// Writes applied stubs for `versions` of per-table staging table `table` (MOLT's
@@ -160,9 +167,7 @@ pub async fn mark_applied(
          ON CONFLICT (nanos, logical, key) DO UPDATE SET applied = true, applied_at = now()",
         t = staging.table(table)
     );
-    let nanos: Vec<i64> = versions.iter().map(|v| v.time.nanos).collect();
-    let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
-    let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
+    let (nanos, logical, keys) = columns(versions);
     tx.execute(&sql, &[&nanos, &logical, &keys, &STUB]).await?;
     Ok(())
 }
@@ -181,9 +186,7 @@ pub async fn mark_staged_applied(
          WHERE s.nanos = u.n AND s.logical = u.l AND s.key = u.k AND NOT s.applied",
         t = staging.table(table)
     );
-    let nanos: Vec<i64> = versions.iter().map(|v| v.time.nanos).collect();
-    let logical: Vec<i64> = versions.iter().map(|v| i64::from(v.time.logical)).collect();
-    let keys: Vec<&str> = versions.iter().map(|v| v.key.as_str()).collect();
+    let (nanos, logical, keys) = columns(versions);
     tx.execute(&sql, &[&nanos, &logical, &keys]).await?;
     Ok(())
 }

@@ -504,6 +504,20 @@ impl Proxy {
         Self { addr, up, tasks, accept }
     }
 
+    /// A proxy to the database `url` names (host:port after the `@`), and the same URL
+    /// through the proxy.
+    pub async fn to_database(url: &str) -> (Self, String) {
+        let host = url
+            .split('@')
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .expect("host:port in the URL")
+            .to_owned();
+        let proxy = Self::start(&host).await;
+        let through = url.replacen(&host, &proxy.addr, 1);
+        (proxy, through)
+    }
+
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);

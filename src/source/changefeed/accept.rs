@@ -69,6 +69,14 @@ pub struct AcceptorConfig {
     pub sweep: SweepConfig,
 }
 
+impl AcceptorConfig {
+    /// Staged rows may be applied before a resolved timestamp covers them (best effort, or
+    /// consistent mode that may switch to it).
+    pub(super) fn applies_unresolved(&self) -> bool {
+        self.mode == Mode::BestEffort || !self.sweep.best_effort_window.is_zero()
+    }
+}
+
 /// What a request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -133,7 +141,7 @@ impl SchemaWriter {
     }
 }
 
-fn staging_error(e: &tokio_postgres::Error) -> Refused {
+pub(super) fn staging_error(e: &tokio_postgres::Error) -> Refused {
     Refused::unavailable(format!("staging: {}", crate::error::with_causes(e)))
 }
 

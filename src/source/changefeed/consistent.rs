@@ -56,7 +56,7 @@ use tokio::sync::watch;
 
 use super::Refused;
 use super::accept::{
-    Accepted, Acceptor, AcceptorConfig, Failure, SchemaWriter, placeholder, reload,
+    Accepted, Acceptor, AcceptorConfig, Failure, SchemaWriter, placeholder, reload, staging_error,
 };
 use super::payload::Line;
 use super::rows::{self, Change};
@@ -189,15 +189,13 @@ impl Acceptor {
         let mut counts = Vec::with_capacity(by_table.len());
         for (name, (table, rows)) in &by_table {
             let new = stage::stage(&tx, staging, name, rows).await.map_err(Failure::Staging)?;
-            let new = usize::try_from(new).unwrap_or(usize::MAX);
-            counts.push((table, new, rows.len() - new.min(rows.len())));
+            let new = usize::try_from(new).unwrap_or(usize::MAX).min(rows.len());
+            counts.push((table, new, rows.len() - new));
             staged += new;
-            duplicates += rows.len() - new.min(rows.len());
+            duplicates += rows.len() - new;
         }
         tx.commit().await.map_err(Failure::Staging)?;
-        if self.config.mode == super::accept::Mode::BestEffort
-            || !self.config.sweep.best_effort_window.is_zero()
-        {
+        if self.config.applies_unresolved() {
             writer.wake();
         }
         for (table, new, dup) in counts {
@@ -220,11 +218,10 @@ impl Acceptor {
             let client = self.staging_client().await?;
             // Best effort applies rows no resolved timestamp covers yet: every schema that
             // ever had one may have such rows waiting.
-            let all = self.config.mode == super::accept::Mode::BestEffort
-                || !self.config.sweep.best_effort_window.is_zero();
-            stage::unapplied_groups(&*client, &self.config.staging_schema, all).await.map_err(
-                |e| Refused::unavailable(format!("staging: {}", crate::error::with_causes(&e))),
-            )?
+            let all = self.config.applies_unresolved();
+            stage::unapplied_groups(&*client, &self.config.staging_schema, all)
+                .await
+                .map_err(|e| staging_error(&e))?
         };
         for group in &groups {
             let parts: Vec<String> = group.split('.').map(str::to_owned).collect();
@@ -270,25 +267,27 @@ impl Default for Sweepers {
 impl Sweepers {
     /// Starts the sweeper of `writer`'s schema.
     pub(super) fn start(&self, config: &AcceptorConfig, writer: Arc<SchemaWriter>) {
-        let sweeper = |component: Option<Component>| Sweeper {
+        let best_effort = config.mode == super::accept::Mode::BestEffort;
+        let sweeper = Sweeper {
             config: config.clone(),
-            wake: writer.waker(),
+            // In best effort this is the template of the groups' sweepers, which get their own.
+            wake: if best_effort { Arc::default() } else { writer.waker() },
             writer: writer.clone(),
             stop: self.stop.subscribe(),
             holding: self.holding.clone(),
             late: HashSet::new(),
             logged_at: None,
             spare: Vec::new(),
-            component,
+            component: None,
             best_effort: None,
             foreign: HashSet::new(),
         };
-        if config.mode != super::accept::Mode::BestEffort {
-            self.spawn(tokio::spawn(sweeper(None).run()));
+        if !best_effort {
+            self.spawn(tokio::spawn(sweeper.run()));
             return;
         }
         // One sweeper per group of tables connected by foreign keys, each with its lease.
-        let template = sweeper(None);
+        let template = sweeper;
         let tasks = self.tasks.clone();
         let mut stop = self.stop.subscribe();
         self.spawn(tokio::spawn(async move {
@@ -351,6 +350,9 @@ enum SweepError {
     Target(TargetError),
     #[error("{0}")]
     Data(String),
+    /// No connection to staging could be opened.
+    #[error("staging: {0}")]
+    Unreachable(String),
     /// The rows name a table or column the target schema as last read lacks: read it again.
     #[error("{0}")]
     Stale(String),
@@ -368,7 +370,7 @@ impl SweepError {
             Self::Staging(e) if e.is_closed() || e.code().is_none() => {
                 "staging unavailable".to_owned()
             }
-            Self::Data(text) if text.starts_with("staging: ") => "staging unavailable".to_owned(),
+            Self::Unreachable(_) => "staging unavailable".to_owned(),
             other => other.to_string(),
         }
     }
@@ -576,31 +578,7 @@ impl Sweeper {
                 }
                 Err(SweepError::Interrupted) => {}
                 Err(e) => {
-                    let class = e.class();
-                    match &mut failing {
-                        Some((known, _)) if *known == class => {
-                            tracing::debug!(schema = %self.writer.group, error = %e, "retrying");
-                        }
-                        _ => {
-                            let stuck = matches!(&e, SweepError::Data(_))
-                                || matches!(&e, SweepError::Target(t) if !t.is_transient());
-                            if stuck {
-                                tracing::warn!(schema = %self.writer.group, error = %e,
-                                    staging = %self.config.staging_schema.qualified(),
-                                    "applying staged changes failed, and nothing later is applied \
-                                     until it succeeds; retrying with backoff up to \
-                                     --quiescentPeriod. Change the target (or the userscript) so \
-                                     it takes the row, or, to give the row up, delete it from its \
-                                     per-table staging table (db_schema_table) by its key");
-                            } else {
-                                tracing::warn!(schema = %self.writer.group, error = %e,
-                                    "applying staged changes failed; retrying with backoff up to --quiescentPeriod");
-                            }
-                            let since =
-                                failing.take().map_or_else(Instant::now, |(_, since)| since);
-                            failing = Some((class, since));
-                        }
-                    }
+                    self.report(&e, &mut failing);
                     crate::metrics::global()
                         .apply_errors_total
                         .with_label_values(&[&self.writer.group, ""])
@@ -653,6 +631,31 @@ impl Sweeper {
                 _ = held.lost() => return false,
             }
         }
+    }
+
+    /// Logs a failed sweep once per kind of failure (`failing`: the kind being retried, and
+    /// since when), saying what to do when a row holds the sweep back.
+    fn report(&self, e: &SweepError, failing: &mut Option<(String, Instant)>) {
+        let class = e.class();
+        if failing.as_ref().is_some_and(|(known, _)| *known == class) {
+            tracing::debug!(schema = %self.writer.group, error = %e, "retrying");
+            return;
+        }
+        let stuck = matches!(e, SweepError::Data(_))
+            || matches!(e, SweepError::Target(t) if !t.is_transient());
+        if stuck {
+            tracing::warn!(schema = %self.writer.group, error = %e,
+                staging = %self.config.staging_schema.qualified(),
+                "applying staged changes failed, and nothing later is applied until it succeeds; \
+                 retrying with backoff up to --quiescentPeriod. Change the target (or the \
+                 userscript) so it takes the row, or, to give the row up, delete it from its \
+                 per-table staging table (db_schema_table) by its key");
+        } else {
+            tracing::warn!(schema = %self.writer.group, error = %e,
+                "applying staged changes failed; retrying with backoff up to --quiescentPeriod");
+        }
+        let since = failing.take().map_or_else(Instant::now, |(_, since)| since);
+        *failing = Some((class, since));
     }
 
     /// A connection listening for resolved timestamps other instances record (PostgreSQL
@@ -716,10 +719,7 @@ impl Sweeper {
         held: &Held,
     ) -> Result<(), SweepError> {
         if staging.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-            *staging =
-                Some(crate::conn::postgres::connect(&self.config.staging).await.map_err(|e| {
-                    SweepError::Data(format!("staging: {}", crate::error::with_causes(&e)))
-                })?);
+            *staging = Some(self.connect().await?);
         }
         let Some(client) = staging.as_mut() else { return Ok(()) };
         if target.is_none() {
@@ -1014,17 +1014,10 @@ impl Sweeper {
             let inline = inline_above.is_some_and(|h| round.iter().all(|(_, r)| r.time > h));
             let claimed = match prev.take() {
                 Some(p) => {
-                    let started = Instant::now();
-                    let finishing = async {
-                        let done = self.finish(target, tables, p, held).await;
-                        (done, started.elapsed())
-                    };
-                    let claiming = async {
-                        let next = self.claim(client, schema, tables, &round, inline).await;
-                        (next, started.elapsed())
-                    };
-                    let ((done, finished), (next, claimed)) = tokio::join!(finishing, claiming);
-                    tracing::debug!(rows = round.len(), inline, ?finished, ?claimed, "round");
+                    let (done, next) = tokio::join!(
+                        self.finish(target, tables, p, held),
+                        self.claim(client, schema, tables, &round, inline)
+                    );
                     pool.push(done?);
                     next
                 }
@@ -1061,9 +1054,14 @@ impl Sweeper {
                 return Ok(client);
             }
         }
+        self.connect().await
+    }
+
+    /// A new staging connection.
+    async fn connect(&self) -> Result<tokio_postgres::Client, SweepError> {
         crate::conn::postgres::connect(&self.config.staging)
             .await
-            .map_err(|e| SweepError::Data(format!("staging: {}", crate::error::with_causes(&e))))
+            .map_err(|e| SweepError::Unreachable(crate::error::with_causes(&e)))
     }
 
     /// Reads a round back into changes, claims the newest version of each key in a staging
