@@ -144,3 +144,33 @@ async fn checkpoints_coming_fast_are_saved_paced_and_the_last_one_kept() {
         i64::try_from(took.as_millis() / AnnouncingCheckpoints::PACE.as_millis()).expect("ms") + 2;
     assert!((2..=most).contains(&writes), "{writes} writes for 200 commits in {took:?}");
 }
+
+#[tokio::test]
+async fn two_instances_preparing_staging_at_the_same_moment_both_succeed() {
+    // PostgreSQL's CREATE SCHEMA IF NOT EXISTS does not hold against a concurrent creation: the
+    // second waits for the first's catalog row, then fails with a unique violation (two
+    // `replicator start` launched together: the second exited). Here the first instance's
+    // creation is held open in a transaction while the second prepares.
+    let db = PgDatabase::create().await;
+    let mut first = db.client().await;
+    let second = db.client().await;
+    let tx = first.transaction().await.expect("begin");
+    tx.batch_execute("CREATE SCHEMA IF NOT EXISTS _replicator").await.expect("first creates");
+    let preparing =
+        tokio::spawn(
+            async move { prepare(&second, StagingDialect::Postgres, &staging(), true).await },
+        );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!preparing.is_finished(), "the second waits for the first's schema");
+    tx.commit().await.expect("first commits");
+    preparing.await.expect("task").expect("the second prepares too");
+    let tables: i64 = first
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '_replicator'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(tables >= 6, "{tables} staging tables");
+}

@@ -163,9 +163,24 @@ pub async fn prepare(
         }
     }
     for statement in ddl(dialect, staging, create_schema) {
-        client.batch_execute(&statement).await?;
+        execute_ddl(client, &statement).await?;
     }
     Ok(())
+}
+
+/// Runs an idempotent DDL statement (`IF NOT EXISTS`), once more when another instance
+/// created the same object at the same moment: PostgreSQL's `IF NOT EXISTS` does not hold
+/// against a concurrent creation (unique violation on its catalog, or "already exists").
+pub async fn execute_ddl(
+    client: &impl GenericClient,
+    statement: &str,
+) -> Result<(), tokio_postgres::Error> {
+    match client.batch_execute(statement).await {
+        Err(e) if e.code().is_some_and(|c| matches!(c.code(), "23505" | "42P06" | "42P07")) => {
+            client.batch_execute(statement).await
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

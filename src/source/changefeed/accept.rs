@@ -303,14 +303,7 @@ impl Acceptor {
             for ddl in
                 stage::table_ddl(self.config.staging_dialect, &self.config.staging_schema, name)
             {
-                // Another instance creating the same table at the same moment: once more.
-                if let Err(e) = client.batch_execute(&ddl).await {
-                    let racing = e.code().is_some_and(|c| matches!(c.code(), "23505" | "42P07"));
-                    if !racing {
-                        return Err(e);
-                    }
-                    client.batch_execute(&ddl).await?;
-                }
+                crate::staging::execute_ddl(client, &ddl).await?;
             }
             created.insert(name.to_owned());
         }
