@@ -39,6 +39,7 @@ pub mod conn;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod outage;
 pub mod pipeline;
 pub mod script;
 pub mod sequencer;

@@ -86,6 +86,12 @@ pub struct Metrics {
     pub lease_holder: GaugeVec,
     /// When the changefeed's JWT keys were last loaded, seconds since the epoch.
     pub jwt_last_refresh_time: Gauge,
+    /// Outages of a database replication depends on, by `dependency` (`source`, `target`,
+    /// `staging`).
+    pub dependency_outages_total: IntCounterVec,
+    /// When the current outage of `dependency` began, seconds since the epoch; 0 while it
+    /// answers.
+    pub dependency_unavailable_since_seconds: GaugeVec,
 }
 
 const SCRIPT: &[&str] = &["schema", "table", "function"];
@@ -177,6 +183,16 @@ impl Metrics {
                 &["name"],
             )?,
             jwt_last_refresh_time: jwt_refresh,
+            dependency_outages_total: counter(
+                "dependency_outages_total",
+                "outages of a database replication depends on",
+                &["dependency"],
+            )?,
+            dependency_unavailable_since_seconds: gauge(
+                "dependency_unavailable_since_seconds",
+                "when the current outage of the dependency began (0: it answers)",
+                &["dependency"],
+            )?,
             apply_upserts_total: counter(
                 "apply_upserts_total",
                 "rows written to the target",

@@ -429,7 +429,8 @@ async fn password_login_a_killed_connection_metrics_and_no_password_in_logs() {
         &[&[Some("1"), Some("a")], &[Some("2"), Some("b")]],
     )
     .await;
-    wait_for_log(&run, "reconnecting");
+    wait_for_log(&run, "source reachable again");
+    assert!(run.log().contains("source unreachable, retrying every"), "{}", run.log());
     let (status, body) = support::http_get(&addr, "/_/healthz").await;
     assert_eq!((status, body.trim()), (200, "active"));
     let (_, varz) = support::http_get(&addr, "/_/varz").await;

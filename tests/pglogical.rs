@@ -426,7 +426,9 @@ async fn a_dropped_connection_recovers_and_metrics_are_served() {
     assert!(terminated);
     source.batch_execute("INSERT INTO t VALUES (2, 'after')").await.expect("insert");
     converge(&f, &run, "t", Duration::from_secs(30)).await;
-    assert!(run.log().contains("reconnecting"), "{}", run.log());
+    let log = run.log();
+    assert!(log.contains("source unreachable, retrying every"), "{log}");
+    assert!(log.contains("source reachable again"), "{log}");
     let (_, varz) = support::http_get(&addr, "/_/varz").await;
     assert!(varz.contains("pglogical_dial_success_total 2"), "{varz}");
     assert!(run.stop(), "clean stop\n{}", run.log());
@@ -616,7 +618,8 @@ async fn a_second_replicator_waits_as_a_standby_takes_over_when_the_first_dies_a
     assert!(second.log().contains("took over the lease"), "{}", second.log());
     let mut first = second;
 
-    // Taken away from it, its lease stops it applying.
+    // Taken away from it, its lease stops it applying: it waits as a standby again while
+    // the other holds the lease, and takes it back once the other is gone.
     source.batch_execute("INSERT INTO t VALUES (4, 'd')").await.expect("insert");
     converge(&f, &first, "t", Duration::from_secs(30)).await;
     let target = f.tgt.client().await;
@@ -628,13 +631,23 @@ async fn a_second_replicator_waits_as_a_standby_takes_over_when_the_first_dies_a
         .await
         .expect("take the lease");
     assert_eq!(taken, 1);
-    assert_eq!(first.wait_exit(Duration::from_secs(30)), Some(false), "{}", first.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.log().contains("standby: another replicator (elsewhere") {
+        assert!(Instant::now() < deadline, "{}", first.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(first.log().contains("another replicator took it over"), "{}", first.log());
+    source.batch_execute("INSERT INTO t VALUES (5, 'e')").await.expect("insert");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fifth = target.query_opt("SELECT 1 FROM t WHERE id = 5", &[]).await.expect("read");
+    assert!(fifth.is_none(), "nothing applied without the lease\n{}", first.log());
+    target.batch_execute("DELETE FROM _replicator.leases").await.expect("the other is gone");
+    converge(&f, &first, "t", Duration::from_secs(30)).await;
+    assert!(first.stop(), "clean stop\n{}", first.log());
 
     // A clean stop gives the lease up: the next start takes it at once.
-    target.batch_execute("DELETE FROM _replicator.leases").await.expect("clear");
     let mut third = f.start(&[]);
-    source.batch_execute("INSERT INTO t VALUES (5, 'e')").await.expect("insert");
+    source.batch_execute("INSERT INTO t VALUES (6, 'f')").await.expect("insert");
     converge(&f, &third, "t", Duration::from_secs(30)).await;
     assert!(third.stop(), "clean stop\n{}", third.log());
     let leases: i64 =

@@ -304,6 +304,23 @@ async fn transient_failures_are_retried_then_escalate() {
 }
 
 #[tokio::test]
+async fn an_unreachable_target_is_waited_for_past_max_retries() {
+    // Twenty refused connections against --maxRetries 2: an outage is not the batch's fault.
+    let mut target =
+        FaultyTarget { unavailable_failures: 20, transient_failures: 2, ..FaultyTarget::default() };
+    let mut checkpoints = MemoryCheckpoints::default();
+    run_immediate(&config(10, 10, 2), feed(vec![tx(1, 1)]).await, &mut target, &mut checkpoints)
+        .await
+        .expect("waited out");
+    assert_eq!((target.attempts, target.rows()), (23, 1));
+    assert_eq!(lsns(&checkpoints.saved), [1]);
+    assert!(
+        replicator::outage::current().iter().all(|(d, ..)| *d != "target"),
+        "the outage ended with the commit"
+    );
+}
+
+#[tokio::test]
 async fn a_postgres_target_with_staging_checkpoints() {
     let db = PgDatabase::create().await;
     let admin = db.client().await;

@@ -761,7 +761,7 @@ async fn a_target_that_goes_away_gets_503s_then_the_retries_converge() {
     let db = PgDatabase::create().await;
     let client = db.client().await;
     client.batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v int8)").await.expect("schema");
-    let (proxy, target) = Proxy::to_database(&db.url).await;
+    let (proxy, target) = Proxy::to_database(&db.url);
     let server = Server::start(
         &dir,
         &[

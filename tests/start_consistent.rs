@@ -483,7 +483,7 @@ async fn a_target_down_for_10_s_mid_window_is_retried_then_converges() {
     let db = PgDatabase::create().await;
     let client = db.client().await;
     client.batch_execute(DDL).await.expect("target schema");
-    let (proxy, target) = support::changefeed::Proxy::to_database(&db.url).await;
+    let (proxy, target) = support::changefeed::Proxy::to_database(&db.url);
     let args = args(&target, &["--stagingConn", &db.url, "--quiescentPeriod", "1s"]);
     let mut server = Server::start(&dir, &args).await;
     let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
@@ -938,7 +938,7 @@ async fn best_effort_restarts_apply_what_staging_holds_before_any_request() {
     let db = PgDatabase::create().await;
     let client = db.client().await;
     client.batch_execute(DDL).await.expect("target schema");
-    let (proxy, target) = support::changefeed::Proxy::to_database(&db.url).await;
+    let (proxy, target) = support::changefeed::Proxy::to_database(&db.url);
     let args = args(&target, &["--stagingConn", &db.url, "--bestEffortOnly"]);
     let mut server = Server::start(&dir, &args).await;
     let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);

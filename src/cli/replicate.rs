@@ -3,6 +3,7 @@
 //! [`crate::pipeline::run`]. `pglogical` and `mylogical` bring the source.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches};
@@ -131,7 +132,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run<A: ReplicationArgs, S: Source>(
     name: &str,
     args: &A,
-    source: impl FnOnce(&A) -> anyhow::Result<S>,
+    source: impl Fn(&A) -> anyhow::Result<S>,
 ) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         // The script first: its setOptions may change the other flags.
@@ -142,9 +143,28 @@ pub fn run<A: ReplicationArgs, S: Source>(
         {
             args = with_script_options(name, &pool.configured().options)?;
         }
-        let source = source(&args)?;
         let config = args.pipeline().validate()?;
-        crate::pipeline::run(source, config, pool).await?;
-        Ok(())
+        let retry = config.sequencer.retry;
+        let mut attempt = 0u32;
+        loop {
+            let outcome = crate::pipeline::run(source(&args)?, config.clone(), pool.clone()).await;
+            let e = match outcome {
+                Err(e) if e.is_outage() && crate::pipeline::has_run() => e,
+                other => return Ok(other?),
+            };
+            // Replication ran and an outage stopped it: wait it out, then start again from
+            // the last checkpoint (as a standby first: another instance may hold the lease).
+            let delay = retry.backoff_with_jitter(attempt).max(Duration::from_millis(500));
+            attempt = attempt.saturating_add(1);
+            tracing::warn!(
+                error = %crate::error::with_causes(&e),
+                retry_in = ?delay,
+                "replication stopped on an outage; starting again from the last checkpoint"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = crate::sequencer::shutdown::signal() => return Ok(()),
+            }
+        }
     })
 }

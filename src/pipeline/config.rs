@@ -12,6 +12,7 @@ pub const DEFAULT_STAGING_SCHEMA_POSTGRES: &str = "_replicator";
 /// Default staging schema on CockroachDB (MOLT's).
 pub const DEFAULT_STAGING_SCHEMA_COCKROACH: &str = "_replicator.public";
 /// What every replication command runs with after its source, validated from its flags.
+#[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// The target.
     pub target: TargetConfig,

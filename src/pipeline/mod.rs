@@ -75,6 +75,41 @@ pub enum PipelineError {
     },
 }
 
+impl PipelineError {
+    /// A database was out of reach, or the lease was lost (staging out of reach for longer
+    /// than the lease, or another instance took it over): replication can start again from
+    /// the last checkpoint once the outage is over, as a standby first.
+    pub fn is_outage(&self) -> bool {
+        use crate::error::{ErrorKind, kind_in_chain};
+        match self {
+            PipelineError::Lease(LeaseError::Lost { .. }) => true,
+            PipelineError::Lease(LeaseError::Database { source, .. }) => {
+                crate::error::postgres_kind(source) == ErrorKind::Unavailable
+            }
+            PipelineError::Source(e) => e.is_unavailable(),
+            PipelineError::Sequencer(SequencerError::Open { kind, .. }) => {
+                *kind == ErrorKind::Unavailable
+            }
+            PipelineError::Sequencer(SequencerError::Apply { source, .. }) => {
+                source.kind == ErrorKind::Unavailable
+            }
+            PipelineError::Failed { source, .. } => {
+                kind_in_chain(source.as_ref()) == Some(ErrorKind::Unavailable)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether a pipeline ran (held its lease) in this process: from then on an outage that ends
+/// it is waited out and replication starts again ([`PipelineError::is_outage`]); before, a
+/// failure to start is reported at once (a wrong host or port looks the same as an outage).
+pub fn has_run() -> bool {
+    RAN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Names the step a failure happened in.
 trait Step<T> {
     fn step(self, what: &str) -> Result<T, PipelineError>;
@@ -118,6 +153,7 @@ pub async fn run<S: Source>(
         }
     };
     ACTIVE.store(true, std::sync::atomic::Ordering::SeqCst);
+    RAN.store(true, std::sync::atomic::Ordering::SeqCst);
     let stored = store.load_text(&staging_db.client).await.step("reading the stored position")?;
     let start = source.start(stored.as_deref(), &key)?;
     watch_status(source.tag().name(), target);
@@ -367,9 +403,12 @@ pub async fn hold_lease(
 /// Names the replication in `/_/status` and metric labels, and logs where it stands at
 /// least once a minute ([`crate::status`]).
 pub fn watch_status(source: &str, target: &TargetConfig) {
+    static REPORTING: std::sync::Once = std::sync::Once::new();
     let status = crate::status::global();
     status.start(source, &target.schema.to_string());
-    tokio::spawn(status.report());
+    REPORTING.call_once(|| {
+        tokio::spawn(status.report());
+    });
 }
 
 /// The health checks of `/_/healthz`: staging, then the target (either protocol).
@@ -389,16 +428,22 @@ pub fn serve_metrics_checks(
 }
 
 /// Serves `/_/varz`, `/_/healthz` and `/_/status` when `--metricsAddr` is set, with `checks`
-/// behind `/_/healthz`.
+/// behind `/_/healthz`; once per process (a pipeline started again after an outage keeps the
+/// listener).
 pub async fn serve_metrics(
     metrics: &MetricsConfig,
     checks: Vec<(String, crate::server::HealthCheck)>,
 ) -> Result<(), PipelineError> {
+    static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let Some(addr) = &metrics.addr else { return Ok(()) };
+    if SERVING.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
     let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
     crate::server::serve_metrics(&addr, checks, Duration::from_secs(5))
         .await
         .step(&format!("--metricsAddr {addr}: cannot listen"))?;
+    SERVING.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }
 
@@ -465,6 +510,7 @@ impl Apply<'_> {
         let read = tokio::time::timeout(wait, reader).await;
         let staged = tokio::time::timeout(wait, stager).await;
         lease.release().await;
+        ACTIVE.store(false, std::sync::atomic::Ordering::SeqCst);
         if let Ok(Ok(Err(e))) = read {
             return Err(e.into());
         }
@@ -487,9 +533,10 @@ impl Apply<'_> {
         input: impl Input,
         checkpoints: &mut C,
     ) -> Result<Progress, SequencerError> {
-        let opening = |message: String| SequencerError::Open { message };
+        let opening = |message: String, kind| SequencerError::Open { message, kind };
+        let unavailable = crate::error::ErrorKind::Unavailable;
         if !self.sequencer.parallel_applies {
-            let mut target = self.make_target().await.map_err(|e| opening(e.message))?;
+            let mut target = self.make_target().await.map_err(|e| opening(e.message, e.kind))?;
             return crate::sequencer::run_immediate(
                 self.sequencer,
                 input,
@@ -500,10 +547,10 @@ impl Apply<'_> {
         }
         let client = crate::conn::postgres::connect(&self.target.conn)
             .await
-            .map_err(|e| opening(crate::error::with_causes(&e)))?;
+            .map_err(|e| opening(crate::error::with_causes(&e), unavailable))?;
         let schema = crate::target::postgres::introspect::introspect(&client, &self.opened.schema)
             .await
-            .map_err(|e| opening(e.to_string()))?;
+            .map_err(|e| opening(e.to_string(), crate::error::postgres_kind(&e)))?;
         let groups: HashMap<String, usize> =
             crate::sequencer::parallel::table_groups(&schema.names(), &schema.foreign_keys);
         let workers = self.sequencer.effective_parallelism(self.target.max_pool_size);

@@ -6,7 +6,9 @@
 //! has passed since the first was received. Target transactions commit in source order, so
 //! the target only shows states the source had at a commit boundary (`docs/architecture.md`). After each
 //! commit the position of the last source transaction it covers becomes the checkpoint
-//! (invariant 1); a transient failure is retried with exponential backoff, and after
+//! (invariant 1). An unreachable target is waited for with capped, jittered backoff for as
+//! long as the outage lasts ([`crate::outage`]); a transient failure of the batch itself (a
+//! serialization failure, a deadlock) is retried with exponential backoff, and after
 //! `--maxRetries`, or on any other failure, the sequencer stops with the error and the
 //! checkpoint where the last commit left it, so a restart resumes from there.
 //!
@@ -88,6 +90,8 @@ pub enum SequencerError {
     Open {
         /// Why.
         message: String,
+        /// Whether the target was out of reach.
+        kind: crate::error::ErrorKind,
     },
     /// A parallel-apply worker stopped without reporting (it panicked).
     #[error("a parallel-apply worker stopped: {message}")]
@@ -271,7 +275,9 @@ async fn apply_with_retries<T: Target>(
     mut upcoming: Option<Upcoming<'_>>,
     position: &str,
 ) -> Result<Committed, SequencerError> {
-    let mut attempt: u32 = 0;
+    // Retries of this batch's own failures (limited by --maxRetries), and of an unreachable
+    // target (not limited: an outage is waited out however long it lasts).
+    let (mut attempt, mut waited): (u32, u32) = (0, 0);
     loop {
         // A plan made ahead serves the first attempt; retries plan again. Every attempt goes
         // through `apply_planned`: the target may have started this batch already.
@@ -280,10 +286,19 @@ async fn apply_with_retries<T: Target>(
             .map(|u| Upcoming { transactions: u.transactions, plan: &mut *u.plan });
         let outcome = target.apply_planned(batch, planned.take(), next).await;
         let e = match outcome {
-            Ok(committed) => return Ok(committed),
+            Ok(committed) => {
+                crate::outage::recovered("target");
+                return Ok(committed);
+            }
             Err(e) => e,
         };
-        match retry.decide(e.kind, attempt) {
+        let unavailable = e.kind == crate::error::ErrorKind::Unavailable;
+        match retry.decide(e.kind, if unavailable { waited } else { attempt }) {
+            Decision::Retry(delay) if unavailable => {
+                crate::outage::failed("target", &e.message, delay, retry.max_backoff);
+                tokio::time::sleep(delay).await;
+                waited = waited.saturating_add(1);
+            }
             Decision::Retry(delay) => {
                 tracing::warn!(attempt = attempt + 1, delay = ?delay, error = %e, "transient failure; retrying");
                 tokio::time::sleep(delay).await;
@@ -292,7 +307,7 @@ async fn apply_with_retries<T: Target>(
             Decision::Stop => {
                 return Err(SequencerError::Apply {
                     position: position.to_owned(),
-                    attempts: attempt + 1,
+                    attempts: attempt + waited + 1,
                     source: e,
                 });
             }

@@ -97,8 +97,9 @@ where
     let mut senders = Vec::new();
     let mut tasks: JoinSet<Result<Progress, SequencerError>> = JoinSet::new();
     for worker in 0..workers {
-        let mut target = make_target(worker).await.map_err(|message| SequencerError::Open {
-            message: format!("for worker {worker}: {message}"),
+        let mut target = make_target(worker).await.map_err(|e| SequencerError::Open {
+            message: format!("for worker {worker}: {e}"),
+            kind: e.kind,
         })?;
         let (sender, receiver) = mpsc::channel::<SourceTransaction>(16);
         senders.push(sender);

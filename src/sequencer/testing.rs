@@ -17,6 +17,8 @@ pub struct FaultyTarget {
     pub transient: bool,
     /// Transient failures to return before succeeding (each attempt consumes one).
     pub transient_failures: u32,
+    /// "Target unreachable" failures to return before succeeding (each attempt consumes one).
+    pub unavailable_failures: u32,
     /// Attempts seen.
     pub attempts: u32,
     /// How long each write takes.
@@ -57,6 +59,10 @@ impl FaultyTarget {
         self.attempts += 1;
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
+        }
+        if self.unavailable_failures > 0 {
+            self.unavailable_failures -= 1;
+            return Err(TargetError::unavailable("opening the target failed: connection refused"));
         }
         if self.transient_failures > 0 {
             self.transient_failures -= 1;

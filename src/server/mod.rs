@@ -83,6 +83,14 @@ async fn varz() -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<Checks>) -> impl IntoResponse {
+    // An outage replication is waiting out right now (the source's among them, which has no
+    // check of its own here).
+    if let Some((name, since, why)) = crate::outage::current().into_iter().next() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name}: unreachable since {since}: {why}\n"),
+        );
+    }
     for (name, check) in &state.checks {
         match tokio::time::timeout(state.timeout, check()).await {
             Ok(Ok(())) => {}

@@ -99,6 +99,11 @@ impl SourceError {
         Self(Box::new(e))
     }
 
+    /// The source's server was out of reach ([`crate::error::kind_in_chain`]).
+    pub fn is_unavailable(&self) -> bool {
+        crate::error::kind_in_chain(&*self.0) == Some(crate::error::ErrorKind::Unavailable)
+    }
+
     /// A message of its own.
     pub fn message(text: impl Into<String>) -> Self {
         #[derive(Debug, thiserror::Error)]
@@ -130,8 +135,10 @@ pub enum Session<E> {
 /// Runs sessions one after another until one is [`Session::Done`], a failure is not
 /// transient (returned), or `stop` turns true. Each session gets the state the one before
 /// left (what was handed on already, decoder state) and a receiver of `stop`. Between
-/// sessions it waits `retry`'s backoff (starting over after a session that connected),
-/// logging each failure; `dial_failures` counts the sessions that did not reach the server.
+/// sessions it waits `retry`'s jittered backoff (starting over after a session that
+/// connected), however many it takes, and reports the outage ([`crate::outage`]: logged when it
+/// starts, and when a session connects again); `dial_failures` counts the sessions that did
+/// not reach the server.
 pub async fn reconnect<S, E, F, Fut>(
     what: &str,
     retry: &RetryConfig,
@@ -166,8 +173,9 @@ where
         let delay = match wait {
             Some(wait) => wait,
             None => {
-                let delay = retry.backoff(attempt).max(Duration::from_millis(100));
-                tracing::warn!(error = %crate::error::with_causes(&error), retry_in = ?delay, attempt = attempt + 1, "{what} lost; reconnecting");
+                let delay = retry.backoff_with_jitter(attempt).max(Duration::from_millis(100));
+                let why = format!("{what}: {}", crate::error::with_causes(&error));
+                crate::outage::failed("source", &why, delay, retry.max_backoff);
                 attempt += 1;
                 delay
             }

@@ -66,13 +66,13 @@ impl StagingCheckpoints {
                     "the staging connection was lost, and reconnecting failed: {}",
                     crate::error::with_causes(&e)
                 );
-                CheckpointError { message, kind: ErrorKind::Transient }
+                CheckpointError { message, kind: ErrorKind::Unavailable }
             })?;
             tracing::info!("the staging connection was lost; saving checkpoints on a new one");
         }
         self.store.save(&self.client, committed).await.map_err(|e| CheckpointError {
             message: crate::error::with_causes(&e),
-            kind: if e.is_transient() { ErrorKind::Transient } else { ErrorKind::Data },
+            kind: if e.is_transient() { ErrorKind::Unavailable } else { ErrorKind::Data },
         })
     }
 }
@@ -125,18 +125,22 @@ impl AnnouncingCheckpoints {
                 let position = extract(committed.position());
                 let mut attempt = 0u32;
                 while let Err(e) = inner.store(&committed).await {
-                    tracing::warn!(error = %e, attempt, "saving the checkpoint failed; retrying");
+                    let delay = Duration::from_millis(100 * u64::from((attempt + 1).min(20)));
                     // Staging out of reach does not stop the writes: the stored position only
                     // lags (a restart replays more). Anything else stops the sequencer.
-                    if e.kind != ErrorKind::Transient
-                        && let Ok(mut f) = report.lock()
-                    {
-                        *f = Some(e);
+                    if e.kind == ErrorKind::Unavailable {
+                        let every = Duration::from_secs(2);
+                        crate::outage::failed("staging", &e.message, delay, every);
+                    } else {
+                        tracing::warn!(error = %e, attempt, "saving the checkpoint failed; retrying");
+                        if let Ok(mut f) = report.lock() {
+                            *f = Some(e);
+                        }
                     }
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
-                        .await;
+                    tokio::time::sleep(delay).await;
                 }
+                crate::outage::recovered("staging");
                 if let Ok(mut f) = report.lock() {
                     *f = None;
                 }
@@ -159,7 +163,7 @@ impl AnnouncingCheckpoints {
             _ => Err(self.failed.lock().ok().and_then(|f| f.clone()).unwrap_or_else(|| {
                 CheckpointError {
                     message: "the last checkpoint was not stored in time".to_owned(),
-                    kind: ErrorKind::Transient,
+                    kind: ErrorKind::Unavailable,
                 }
             })),
         }

@@ -253,14 +253,18 @@ impl Lease {
                     client = c;
                 }
                 match lease.renew(&client).await {
-                    Ok(true) => renewed_at = tokio::time::Instant::now(),
+                    Ok(true) => {
+                        renewed_at = tokio::time::Instant::now();
+                        crate::outage::recovered("staging");
+                    }
                     Ok(false) => {
                         lost_tx.send_replace(Some("another replicator took it over".into()));
                         return client;
                     }
                     Err(e) => {
                         let why = crate::error::with_causes(&e);
-                        tracing::warn!(lease = %lease.name, error = %why, "renewing the lease failed; retrying");
+                        let why = format!("renewing the lease {}: {why}", lease.name);
+                        crate::outage::failed("staging", &why, RENEW_EVERY, RENEW_EVERY);
                         if renewed_at.elapsed() + GUARD.min(lease.lifetime / 3) >= lease.lifetime {
                             lost_tx.send_replace(Some(format!(
                                 "not renewed for {:?}: {why}",

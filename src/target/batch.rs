@@ -74,8 +74,9 @@ pub enum ApplyError {
         message: String,
         /// The database's error code (`SQLSTATE 23503`, `MySQL error 1452`).
         code: Option<String>,
-        /// Retrying may succeed (serialization failure, deadlock, lost connection).
-        transient: bool,
+        /// Whether retrying may succeed: the database out of reach, or a serialization
+        /// failure or deadlock.
+        kind: crate::error::ErrorKind,
         /// The driver's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -83,9 +84,17 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Worth retrying.
+    /// What kind of failure this is: the database's errors say; the others are the data's.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            ApplyError::Database { kind, .. } => *kind,
+            _ => crate::error::ErrorKind::Data,
+        }
+    }
+
+    /// Worth retrying (the database was out of reach, or the failure was transient).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ApplyError::Database { transient: true, .. })
+        self.kind().is_retryable()
     }
 
     /// The table the error is about.

@@ -38,7 +38,7 @@ pub enum AnyTarget {
 /// same URL.
 pub async fn open(spec: &TargetSpec) -> Result<AnyTarget, TargetError> {
     let unreachable = |e: &dyn std::error::Error| {
-        TargetError::transient(format!(
+        TargetError::unavailable(format!(
             "opening the target failed: {}",
             crate::error::with_causes(e)
         ))
@@ -90,7 +90,7 @@ pub async fn schema_named(
     parts: &[String],
 ) -> Result<Option<String>, TargetError> {
     let unreachable = |e: &dyn std::error::Error| {
-        TargetError::transient(format!(
+        TargetError::unavailable(format!(
             "reaching the target failed: {}",
             crate::error::with_causes(e)
         ))

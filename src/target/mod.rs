@@ -108,14 +108,32 @@ pub struct TargetError {
 impl From<batch::ApplyError> for TargetError {
     fn from(e: batch::ApplyError) -> Self {
         let foreign_key = e.is_foreign_key_violation();
-        Self { foreign_key, ..Self::classified(e.to_string(), e.is_transient()) }
+        Self { foreign_key, ..Self::of_kind(e.to_string(), e.kind()) }
     }
 }
 
 impl TargetError {
-    /// Retrying may succeed (lost connection, serialization failure, deadlock).
+    /// Retrying may succeed (serialization failure, deadlock), a limited number of times.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: ErrorKind::Transient, foreign_key: false }
+        Self::of_kind(message, ErrorKind::Transient)
+    }
+
+    /// The target is out of reach (connection refused or lost, server restarting): waited
+    /// for as long as it takes.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::of_kind(message, ErrorKind::Unavailable)
+    }
+
+    /// An error of `kind`.
+    pub fn of_kind(message: impl Into<String>, kind: ErrorKind) -> Self {
+        Self { message: message.into(), kind, foreign_key: false }
+    }
+
+    /// A failure to read the target's schema: retried like a transient failure at least
+    /// (unavailable when the target is out of reach).
+    pub fn reading_schema(message: impl Into<String>, kind: ErrorKind) -> Self {
+        let kind = if kind == ErrorKind::Unavailable { kind } else { ErrorKind::Transient };
+        Self::of_kind(message, kind)
     }
 
     /// The batch cannot be written as it is.
@@ -133,8 +151,8 @@ impl TargetError {
         if transient { Self::transient(message) } else { Self::data(message) }
     }
 
-    /// Retrying may succeed.
+    /// Retrying may succeed: the target is out of reach, or the failure is transient.
     pub fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.kind.is_retryable()
     }
 }

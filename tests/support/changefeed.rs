@@ -1,17 +1,16 @@
 //! The changefeed's side of `replicator start`, for the tests: keys and tokens made as an
 //! operator makes them (openssl, `replicator make-jwt`), an HTTP/1.1 client over TCP or TLS,
 //! a changefeed that keeps CockroachDB's delivery contract (at-least-once, retries on every
-//! non-2xx, resolved only after every earlier row was acknowledged), and a TCP proxy that
-//! plays a target going away and coming back.
+//! non-2xx, resolved only after every earlier row was acknowledged), and the fault proxy
+//! ([`super::fault`]) under the name these tests knew it by.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 use super::{Running, TempDir, replicator};
@@ -464,77 +463,6 @@ impl Feed {
     }
 }
 
-/// A TCP proxy to a database that can be cut (every connection dropped, new ones refused)
-/// and restored, as a target that restarts or a network that partitions.
-pub struct Proxy {
-    /// host:port to connect to instead of the database.
-    pub addr: String,
-    up: Arc<AtomicBool>,
-    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    /// A proxy to `upstream` (host:port).
-    pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let up = Arc::new(AtomicBool::new(true));
-        let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let upstream = upstream.to_owned();
-        let accept = {
-            let (up, tasks) = (up.clone(), tasks.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    tasks.lock().expect("tasks").push(task);
-                }
-            })
-        };
-        Self { addr, up, tasks, accept }
-    }
-
-    /// A proxy to the database `url` names (host:port after the `@`), and the same URL
-    /// through the proxy.
-    pub async fn to_database(url: &str) -> (Self, String) {
-        let host = url
-            .split('@')
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .expect("host:port in the URL")
-            .to_owned();
-        let proxy = Self::start(&host).await;
-        let through = url.replacen(&host, &proxy.addr, 1);
-        (proxy, through)
-    }
-
-    /// Drops every connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for t in self.tasks.lock().expect("tasks").drain(..) {
-            t.abort();
-        }
-    }
-
-    /// Accepts connections again.
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
+/// The fault proxy, under the name these tests knew it by.
+#[allow(unused_imports)]
+pub use super::fault::FaultProxy as Proxy;

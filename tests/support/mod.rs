@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod changefeed;
+pub mod fault;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -69,7 +69,7 @@ impl Refused {
         use crate::error::ErrorKind;
         let reason = format!("target: {}", e.message);
         match e.kind {
-            ErrorKind::Transient => Self::unavailable(reason),
+            ErrorKind::Unavailable | ErrorKind::Transient => Self::unavailable(reason),
             _ if e.foreign_key => Self::unavailable(format!(
                 "{reason} (a foreign key: the other row may still be in flight; the changefeed retries)"
             )),

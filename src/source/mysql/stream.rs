@@ -455,6 +455,7 @@ async fn session(
     let mut conn = config.params.connect().await?;
     let mut meta = if config.fetch_metadata { Some(config.params.connect().await?) } else { None };
     *connected = true;
+    crate::outage::recovered("source");
     crate::metrics::global().mylogical_dial_success_total.inc();
     let assembler = match assembler {
         Some(a) => a,

@@ -182,6 +182,7 @@ impl Session<'_> {
         let mut conn = ReplicationConn::connect(&config.params).await?;
         conn.start_replication(&config.slot, self.delivered, &config.publication).await?;
         self.connected = true;
+        crate::outage::recovered("source");
         crate::metrics::global().pglogical_dial_success_total.inc();
         tracing::info!(slot = %config.slot, from = %self.delivered, tls = conn.is_tls(), "streaming changes");
         let mut decoder = Decoder::new();

@@ -274,14 +274,6 @@ pub fn is_lost(e: &mysql_async::Error) -> bool {
     }
 }
 
-/// Retrying may succeed: the connection is lost, or the server gave up on a lock (1205: lock
-/// wait timeout; 1213: deadlock).
-pub fn is_transient(e: &mysql_async::Error) -> bool {
-    is_lost(e)
-        || matches!(e, mysql_async::Error::Driver(_))
-        || matches!(e, mysql_async::Error::Server(se) if matches!(se.code, 1205 | 1213))
-}
-
 /// Runs the statements on `conn` (the caller's transaction), in order.
 pub async fn execute(
     conn: &mut impl Queryable,
@@ -289,7 +281,7 @@ pub async fn execute(
 ) -> Result<(), ApplyError> {
     for s in statements {
         conn.exec_drop(s.sql.as_str(), s.params.clone()).await.map_err(|e| {
-            let transient = is_transient(&e);
+            let kind = crate::error::mysql_kind(&e);
             let (code, message) = match &e {
                 mysql_async::Error::Server(se) => {
                     (Some(format!("MySQL error {}", se.code)), se.message.clone())
@@ -300,7 +292,7 @@ pub async fn execute(
                 table: s.table.clone(),
                 message,
                 code,
-                transient,
+                kind,
                 source: Box::new(e),
             }
         })?;

@@ -58,7 +58,7 @@ impl MyTarget {
         }
         let Some(params) = &self.reconnect else { return Ok(()) };
         let conn = params.connect().await.map_err(|e| {
-            TargetError::transient(format!(
+            TargetError::unavailable(format!(
                 "the target connection was lost, and reconnecting failed: {}",
                 crate::error::with_causes(&e)
             ))
@@ -74,7 +74,7 @@ impl MyTarget {
     fn driver_error(&mut self, e: &mysql_async::Error) -> bool {
         let lost = is_lost(e);
         self.lost |= lost;
-        lost || crate::target::mysql::is_transient(e)
+        lost || crate::error::mysql_kind(e).is_retryable()
     }
 
     /// Re-reads the target schema at least this often (`--schemaRefresh`).
@@ -89,7 +89,10 @@ impl MyTarget {
             Ok(schema) => std::sync::Arc::new(schema),
             Err(e) => {
                 self.driver_error(&e);
-                return Err(TargetError::transient(e.to_string()));
+                return Err(TargetError::reading_schema(
+                    e.to_string(),
+                    crate::error::mysql_kind(&e),
+                ));
             }
         };
         self.refreshed_at = std::time::Instant::now();
@@ -165,8 +168,8 @@ impl MyTarget {
             Ok(()) => None,
             Err(WriteError::Refused(e)) => Some(e),
             Err(WriteError::Lost(e)) => {
-                lost = self.driver_error(&e);
-                return Err(TargetError::classified(e.to_string(), lost));
+                self.driver_error(&e);
+                return Err(lost_error(&e));
             }
         };
         let failed = match failed {
@@ -191,8 +194,8 @@ impl MyTarget {
                         return Ok(());
                     }
                     Err(WriteError::Lost(e)) => {
-                        lost = self.driver_error(&e);
-                        return Err(TargetError::classified(e.to_string(), lost));
+                        self.driver_error(&e);
+                        return Err(lost_error(&e));
                     }
                     Err(WriteError::Refused(e)) => Some(e),
                 }
@@ -210,7 +213,7 @@ impl MyTarget {
             }
             let mut error = classify(e);
             if lost {
-                error.kind = crate::error::ErrorKind::Transient;
+                error.kind = crate::error::ErrorKind::Unavailable;
             }
             if !error.is_transient()
                 && let Some(found) = self.failing_row(&mutations).await
@@ -235,6 +238,11 @@ impl Target for MyTarget {
 }
 
 /// Why a transaction was not written.
+/// BEGIN or COMMIT failed with `e`.
+fn lost_error(e: &mysql_async::Error) -> TargetError {
+    TargetError::of_kind(e.to_string(), crate::error::mysql_kind(e))
+}
+
 enum WriteError {
     /// A statement was refused (the transaction is rolled back).
     Refused(ApplyError),

@@ -116,7 +116,7 @@ impl PgTarget {
         }
         let Some(conn) = &self.reconnect else { return Ok(()) };
         let client = crate::conn::postgres::connect(conn).await.map_err(|e| {
-            TargetError::transient(format!(
+            TargetError::unavailable(format!(
                 "the target connection was lost, and reconnecting failed: {}",
                 crate::error::with_causes(&e)
             ))
@@ -173,7 +173,7 @@ impl PgTarget {
     /// Reads the target schema again now.
     pub async fn reload_schema(&mut self) -> Result<(), TargetError> {
         self.ensure_connected().await?;
-        self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))
+        self.refresh().await.map_err(schema_error)
     }
 
     /// `--schemaRefresh` has passed since the schema was read.
@@ -183,7 +183,7 @@ impl PgTarget {
 
     async fn refresh_if_due(&mut self) -> Result<(), TargetError> {
         if self.refresh_due() {
-            self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))?;
+            self.refresh().await.map_err(schema_error)?;
         }
         Ok(())
     }
@@ -266,7 +266,7 @@ impl PgTarget {
             Ok(s) => Ok(s),
             // A table or column we do not know may have been added since we looked: look again.
             Err(ApplyError::UnknownTable { .. } | ApplyError::UnknownColumn { .. }) => {
-                self.refresh().await.map_err(|e| TargetError::transient(e.to_string()))?;
+                self.refresh().await.map_err(schema_error)?;
                 plan(&self.schema, mutations.iter().copied(), self.collapse, self.dialect)
                     .map_err(classify)
             }
@@ -357,6 +357,11 @@ fn applier_writer(
             other => HostError { message: other.to_string(), sqlstate: None },
         })
     })
+}
+
+/// Reading the target's schema failed.
+fn schema_error(e: tokio_postgres::Error) -> TargetError {
+    TargetError::reading_schema(e.to_string(), crate::error::postgres_kind(&e))
 }
 
 impl PgTarget {
@@ -572,10 +577,7 @@ impl PgTarget {
             statements = self.plan(&rest).await?;
         }
         let transient = |e: tokio_postgres::Error| {
-            TargetError::classified(
-                e.to_string(),
-                e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("40")),
-            )
+            TargetError::of_kind(e.to_string(), crate::error::postgres_kind(&e))
         };
         let metrics = crate::metrics::global();
         if on_write.is_empty() {

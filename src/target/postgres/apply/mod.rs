@@ -296,10 +296,7 @@ impl Applied {
 /// A driver error as an [`ApplyError`] for `table`, classified (transient or not).
 pub fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError {
     let code = source.code().map(|c| c.code().to_owned());
-    let transient = code.as_deref().is_some_and(|c| {
-        matches!(c, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
-            || c.starts_with("08")
-    }) || source.is_closed();
+    let kind = crate::error::postgres_kind(&source);
     ApplyError::Database {
         table: table.to_owned(),
         message: source.as_db_error().map_or_else(
@@ -314,7 +311,7 @@ pub fn database_error(table: &str, source: tokio_postgres::Error) -> ApplyError 
             },
         ),
         code: code.map(|c| format!("SQLSTATE {c}")),
-        transient,
+        kind,
         source: Box::new(source),
     }
 }

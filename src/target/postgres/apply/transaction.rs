@@ -235,7 +235,7 @@ impl Started {
                     table: String::new(),
                     message: format!("the write task ended: {e}"),
                     code: None,
-                    transient: true,
+                    kind: crate::error::ErrorKind::Unavailable,
                     source: Box::new(e),
                 }));
             }

@@ -78,7 +78,7 @@ pub(super) fn encoding_error(table: &str, e: BoxError) -> ApplyError {
         table: table.to_owned(),
         message: e.to_string(),
         code: None,
-        transient: false,
+        kind: crate::error::ErrorKind::Data,
         source: e,
     }
 }
