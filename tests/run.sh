@@ -31,12 +31,14 @@ for file in tests/*.rs; do
   name=$(basename "$file" .rs)
   case "$name" in
     serial_*) serial+=("$name") ;;
+    faults) ;;
     *) parallel+=(--test "$name") ;;
   esac
 done
 
 cargo test --locked --lib --bins "${parallel[@]}" -- "$@"
 cargo test --locked --doc -- "$@"
+cargo test --locked --test faults -- --test-threads=16 "$@"
 for name in "${serial[@]}"; do
   cargo test --locked --test "$name" -- --test-threads=1 "$@"
 done

@@ -962,3 +962,48 @@ async fn best_effort_restarts_apply_what_staging_holds_before_any_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn staging_down_for_10_s_gets_503s_then_the_changefeeds_retries_converge() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let (proxy, staging) = support::changefeed::Proxy::to_database(&db.url);
+    let args = args(&db.url, &["--stagingConn", &staging, "--quiescentPeriod", "1s"]);
+    let server = Server::start(&dir, &args).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let windows = workload(11, 150, 50);
+    let (requests, at, model) = &windows[0];
+    for body in requests {
+        feed.deliver(body).await;
+    }
+    feed.deliver(&resolved(at)).await;
+    applied(&client, at, || server.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+
+    // Staging goes away for 10 s (longer than the sweeper's lease) while the changefeed
+    // delivers the next windows: 503s, which it retries, and nothing is lost.
+    proxy.cut();
+    let (status, body) = http_get(&server.addr, "/_/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("staging: "), "{body}");
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(10));
+        proxy.restore();
+        proxy
+    });
+    for (requests, at, _) in &windows[1..] {
+        for body in requests {
+            feed.deliver(body).await;
+        }
+        feed.deliver(&resolved(at)).await;
+    }
+    let _proxy = back.join().expect("restored");
+    let (_, at, model) = windows.last().expect("windows");
+    applied(&client, at, || server.run.log()).await;
+    assert_eq!(target_rows(&client).await, model.rows());
+    assert!(!feed.refusals.is_empty(), "staging was down");
+    assert!(feed.refusals.iter().all(|r| r.status == 503), "{:?}", feed.refusals);
+    assert_eq!(http_get(&server.addr, "/_/healthz").await.1, "active\n");
+}

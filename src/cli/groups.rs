@@ -324,7 +324,9 @@ pub struct SequencerArgs {
     )]
     pub collapse_mutations: bool,
 
-    /// Retries of a transiently failing batch before replication stops
+    /// Retries of a batch that fails transiently (serialization failure, deadlock, lock
+    /// timeout) before replication stops; a database out of reach is waited for however long
+    /// it takes
     #[arg(long = "maxRetries", value_name = "N", default_value_t = DEFAULT_MAX_RETRIES)]
     pub max_retries: u32,
 
@@ -332,7 +334,7 @@ pub struct SequencerArgs {
     #[arg(long = "retryInitialBackoff", value_name = "DURATION", default_value = "25ms", value_parser = go_duration)]
     pub retry_initial_backoff: Duration,
 
-    /// Longest delay between retries
+    /// Longest delay between retries (also while a database is out of reach)
     #[arg(long = "retryMaxBackoff", value_name = "DURATION", default_value = "2s", value_parser = go_duration)]
     pub retry_max_backoff: Duration,
 

@@ -135,6 +135,7 @@ pub fn run<A: ReplicationArgs, S: Source>(
     source: impl Fn(&A) -> anyhow::Result<S>,
 ) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
+        crate::sequencer::shutdown::listen();
         // The script first: its setOptions may change the other flags.
         let mut args = args.clone();
         let pool = script_pool(&args.pipeline().script, flag_names::<A>())?;

@@ -263,6 +263,7 @@ impl StartArgs {
 /// Runs `replicator start` until SIGINT or SIGTERM.
 pub fn run(args: &StartArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
+        crate::sequencer::shutdown::listen();
         let mut args = args.clone();
         args.validate()?;
         let pool = script_pool(&args.script, flag_names::<StartArgs>())?;

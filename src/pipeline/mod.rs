@@ -145,13 +145,19 @@ pub async fn run<S: Source>(
     }));
     // One replicator per staging schema and key: a second waits as a standby, and the
     // position is read once the lease is ours.
-    let lease = tokio::select! {
-        lease = hold_lease(staging, &staging_db, &key) => lease?,
+    let acquired = tokio::select! {
+        lease = Lease::acquire(&staging_db.client, &staging_db.schema, &key) => lease?,
         () = crate::sequencer::shutdown::signal() => {
             tracing::info!("stopping: this standby never held the lease");
             return Ok(());
         }
     };
+    let lease = hold_lease(staging, acquired).await?;
+    if crate::sequencer::shutdown::requested() {
+        lease.release().await;
+        tracing::info!("stopping: asked to before replication began");
+        return Ok(());
+    }
     ACTIVE.store(true, std::sync::atomic::Ordering::SeqCst);
     RAN.store(true, std::sync::atomic::Ordering::SeqCst);
     let stored = store.load_text(&staging_db.client).await.step("reading the stored position")?;
@@ -387,15 +393,10 @@ pub async fn open_staging(staging: &StagingConfig) -> Result<OpenedStaging, Pipe
     Ok(OpenedStaging { client, schema, dialect })
 }
 
-/// Takes the lease named `key` (the checkpoint key) in staging and keeps renewing it on a
-/// connection of its own: a second replicator on the same staging schema and key waits as a
-/// standby until the first is gone (see [`crate::staging::lease`]).
-pub async fn hold_lease(
-    staging: &StagingConfig,
-    opened: &OpenedStaging,
-    key: &str,
-) -> Result<Held, PipelineError> {
-    let lease = Lease::acquire(&opened.client, &opened.schema, key).await?;
+/// Keeps renewing `lease` (taken with [`Lease::acquire`]: a second replicator on the same
+/// staging schema and key waits there as a standby until the first is gone) on a connection
+/// of its own (see [`crate::staging::lease`]).
+pub async fn hold_lease(staging: &StagingConfig, lease: Lease) -> Result<Held, PipelineError> {
     let client = crate::conn::postgres::connect(&staging.conn).await.step("opening staging")?;
     Ok(lease.hold(client, staging.conn.clone()))
 }
@@ -504,11 +505,17 @@ impl Apply<'_> {
         if let Err(e) = checkpoints.flush(grace).await {
             tracing::warn!(error = %e, "the last checkpoint was not stored; a restart replays from the one before");
         }
-        // Both end once told to stop (the reader) or once their input closes (the stage).
+        checkpoints.close().await;
+        // Both end once told to stop (the reader) or once their input closes (the stage);
+        // one that does not within `wait` is ended (a pipeline started again after an outage
+        // must not meet this one's source session).
         stop.send_replace(true);
         let wait = Duration::from_secs(5);
+        let (reader_abort, stager_abort) = (reader.abort_handle(), stager.abort_handle());
         let read = tokio::time::timeout(wait, reader).await;
         let staged = tokio::time::timeout(wait, stager).await;
+        reader_abort.abort();
+        stager_abort.abort();
         lease.release().await;
         ACTIVE.store(false, std::sync::atomic::Ordering::SeqCst);
         if let Ok(Ok(Err(e))) = read {

@@ -6,27 +6,59 @@ use std::time::Duration;
 
 use super::{Progress, SequencerError};
 
-/// Resolves when the process receives SIGINT or SIGTERM.
+/// Resolves once the process has received SIGINT or SIGTERM (at once if it has already).
+/// The first call installs the handlers for the rest of the process's life, so a signal is
+/// never lost between two waits, nor turned into the default action (death) while replication
+/// starts: [`listen`] early.
 pub async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
+    let mut received = latch().subscribe();
+    let _ = received.wait_for(|got| *got).await;
+}
+
+/// Whether SIGINT or SIGTERM has been received (handlers installed by [`listen`]).
+pub fn requested() -> bool {
+    *latch().borrow()
+}
+
+/// Installs the SIGINT and SIGTERM handlers now (idempotent; needs a tokio runtime).
+pub fn listen() {
+    let _ = latch();
+}
+
+fn latch() -> &'static tokio::sync::watch::Sender<bool> {
+    static LATCH: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
+        std::sync::OnceLock::new();
+    LATCH.get_or_init(|| {
+        let (tx, _) = tokio::sync::watch::channel(false);
+        let set = tx.clone();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = int.recv() => {}
+                            _ = term.recv() => {}
+                        }
+                        set.send_replace(true);
+                    });
+                }
+                _ => {
+                    tokio::spawn(async move {
+                        let _ = tokio::signal::ctrl_c().await;
+                        set.send_replace(true);
+                    });
                 }
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            set.send_replace(true);
+        });
+        tx
+    })
 }
 
 /// Runs `sequencer` until it ends or `shutdown` resolves. On shutdown, `stop_source` is called

@@ -95,6 +95,17 @@ pub struct AnnouncingCheckpoints {
     latest: watch::Sender<(u64, Option<Committed>)>,
     stored: watch::Receiver<u64>,
     failed: Arc<std::sync::Mutex<Option<CheckpointError>>>,
+    /// The saver: it retries for as long as staging is out of reach, so it ends with its
+    /// pipeline ([`Self::close`], or dropped), never later.
+    saver: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for AnnouncingCheckpoints {
+    fn drop(&mut self) {
+        if let Some(saver) = self.saver.take() {
+            saver.abort();
+        }
+    }
 }
 
 impl AnnouncingCheckpoints {
@@ -118,7 +129,7 @@ impl AnnouncingCheckpoints {
         let failed = Arc::new(std::sync::Mutex::new(None));
         let report = failed.clone();
         let mut inner = StagingCheckpoints::new(client, store).with_reconnect(conn);
-        tokio::spawn(async move {
+        let saver = tokio::spawn(async move {
             while pending.changed().await.is_ok() {
                 let (seq, committed) = pending.borrow_and_update().clone();
                 let Some(committed) = committed else { continue };
@@ -152,7 +163,17 @@ impl AnnouncingCheckpoints {
                 tokio::time::sleep_until(saved + Self::PACE).await;
             }
         });
-        Self { latest, stored, failed }
+        Self { latest, stored, failed, saver: Some(saver) }
+    }
+
+    /// Stops saving, and waits until the saver is gone: a position it still retried would
+    /// otherwise be stored after the next pipeline read where to resume (and its own saves
+    /// would then be refused as going backwards).
+    pub async fn close(&mut self) {
+        if let Some(saver) = self.saver.take() {
+            saver.abort();
+            let _ = saver.await;
+        }
     }
 
     /// Waits until the last position handed over is stored, at most `within`.

@@ -147,7 +147,10 @@ impl Lease {
             nonce: uuid::Uuid::new_v4(),
             hostname: holder_name(),
         };
-        if lease.try_take(client, None).await? {
+        let taken = lease.try_take(client, None).await?;
+        // Staging answered: whatever outage it had is over.
+        crate::outage::recovered("staging");
+        if taken {
             return Ok(Ok(lease));
         }
         match lease.holder(client).await? {

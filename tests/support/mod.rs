@@ -8,6 +8,7 @@
 
 pub mod changefeed;
 pub mod fault;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -249,7 +249,8 @@ impl ReplicationConn {
     /// The next XLogData or keepalive. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Replicated, ReplicationError> {
         loop {
-            match self.message().await? {
+            let message = self.message().await?;
+            match message {
                 backend::Message::CopyData(body) => {
                     let mut data = body.into_bytes();
                     if data.is_empty() {
@@ -278,10 +279,14 @@ impl ReplicationConn {
                     }
                 }
                 backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
-                backend::Message::CopyDone => {
+                // The server ends the stream (a shutdown, a walsender terminated): CopyDone,
+                // or, when it was already sent, what follows it. Reconnecting resumes.
+                backend::Message::CopyDone
+                | backend::Message::CommandComplete(_)
+                | backend::Message::ReadyForQuery(_) => {
                     return Err(ReplicationError::Io(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "the server ended the replication stream",
+                        format!("the server ended the replication stream ({})", name(&message)),
                     )));
                 }
                 other => {

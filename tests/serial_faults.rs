@@ -1,0 +1,111 @@
+//! Server restarts under replication: the PostgreSQL server stopped for 5 s under `pglogical`
+//! (the source, the target and staging all at once, as they share it here), and the MariaDB
+//! source server stopped for 5 s under `mylogical`. They stop servers every other test uses,
+//! so `tests/run.sh` runs them one at a time, after the parallel suite; the servers are
+//! started again even when a test fails.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::workload::{Kind, Rig, still_runs, wait_for_log};
+
+/// The local PostgreSQL cluster: version and name, from `pg_lsclusters`.
+fn pg_cluster() -> (String, String) {
+    let out = Command::new("pg_lsclusters").arg("-h").output().expect("pg_lsclusters");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut first = text.lines().next().expect("a cluster").split_whitespace();
+    (first.next().expect("version").to_owned(), first.next().expect("name").to_owned())
+}
+
+fn pg_ctl(action: &str) {
+    let (version, name) = pg_cluster();
+    let ok = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, &name, action, "-m", "fast"])
+        .status()
+        .expect("pg_ctlcluster")
+        .success();
+    assert!(ok, "pg_ctlcluster {action}");
+}
+
+fn mariadb_stop() {
+    let ok = Command::new("mariadb-admin")
+        .args(["-uroot", "shutdown"])
+        .status()
+        .expect("mariadb-admin")
+        .success();
+    assert!(ok, "mariadb-admin shutdown");
+}
+
+fn mariadb_start() {
+    let _ = Command::new("start-stop-daemon")
+        .args(["--start", "--oknodo", "--background", "--pidfile", "/run/mysqld/mysqld.pid"])
+        .args(["--exec", "/usr/sbin/mariadbd", "--", "--user=mysql"])
+        .status();
+    for _ in 0..150 {
+        let up = Command::new("mariadb-admin").args(["-uroot", "ping"]).output();
+        if up.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("MariaDB did not start again");
+}
+
+/// Starts the server again when dropped (a failing test leaves it running).
+struct Restart(fn());
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+fn pg_start() {
+    let (version, name) = pg_cluster();
+    let _ = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, &name, "start"])
+        .status();
+}
+
+/// Stops the source's server for 5 s while the writer waits, then starts it and checks the
+/// target converges with replication never having exited.
+async fn restart(kind: Kind) {
+    let rig = Rig::new(kind).await;
+    let mut run = rig.start(&[]);
+    rig.writer(5, Duration::ZERO, 200).await.join().await;
+    rig.converge(&run, Duration::from_secs(60)).await;
+    {
+        let _restart = match kind {
+            Kind::Pg => {
+                pg_ctl("stop");
+                Restart(pg_start)
+            }
+            Kind::My => {
+                mariadb_stop();
+                Restart(mariadb_start)
+            }
+        };
+        wait_for_log(&run, "source unreachable, retrying every", Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        still_runs(&mut run);
+    }
+    wait_for_log(&run, "source reachable again", Duration::from_secs(60)).await;
+    // The writer goes on after the restart.
+    rig.writer(5, Duration::ZERO, 200).await.join().await;
+    let rows = rig.converge(&run, Duration::from_secs(60)).await;
+    still_runs(&mut run);
+    assert!(run.stop(), "clean stop\n{}", run.log());
+    eprintln!("{kind:?}: source server stopped for 5 s and started: {rows} rows compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pglogical_rides_out_a_postgresql_restart_of_source_target_and_staging() {
+    restart(Kind::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mylogical_rides_out_a_mariadb_source_restart() {
+    restart(Kind::My).await;
+}
