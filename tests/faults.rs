@@ -34,9 +34,11 @@ async fn target_outage(kind: Kind, outage: Duration) {
     tokio::time::sleep(outage).await;
     still_runs(&mut run);
     rig.target_proxy.restore();
+    let restored = Instant::now();
     wait_for_log(&run, "target reachable again", Duration::from_secs(30)).await;
     let transactions = writer.finish().await;
     let rows = rig.converge(&run, Duration::from_secs(60)).await;
+    let recovered = restored.elapsed();
     assert!(rows > 0 && transactions > 0);
     let log = run.log();
     assert_eq!(log.matches("target unreachable, retrying every").count(), 1, "logged once\n{log}");
@@ -48,7 +50,8 @@ async fn target_outage(kind: Kind, outage: Duration) {
     still_runs(&mut run);
     assert!(run.stop(), "clean stop\n{}", run.log());
     eprintln!(
-        "{kind:?}: target down {outage:?}: {rows} rows compared, {transactions} transactions"
+        "FIGURE {kind:?}: target down {outage:?}: {rows} rows compared, {transactions} \
+         transactions, converged {recovered:?} after it came back"
     );
 }
 
@@ -88,14 +91,19 @@ async fn staging_outage(kind: Kind) {
     wait_for_log(&run, "replication stopped on an outage", Duration::from_secs(90)).await;
     still_runs(&mut run);
     rig.staging_proxy.restore();
+    let restored = Instant::now();
     wait_for_log(&run, "holding the lease in staging: active", Duration::from_secs(30)).await;
     let transactions = writer.finish().await;
     let rows = rig.converge(&run, Duration::from_secs(60)).await;
+    let recovered = restored.elapsed();
     let (status, body) = rig.healthz().await;
     assert_eq!((status, body.trim()), (200, "active"));
     still_runs(&mut run);
     assert!(run.stop(), "clean stop\n{}", run.log());
-    eprintln!("{kind:?}: staging down past the lease: {rows} rows, {transactions} transactions");
+    eprintln!(
+        "FIGURE {kind:?}: staging down past the lease (35 s): {rows} rows compared, \
+         {transactions} transactions, converged {recovered:?} after it came back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,19 +135,31 @@ async fn source_cuts(kind: Kind) {
     big.join().await;
     rig.converge(&run, Duration::from_secs(60)).await;
     let writer = rig.writer(5, Duration::from_millis(20), u64::MAX).await;
+    // The cuts above began outages of their own: this one is the next.
+    let before = run.log().matches("source unreachable, retrying every").count();
     rig.source_proxy.cut();
-    wait_for_log(&run, "source unreachable, retrying every", Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.log().matches("source unreachable, retrying every").count() == before {
+        assert!(Instant::now() < deadline, "{}", run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, body) = rig.healthz().await;
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("source: unreachable since "), "{body}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     rig.source_proxy.restore();
+    let restored = Instant::now();
     let transactions = writer.finish().await;
     let rows = rig.converge(&run, Duration::from_secs(60)).await;
+    let recovered = restored.elapsed();
     wait_for_log(&run, "source reachable again", Duration::from_secs(10)).await;
     still_runs(&mut run);
     assert!(run.stop(), "clean stop\n{}", run.log());
-    eprintln!("{kind:?}: source cut 4 times: {rows} rows, {transactions} transactions");
+    eprintln!(
+        "FIGURE {kind:?}: source connection cut 3 times mid-transaction (50,000 rows), then \
+         refused 5 s: {rows} rows compared, {transactions} transactions, converged \
+         {recovered:?} after it came back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +204,7 @@ async fn kill_9_ten_times(kind: Kind) {
     still_runs(&mut run);
     assert!(run.stop(), "clean stop\n{}", run.log());
     eprintln!(
-        "{kind:?}: kill -9 after source transactions {kills:?}: {compared} rows compared, {} \
+        "FIGURE {kind:?}: kill -9 after source transactions {kills:?}: {compared} rows compared, {} \
          rows written in {written} transactions, converged {:?} after the start",
         written * 1_000,
         started.elapsed()
@@ -229,7 +249,9 @@ async fn sigterm_during_backlog(kind: Kind) {
     let rows = rig.converge(&run, Duration::from_secs(120)).await;
     still_runs(&mut run);
     assert!(run.stop());
-    eprintln!("{kind:?}: SIGTERM mid-backlog: exited in {stopped_in:?}; {rows} rows compared");
+    eprintln!(
+        "FIGURE {kind:?}: SIGTERM mid-backlog: exited in {stopped_in:?}; {rows} rows compared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +277,7 @@ async fn slow_target(kind: Kind) {
     still_runs(&mut run);
     assert!(run.stop(), "clean stop\n{}", run.log());
     eprintln!(
-        "{kind:?}: 100 ms target round trips: {rows} rows, {transactions} transactions, caught \
+        "FIGURE {kind:?}: 100 ms target round trips: {rows} rows, {transactions} transactions, caught \
          up {:?} after the writes ended",
         started.elapsed()
     );
@@ -269,4 +291,56 @@ async fn pglogical_keeps_up_with_a_slow_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mylogical_keeps_up_with_a_slow_target() {
     slow_target(Kind::My).await;
+}
+
+/// The target turns read-only (as a primary that became a replica in a failover) and its
+/// sessions are ended: replication waits, taking a new session on each attempt (a session
+/// keeps the setting it started with), and goes on once the target is writable again.
+async fn target_read_only(kind: Kind) {
+    let rig = Rig::new(kind).await;
+    let mut run = rig.start(&[]);
+    let writer = rig.writer(5, Duration::from_millis(20), u64::MAX).await;
+    rig.converge(&run, Duration::from_secs(60)).await;
+    let admin = support::pg_connect(&support::pg_url()).await;
+    let database = &rig.tgt.name;
+    let set = format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on");
+    admin.batch_execute(&set).await.expect("read-only");
+    support::pg_terminate_sessions(database).await;
+    // /_/healthz shows the outage's last failure.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = rig.healthz().await;
+        if status == 503 && body.contains("read-only transaction") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}\n{}", run.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    still_runs(&mut run);
+    let reset = format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only");
+    admin.batch_execute(&reset).await.expect("writable");
+    let restored = Instant::now();
+    let transactions = writer.finish().await;
+    let rows = rig.converge(&run, Duration::from_secs(60)).await;
+    let recovered = restored.elapsed();
+    let log = run.log();
+    assert!(log.contains("unreachable, retrying every"), "{log}");
+    assert!(log.contains("reachable again"), "{log}");
+    still_runs(&mut run);
+    assert!(run.stop(), "clean stop\n{}", run.log());
+    eprintln!(
+        "FIGURE {kind:?}: target read-only 3 s: {rows} rows compared, {transactions} \
+         transactions, converged {recovered:?} after it was writable again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pglogical_waits_while_the_target_is_read_only() {
+    target_read_only(Kind::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mylogical_waits_while_the_target_is_read_only() {
+    target_read_only(Kind::My).await;
 }

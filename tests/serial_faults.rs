@@ -76,6 +76,7 @@ async fn restart(kind: Kind) {
     let mut run = rig.start(&[]);
     rig.writer(5, Duration::ZERO, 200).await.join().await;
     rig.converge(&run, Duration::from_secs(60)).await;
+    let starting;
     {
         let _restart = match kind {
             Kind::Pg => {
@@ -90,14 +91,20 @@ async fn restart(kind: Kind) {
         wait_for_log(&run, "source unreachable, retrying every", Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         still_runs(&mut run);
+        // The server starts again as `_restart` is dropped.
+        starting = std::time::Instant::now();
     }
     wait_for_log(&run, "source reachable again", Duration::from_secs(60)).await;
+    let reconnected = starting.elapsed();
     // The writer goes on after the restart.
     rig.writer(5, Duration::ZERO, 200).await.join().await;
     let rows = rig.converge(&run, Duration::from_secs(60)).await;
     still_runs(&mut run);
     assert!(run.stop(), "clean stop\n{}", run.log());
-    eprintln!("{kind:?}: source server stopped for 5 s and started: {rows} rows compared");
+    eprintln!(
+        "FIGURE {kind:?}: source server stopped for 5 s and started: {rows} rows compared, \
+         streaming again {reconnected:?} after it was told to start"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

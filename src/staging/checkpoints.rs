@@ -39,12 +39,15 @@ pub struct StagingCheckpoints {
     client: Client,
     store: CheckpointStore,
     reconnect: Option<ConnString>,
+    /// The last save failed on a session still open (read-only staging during a failover):
+    /// the next takes a new session.
+    new_session: bool,
 }
 
 impl StagingCheckpoints {
     /// Saves through `store` on `client` (the staging database).
     pub fn new(client: Client, store: CheckpointStore) -> Self {
-        Self { client, store, reconnect: None }
+        Self { client, store, reconnect: None, new_session: false }
     }
 
     /// Opens a new connection to `conn` when the current one is lost.
@@ -58,7 +61,7 @@ impl StagingCheckpoints {
     /// Saves `committed`; the error says whether trying again may succeed (`true`: staging was
     /// unreachable or the connection broke).
     pub async fn store(&mut self, committed: &Committed) -> Result<(), CheckpointError> {
-        if self.client.is_closed()
+        if (self.client.is_closed() || self.new_session)
             && let Some(conn) = &self.reconnect
         {
             self.client = crate::conn::postgres::connect(conn).await.map_err(|e| {
@@ -68,11 +71,17 @@ impl StagingCheckpoints {
                 );
                 CheckpointError { message, kind: ErrorKind::Unavailable }
             })?;
-            tracing::info!("the staging connection was lost; saving checkpoints on a new one");
+            if !self.new_session {
+                tracing::info!("the staging connection was lost; saving checkpoints on a new one");
+            }
+            self.new_session = false;
         }
-        self.store.save(&self.client, committed).await.map_err(|e| CheckpointError {
-            message: crate::error::with_causes(&e),
-            kind: if e.is_transient() { ErrorKind::Unavailable } else { ErrorKind::Data },
+        self.store.save(&self.client, committed).await.map_err(|e| {
+            self.new_session = e.is_transient();
+            CheckpointError {
+                message: crate::error::with_causes(&e),
+                kind: if e.is_transient() { ErrorKind::Unavailable } else { ErrorKind::Data },
+            }
         })
     }
 }

@@ -245,15 +245,17 @@ impl Lease {
         let task = tokio::spawn(async move {
             let mut client = client;
             let mut renewed_at = tokio::time::Instant::now();
+            let mut new_session = false;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(RENEW_EVERY) => {}
                     _ = stop.changed() => break,
                 }
-                if client.is_closed()
+                if (client.is_closed() || new_session)
                     && let Ok(c) = crate::conn::postgres::connect(&conn).await
                 {
                     client = c;
+                    new_session = false;
                 }
                 match lease.renew(&client).await {
                     Ok(true) => {
@@ -265,6 +267,10 @@ impl Lease {
                         return client;
                     }
                     Err(e) => {
+                        // Staging unavailable on a session still open (read-only during a
+                        // failover): the next renewal takes a new session.
+                        new_session = matches!(&e, LeaseError::Database { source, .. }
+                            if crate::error::postgres_kind(source) == crate::error::ErrorKind::Unavailable);
                         let why = crate::error::with_causes(&e);
                         let why = format!("renewing the lease {}: {why}", lease.name);
                         crate::outage::failed("staging", &why, RENEW_EVERY, RENEW_EVERY);

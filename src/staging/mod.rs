@@ -134,11 +134,7 @@ impl StagingError {
     pub fn is_transient(&self) -> bool {
         match self {
             StagingError::Database(e) => {
-                e.is_closed()
-                    || e.code().is_none_or(|c| {
-                        let c = c.code();
-                        c.starts_with("08") || c.starts_with("57P") || c.starts_with("40")
-                    })
+                e.code().is_none() || crate::error::postgres_kind(e).is_retryable()
             }
             _ => false,
         }

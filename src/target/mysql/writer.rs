@@ -72,7 +72,10 @@ impl MyTarget {
 
     /// Classifies a driver error, noting a lost connection.
     fn driver_error(&mut self, e: &mysql_async::Error) -> bool {
-        let lost = is_lost(e);
+        // A server unavailable on a session still open (read-only during a failover): a new
+        // session, as this one keeps what it started with.
+        let lost =
+            is_lost(e) || crate::error::mysql_kind(e) == crate::error::ErrorKind::Unavailable;
         self.lost |= lost;
         lost || crate::error::mysql_kind(e).is_retryable()
     }

@@ -47,6 +47,9 @@ pub struct PgTarget {
     /// Where to open a new connection when the current one is lost (`None`: tests that hand
     /// in a client and want a lost connection to stay lost).
     reconnect: Option<ConnString>,
+    /// The database was unavailable on a session still open (read-only during a failover):
+    /// the next write takes a new one, as a session keeps what it started with.
+    new_session: bool,
     /// The last failed write broke a foreign key: the batch is written again in source
     /// order before the failure is reported (see [`PgTarget::in_source_order`]).
     broke_foreign_key: bool,
@@ -97,6 +100,7 @@ impl PgTarget {
             cache: StatementCache::default(),
             in_flight: None,
             reconnect: None,
+            new_session: false,
             broke_foreign_key: false,
         })
     }
@@ -111,7 +115,7 @@ impl PgTarget {
     /// Opens a new connection when the current one is closed. What was prepared or sent ahead
     /// on the old one is gone with it.
     async fn ensure_connected(&mut self) -> Result<(), TargetError> {
-        if !self.client.is_closed() {
+        if !self.client.is_closed() && !self.new_session {
             return Ok(());
         }
         let Some(conn) = &self.reconnect else { return Ok(()) };
@@ -121,7 +125,10 @@ impl PgTarget {
                 crate::error::with_causes(&e)
             ))
         })?;
-        tracing::info!("the target connection was lost; writing on a new one");
+        if !self.new_session {
+            tracing::info!("the target connection was lost; writing on a new one");
+        }
+        self.new_session = false;
         self.client = Arc::new(client);
         self.cache.clear();
         self.in_flight = None;
@@ -672,7 +679,14 @@ impl Target for PgTarget {
         planned: Option<Planned>,
         upcoming: Option<Upcoming<'_>>,
     ) -> Result<Committed, TargetError> {
-        self.write_planned(transactions, planned, upcoming).await?;
+        let outcome = self.write_planned(transactions, planned, upcoming).await;
+        if let Err(e) = &outcome
+            && e.kind == crate::error::ErrorKind::Unavailable
+            && !self.client.is_closed()
+        {
+            self.new_session = true;
+        }
+        outcome?;
         Ok(Committed::covering(transactions))
     }
 }
