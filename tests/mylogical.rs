@@ -402,7 +402,7 @@ async fn password_login_a_killed_connection_metrics_and_no_password_in_logs() {
     let encoded = "S3cr%21t%3Ap%40ss%2Fw0rd";
     let host = mysql_url().rsplit_once('@').map(|(_, h)| h.to_owned()).expect("host");
     let url = format!("mysql://{user}:{encoded}@tcp({host})/{}", f.src.name);
-    let port = 30000 + (std::process::id() % 5000) as u16;
+    let port = support::changefeed::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut args = f.args(&url);
     args.extend(["--defaultGTIDSet".into(), f.start.clone(), "--stagingCreateSchema".into()]);

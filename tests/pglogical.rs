@@ -396,10 +396,7 @@ async fn kill_9_mid_stream_then_restart_converges() {
 #[tokio::test]
 async fn a_dropped_connection_recovers_and_metrics_are_served() {
     let f = Fixture::new("CREATE TABLE t (id int PRIMARY KEY, v text);", "").await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = support::changefeed::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut run = f.start(&["--stagingCreateSchema", "--metricsAddr", &addr]);
     let source = f.src.client().await;
@@ -759,10 +756,7 @@ api.configureTargetSchema("{db}.public", {{
         ),
     )
     .expect("script");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = support::changefeed::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut run = f.start(&[
         "--stagingCreateSchema",

@@ -116,3 +116,60 @@ async fn pglogical_rides_out_a_postgresql_restart_of_source_target_and_staging()
 async fn mylogical_rides_out_a_mariadb_source_restart() {
     restart(Kind::My).await;
 }
+
+/// `replicator start` (consistent mode) while the PostgreSQL server holding its target and
+/// staging is stopped for 5 s: the changefeed's requests get 503s, which it retries, and the
+/// target converges once the server is back; the process never exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_rides_out_a_restart_of_the_server_holding_target_and_staging() {
+    use serde_json::json;
+    use support::changefeed::{Feed, Server, Trust, hlc, line, payload, resolved};
+
+    let dir = support::TempDir::new();
+    let db = support::PgDatabase::create().await;
+    let ddl = "CREATE TABLE t (id int8 PRIMARY KEY, v int8)";
+    db.client().await.batch_execute(ddl).await.expect("schema");
+    let args = ["--targetConn", &db.url, "--stagingCreateSchema", "--disableAuthentication"];
+    let mut server = Server::start(&dir, &args.map(String::from)).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let batch = |from: i64| {
+        payload(
+            &(from..from + 100)
+                .map(|id| line("t", json!([id]), Some(json!({"id": id, "v": id})), &hlc(id + 1, 0)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // The server is up whenever this runs.
+    let count = async |want: &str| {
+        let client = db.client().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while support::dump(&client, "SELECT count(*) FROM t").await != [[Some(want.to_owned())]] {
+            assert!(std::time::Instant::now() < deadline, "never {want} rows");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    feed.deliver(&batch(0)).await;
+    feed.deliver(&resolved(&hlc(1_000, 0))).await;
+    count("100").await;
+
+    pg_ctl("stop");
+    let restart = Restart(pg_start);
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        drop(restart);
+    });
+    for b in 1..5 {
+        feed.deliver(&batch(b * 100)).await;
+    }
+    feed.deliver(&resolved(&hlc(10_000, 0))).await;
+    back.join().expect("started again");
+    count("500").await;
+    assert!(feed.refusals.iter().any(|r| r.status == 503), "{:?}", feed.refusals);
+    assert!(feed.refusals.iter().all(|r| r.status == 503), "{:?}", feed.refusals);
+    still_runs(&mut server.run);
+    eprintln!(
+        "FIGURE start: server of target and staging stopped 5 s: 500 rows, {} requests refused \
+         with 503 and retried",
+        feed.refusals.len()
+    );
+}

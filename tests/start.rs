@@ -822,6 +822,33 @@ async fn a_target_that_goes_away_gets_503s_then_the_retries_converge() {
 }
 
 #[tokio::test]
+async fn a_target_100_ms_away_is_slower_and_exact() {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute("CREATE TABLE t (id int8 PRIMARY KEY, v int8)").await.expect("schema");
+    let (proxy, target) = Proxy::to_database(&db.url);
+    proxy.traffic(support::fault::Traffic::Delay(Duration::from_millis(50)));
+    let args = ["--immediate", "--targetConn", &target, "--stagingConn", &db.url];
+    let mut args: Vec<String> = args.map(String::from).to_vec();
+    args.extend(["--stagingCreateSchema", "--disableAuthentication"].map(String::from));
+    let server = Server::start(&dir, &args).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    for b in 0..10i64 {
+        let lines: Vec<_> = (b * 100..b * 100 + 100)
+            .map(|id| line("t", json!([id]), Some(json!({"id": id, "v": id})), &hlc(id + 1, 0)))
+            .collect();
+        feed.deliver(&payload(&lines)).await;
+    }
+    feed.deliver(&resolved(&hlc(10_000, 0))).await;
+    assert!(feed.refusals.is_empty(), "{:?}", feed.refusals);
+    assert_eq!(
+        dump(&client, "SELECT count(*), sum(v) FROM t").await,
+        table(&[&["1000", "499500"]])
+    );
+}
+
+#[tokio::test]
 async fn shutdown_answers_503_to_new_requests_and_finishes_those_in_flight() {
     let mut pg = Pg::start("CREATE TABLE t (id int8 PRIMARY KEY)", &["--gracePeriod", "20s"]).await;
     let path = pg.path("public");
