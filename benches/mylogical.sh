@@ -16,8 +16,10 @@
 # file into the empty target table (timed, then the table is emptied again); replicator
 # drains the binlog from the noted position into the same table, timed from its start until
 # the last row is on the target (commits apply in order, so the last id arriving means every
-# row did). BENCH_RUNS rounds (default 3) alternate the two, each on an emptied table and a
-# fresh staging schema; prints the median rates, their ratio, and replicator's peak RSS.
+# row did). BENCH_RUNS rounds (default 3) alternate the three — COPY, replicator, replicator
+# with a pass-through userscript (every row through onRowUpsert and back) — each on an
+# emptied table and a fresh staging schema; prints the median rates, their ratios, and
+# replicator's peak RSS. BENCH_NO_SCRIPT=1 leaves the scripted drain out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-300000}
@@ -72,6 +74,15 @@ copy_once() {
   [ "$(pg -d bench_my_tgt -c 'SELECT count(*) FROM bench')" = "$rows" ] || { echo "COPY loaded the wrong count" >&2; exit 1; }
 }
 
+cat >"$work/pass.ts" <<'TS'
+import * as api from "replicator@v2";
+api.configureTargetSchema("bench_my_tgt.public", {
+  onRowUpsert: (row) => row,
+  onRowDelete: (row) => row,
+});
+TS
+
+# One drain by replicator; extra arguments go to it (the userscript).
 replicator_once() {
   local t0 pid secs got
   t0=$(date +%s.%N)
@@ -79,7 +90,7 @@ replicator_once() {
   ${BENCH_WRAP:-} "$bin" mylogical --sourceConn 'mysql://root@tcp(127.0.0.1:3306)/bench_my' \
     --targetConn postgres://postgres@127.0.0.1:5432/bench_my_tgt --targetSchema bench_my_tgt.public \
     --defaultGTIDSet "$position" --stagingSchema _replicator --stagingCreateSchema \
-    --replicationProcessID 4343 ${BENCH_FLAGS:-} >>"$work/replicator.log" 2>&1 &
+    --replicationProcessID 4343 ${BENCH_FLAGS:-} "$@" >>"$work/replicator.log" 2>&1 &
   pid=$!
   # One session polls inside the server: a new psql every 50 ms costs more CPU than it
   # measures, and EXECUTE plans the query afresh each time (a plan cached while the table was
@@ -94,8 +105,7 @@ replicator_once() {
   kill -0 "$pid" 2>/dev/null || { echo "replicator exited:" >&2; cat "$work/replicator.log" >&2; exit 1; }
   [ "$(pg -d bench_my_tgt -c 'SELECT coalesce(max(id), 0) FROM bench')" = "$rows" ] \
     || { echo "the target did not catch up within 10 minutes" >&2; cat "$work/replicator.log" >&2; exit 1; }
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-  if (( rss > peak )); then peak=$rss; fi
+  last_rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
   if [ -n "${BENCH_WRAP:-}" ]; then
     pkill -INT -P "$pid" || true
     wait "$pid" || true
@@ -111,8 +121,9 @@ replicator_once() {
 
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 runs=${BENCH_RUNS:-3}
-peak=0
-copies=() replicators=()
+max() { if (( $1 > $2 )); then echo "$1"; else echo "$2"; fi; }
+rss=0 script_rss=0
+copies=() replicators=() scripted=()
 for ((r = 1; r <= runs; r++)); do
   reset
   copy_once
@@ -120,11 +131,19 @@ for ((r = 1; r <= runs; r++)); do
   reset
   replicator_once
   replicators+=("$replicator_secs")
-  printf "round %d: COPY %.2f s, replicator %.2f s\n" "$r" "$copy_secs" "$replicator_secs"
+  rss=$(max "$rss" "$last_rss")
+  if [ -z "${BENCH_NO_SCRIPT:-}" ]; then
+    reset
+    replicator_once --userscript "$work/pass.ts"
+    scripted+=("$replicator_secs")
+    script_rss=$(max "$script_rss" "$last_rss")
+    printf "round %d: COPY %.2f s, replicator %.2f s, with the script %.2f s\n" "$r" "$copy_secs" "${replicators[-1]}" "$replicator_secs"
+  else
+    printf "round %d: COPY %.2f s, replicator %.2f s\n" "$r" "$copy_secs" "$replicator_secs"
+  fi
 done
 copy=$(printf '%s\n' "${copies[@]}" | median)
 secs=$(printf '%s\n' "${replicators[@]}" | median)
-rss=$peak
 
 rate() { echo "$rows / $1" | bc; }
 echo
@@ -132,3 +151,8 @@ echo "rows: $rows ($tx-row transactions), MariaDB $(my -e 'SELECT VERSION()') �
 printf '%-34s %8.2f s %9s rows/s\n' "COPY into the target table (median)" "$copy" "$(rate "$copy")"
 printf '%-34s %8.2f s %9s rows/s  %s of COPY  peak RSS %s MiB\n' "replicator mylogical (median)" "$secs" "$(rate "$secs")" \
   "$(echo "scale=0; 100 * $copy / $secs" | bc)%" "$((rss / 1024))"
+if [ -z "${BENCH_NO_SCRIPT:-}" ]; then
+  with=$(printf '%s\n' "${scripted[@]}" | median)
+  printf '%-34s %8.2f s %9s rows/s  %s of COPY  %s× without  peak RSS %s MiB\n' "  + pass-through userscript" "$with" "$(rate "$with")" \
+    "$(echo "scale=0; 100 * $copy / $with" | bc)%" "$(echo "scale=2; $secs / $with" | bc)" "$((script_rss / 1024))"
+fi
