@@ -14,8 +14,10 @@
 # The source is the local PostgreSQL on 5432 (tests/databases.sh provisions it); the target is
 # a second cluster on port 5433, created here if missing (Debian's pg_createcluster). One
 # backlog of ROWS rows (mixed types, BENCH_TX-row transactions) is written once and sits in
-# three slots. The native subscription drains one, replicator the second, replicator with a
-# pass-through userscript the third; each into its own target database on 5433. A drain is
+# four slots. pg_recvlogical drains the first (pgoutput, to /dev/null: it costs nothing, so
+# its rate is the walsender's own, the source's ceiling), the native subscription the second,
+# replicator the third, replicator with a pass-through userscript the fourth; each of the
+# last three into its own target database on 5433. A drain is
 # timed from the start of the consumer until the last row is on the target (commits apply
 # in order, so the last id arriving means every row did). Prints rows/s, the ratios to the
 # native subscriber, and replicator's peak RSS. Connections use the default sslmode
@@ -55,7 +57,7 @@ else
 fi
 
 # --- the backlog ------------------------------------------------------------------------------
-slots=(bench_native bench_replicator bench_script)
+slots=(bench_ceiling bench_native bench_replicator bench_script)
 cleanup() {
   tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub DISABLE" >/dev/null 2>&1 || true
   tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE)" >/dev/null 2>&1 || true
@@ -99,6 +101,7 @@ END
 \$\$;
 SQL
 echo "backlog written in $(echo "$(date +%s.%N) - $start" | bc) s"
+end_lsn=$(src_psql -d bench_src -c "SELECT pg_current_wal_lsn()")
 
 # Waits until the last row is on the target (commits apply in order, so every row is). One
 # session polls inside the server: a new psql every 50 ms costs more CPU than it measures, and
@@ -132,10 +135,21 @@ walsender_cpu() { # slot file
   echo "scale=2; $last / $tck" | bc >"$2"
 }
 
+# --- the source's ceiling: pg_recvlogical -----------------------------------------------------
+work=$(mktemp -d)
+if [ "${BENCH_ONLY:-}" = replicator ]; then ceiling=1; else
+walsender_cpu bench_ceiling "$work/bench_ceiling.cpu" &
+follower=$!
+t0=$(date +%s.%N)
+pg_recvlogical -h 127.0.0.1 -p 5432 -U postgres -d bench_src --slot bench_ceiling --start \
+  --endpos "$end_lsn" -o proto_version=1 -o publication_names=bench_pub -f /dev/null
+ceiling=$(echo "$(date +%s.%N) - $t0" | bc)
+wait "$follower"
+fi
+
 # --- PostgreSQL's subscriber ------------------------------------------------------------------
 if [ "${BENCH_ONLY:-}" = replicator ]; then native=1; else
 tgt_psql -d bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=5432 dbname=bench_src user=postgres' PUBLICATION bench_pub WITH (create_slot = false, slot_name = 'bench_native', copy_data = false, enabled = false)"
-work=$(mktemp -d)
 walsender_cpu bench_native "$work/bench_native.cpu" &
 follower=$!
 t0=$(date +%s.%N)
@@ -195,7 +209,9 @@ busy() { # slot seconds: the walsender's CPU as a share of the drain's wall time
 }
 echo
 echo "rows: $rows ($tx-row transactions), target: PostgreSQL $ver on 5433"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s\n' "pg_recvlogical to /dev/null (the ceiling)" "$ceiling" "$(rate "$ceiling")" "$(ratio "$ceiling" "$native")" "$(busy bench_ceiling "$ceiling")"
 printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")" "1.00" "$(busy bench_native "$native")"
 printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$(busy bench_replicator "$plain")" "$((plain_rss / 1024))"
 printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$(busy bench_script "$scripted")" "$((scripted_rss / 1024))"
 echo "(a drain cannot go faster than its walsender sends: at most 100% / busy as fast as it went)"
+echo "of the ceiling: native $(ratio "$native" "$ceiling")×, replicator $(ratio "$plain" "$ceiling")×, with the script $(ratio "$scripted" "$ceiling")×; with the script replicator goes $(ratio "$scripted" "$plain")× as fast as without"
