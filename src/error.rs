@@ -127,35 +127,29 @@ pub fn postgres_kind(e: &tokio_postgres::Error) -> ErrorKind {
 /// The kind of the first error in `e` and its causes that tells one: a target error, a
 /// driver error of either protocol, or an I/O error (unavailable).
 pub fn kind_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
+    chain(e).find_map(|c| {
         if let Some(t) = c.downcast_ref::<crate::target::TargetError>() {
-            return Some(t.kind);
+            Some(t.kind)
+        } else if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
+            Some(postgres_kind(pg))
+        } else if let Some(my) = c.downcast_ref::<mysql_async::Error>() {
+            Some(mysql_kind(my))
+        } else {
+            c.is::<std::io::Error>().then_some(ErrorKind::Unavailable)
         }
-        if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
-            return Some(postgres_kind(pg));
-        }
-        if let Some(my) = c.downcast_ref::<mysql_async::Error>() {
-            return Some(mysql_kind(my));
-        }
-        if c.is::<std::io::Error>() {
-            return Some(ErrorKind::Unavailable);
-        }
-        cause = c.source();
-    }
-    None
+    })
 }
 
-/// An I/O error somewhere in `e`'s causes (a refused, reset or timed-out connection).
+/// `e` and its causes, outermost first.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
+}
+
+/// An I/O error among `e`'s causes (a refused, reset or timed-out connection).
 fn io_cause(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        if c.is::<std::io::Error>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    chain(e).skip(1).any(|c| c.is::<std::io::Error>())
 }
 
 /// What kind of failure a MySQL/MariaDB driver error is: I/O failures, a closed connection,

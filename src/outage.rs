@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One dependency's ongoing outage.
@@ -20,6 +21,10 @@ struct Ongoing {
 }
 
 static OUTAGES: Mutex<BTreeMap<&'static str, Ongoing>> = Mutex::new(BTreeMap::new());
+
+/// Whether `OUTAGES` may hold any: [`recovered`] runs after every target commit, and takes
+/// the lock only then.
+static ANY: AtomicBool = AtomicBool::new(false);
 
 /// An attempt to reach `dependency` failed with `why`; the next is in `retry_in`, and retries
 /// come at most `every` apart. The first failure of an outage is logged at warn level, the
@@ -53,6 +58,7 @@ pub fn failed(dependency: &'static str, why: &str, retry_in: Duration, every: Du
                 dependency,
                 Ongoing { since, started: Instant::now(), why: why.to_owned(), failures: 1 },
             );
+            ANY.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -60,8 +66,12 @@ pub fn failed(dependency: &'static str, why: &str, retry_in: Duration, every: Du
 /// `dependency` answered: ends its outage, if it had one (logged at info level, with how long
 /// it lasted). Cheap when there was none.
 pub fn recovered(dependency: &'static str) {
+    if !ANY.load(Ordering::SeqCst) {
+        return;
+    }
     let Ok(mut outages) = OUTAGES.lock() else { return };
     let Some(ended) = outages.remove(dependency) else { return };
+    ANY.store(!outages.is_empty(), Ordering::SeqCst);
     let lasted = ended.started.elapsed();
     tracing::info!(
         dependency,

@@ -19,23 +19,19 @@ fn pg_cluster() -> (String, String) {
     (first.next().expect("version").to_owned(), first.next().expect("name").to_owned())
 }
 
+/// Runs `program` with `args`; it must succeed.
+fn must(program: &str, args: &[&str]) {
+    let ok = Command::new(program).args(args).status().expect(program).success();
+    assert!(ok, "{program} {args:?} failed");
+}
+
 fn pg_ctl(action: &str) {
     let (version, name) = pg_cluster();
-    let ok = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, &name, action, "-m", "fast"])
-        .status()
-        .expect("pg_ctlcluster")
-        .success();
-    assert!(ok, "pg_ctlcluster {action}");
+    must("pg_ctlcluster", &["--skip-systemctl-redirect", &version, &name, action, "-m", "fast"]);
 }
 
 fn mariadb_stop() {
-    let ok = Command::new("mariadb-admin")
-        .args(["-uroot", "shutdown"])
-        .status()
-        .expect("mariadb-admin")
-        .success();
-    assert!(ok, "mariadb-admin shutdown");
+    must("mariadb-admin", &["-uroot", "shutdown"]);
 }
 
 fn mariadb_start() {

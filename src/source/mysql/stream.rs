@@ -331,17 +331,11 @@ const SAME_ID_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Whether reconnecting may help.
 pub fn is_transient(error: &mysql_async::Error) -> bool {
-    match error {
-        mysql_async::Error::Io(_) => true,
-        mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
-        // Server shutdown, connection killed, query interrupted, too many connections.
-        // 4052: the server still serves our server id to a connection that died (after a
-        // kill -9); it lets go shortly.
-        mysql_async::Error::Server(e) => {
-            matches!(e.code, 1040 | 1053 | 1317 | 1927 | 2006 | 2013 | 4052)
-        }
-        _ => false,
-    }
+    // The server out of reach, or for a binlog dump also: 1317, the query interrupted; 4052,
+    // the server still serves our server id to a connection that died (after a kill -9): it
+    // lets go shortly.
+    crate::error::mysql_kind(error) == crate::error::ErrorKind::Unavailable
+        || matches!(error, mysql_async::Error::Server(e) if matches!(e.code, 1317 | 4052))
 }
 
 /// Streams until `stop` turns true (`Ok`), `out` closes (`Ok`: the pipeline reports its own

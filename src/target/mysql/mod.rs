@@ -262,18 +262,6 @@ pub fn plan<'a>(
     Ok(out)
 }
 
-/// The connection is gone: a network error, the connection closed, or the server ended it
-/// (1927: killed; 2006/2013: gone or lost; 1053: shutting down; 4031: idle too long). A new
-/// connection may succeed where this one cannot.
-pub fn is_lost(e: &mysql_async::Error) -> bool {
-    match e {
-        mysql_async::Error::Io(_) => true,
-        mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
-        mysql_async::Error::Server(se) => matches!(se.code, 1053 | 1927 | 2006 | 2013 | 4031),
-        _ => false,
-    }
-}
-
 /// Runs the statements on `conn` (the caller's transaction), in order.
 pub async fn execute(
     conn: &mut impl Queryable,

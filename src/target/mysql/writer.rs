@@ -5,7 +5,7 @@ use crate::conn::mysql::MyParams;
 use crate::staging::Committed;
 use crate::target::batch::ApplyError;
 use crate::target::batch::Grouping;
-use crate::target::mysql::{MAX_PLACEHOLDERS, Statement, execute, introspect, is_lost, plan};
+use crate::target::mysql::{MAX_PLACEHOLDERS, Statement, execute, introspect, plan};
 use crate::target::schema::Schema;
 use crate::target::{Target, TargetError};
 use crate::types::mutation::{Mutation, SourceTransaction};
@@ -70,14 +70,13 @@ impl MyTarget {
         Ok(())
     }
 
-    /// Classifies a driver error, noting a lost connection.
+    /// Classifies a driver error (retrying may help), noting that the next write needs a new
+    /// session when the server is unavailable: the connection is gone, or (read-only during a
+    /// failover) this session keeps what it started with.
     fn driver_error(&mut self, e: &mysql_async::Error) -> bool {
-        // A server unavailable on a session still open (read-only during a failover): a new
-        // session, as this one keeps what it started with.
-        let lost =
-            is_lost(e) || crate::error::mysql_kind(e) == crate::error::ErrorKind::Unavailable;
-        self.lost |= lost;
-        lost || crate::error::mysql_kind(e).is_retryable()
+        let kind = crate::error::mysql_kind(e);
+        self.lost |= kind == crate::error::ErrorKind::Unavailable;
+        kind.is_retryable()
     }
 
     /// Re-reads the target schema at least this often (`--schemaRefresh`).
