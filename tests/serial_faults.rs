@@ -11,12 +11,17 @@ use std::time::Duration;
 
 use support::workload::{Kind, Rig, still_runs, wait_for_log};
 
-/// The local PostgreSQL cluster: version and name, from `pg_lsclusters`.
+/// The local PostgreSQL cluster the tests use (the one on port 5432; `benches/pglogical.sh`
+/// adds another on 5433): version and name, from `pg_lsclusters`.
 fn pg_cluster() -> (String, String) {
     let out = Command::new("pg_lsclusters").arg("-h").output().expect("pg_lsclusters");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut first = text.lines().next().expect("a cluster").split_whitespace();
-    (first.next().expect("version").to_owned(), first.next().expect("name").to_owned())
+    let cluster = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"5432"))
+        .expect("a cluster on port 5432");
+    (cluster[0].to_owned(), cluster[1].to_owned())
 }
 
 /// Runs `program` with `args`; it must succeed.
