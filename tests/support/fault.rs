@@ -32,6 +32,8 @@ struct Shared {
     refuse: watch::Sender<bool>,
     /// Stops the proxy.
     stop: watch::Sender<bool>,
+    /// Whether the port is open right now (the proxy's answer to `refuse`).
+    listening: watch::Sender<bool>,
 }
 
 /// The proxy (see the module documentation). Dropping it closes its port and every
@@ -51,6 +53,7 @@ impl FaultProxy {
             cut: watch::channel(0).0,
             refuse: watch::channel(false).0,
             stop: watch::channel(false).0,
+            listening: watch::channel(true).0,
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         std_listener.set_nonblocking(true).expect("nonblocking");
@@ -80,9 +83,20 @@ impl FaultProxy {
         (proxy, through)
     }
 
-    /// Closes the port: new connections are refused (open ones go on).
+    /// Closes the port: new connections are refused (open ones go on). Returns once the
+    /// port is closed, so a connection attempt right after is refused.
     pub fn refuse(&self) {
         self.shared.refuse.send_replace(true);
+        self.await_listening(false);
+    }
+
+    fn await_listening(&self, open: bool) {
+        let listening = self.shared.listening.subscribe();
+        while *listening.borrow() != open {
+            let stopped = self.thread.as_ref().is_none_or(|t| t.is_finished());
+            assert!(!stopped, "the proxy's thread stopped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Ends every open connection.
@@ -101,10 +115,11 @@ impl FaultProxy {
         *self.shared.traffic.lock().expect("traffic") = traffic;
     }
 
-    /// Back to normal: the port open, traffic forwarded.
+    /// Back to normal: the port open, traffic forwarded. Returns once the port is open.
     pub fn restore(&self) {
         self.traffic(Traffic::Pass);
         self.shared.refuse.send_replace(false);
+        self.await_listening(true);
     }
 }
 
@@ -134,8 +149,10 @@ async fn serve(
         if *refuse.borrow_and_update() {
             // Closing the port is how a server that is down answers: connection refused.
             listener = None;
+            shared.listening.send_replace(false);
         } else if listener.is_none() {
             listener = Some(rebind(&addr).await);
+            shared.listening.send_replace(true);
         }
         let Some(l) = &listener else {
             tokio::select! {
@@ -146,7 +163,10 @@ async fn serve(
         tokio::select! {
             accepted = l.accept() => {
                 let Ok((inbound, _)) = accepted else { continue };
-                tokio::spawn(connection(inbound, upstream.clone(), shared.clone()));
+                // Subscribed before the task runs: a cut right after the accept ends it too.
+                let mut cut = shared.cut.subscribe();
+                cut.borrow_and_update();
+                tokio::spawn(connection(inbound, cut, upstream.clone(), shared.clone()));
             }
             _ = refuse.changed() => {}
             _ = stop.changed() => return,
@@ -165,9 +185,12 @@ async fn rebind(addr: &str) -> TcpListener {
     panic!("the proxy could not listen on {addr} again");
 }
 
-async fn connection(inbound: TcpStream, upstream: String, shared: Arc<Shared>) {
-    let mut cut = shared.cut.subscribe();
-    cut.borrow_and_update();
+async fn connection(
+    inbound: TcpStream,
+    mut cut: watch::Receiver<u64>,
+    upstream: String,
+    shared: Arc<Shared>,
+) {
     let Ok(outbound) = TcpStream::connect(&upstream).await else { return };
     let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
     let (from_client, to_client) = inbound.into_split();
