@@ -187,7 +187,7 @@ pub async fn run<S: Source>(
         script: script.clone(),
         schema: target.schema.to_string(),
         tag,
-        keys: crate::target::preflight::source_keys(&tables),
+        keys: Arc::new(crate::target::preflight::source_keys(&tables)),
     };
     let stager = tokio::spawn(stage.run(source_rx));
 
@@ -205,7 +205,9 @@ pub async fn run<S: Source>(
 }
 
 /// Between the source and the queue: counts what the source sends, runs the userscript's
-/// schema-level handlers, and hands each transaction to the sequencer's queue.
+/// schema-level handlers, and hands each transaction to the sequencer's queue, in source order.
+/// With several engines, as many transactions are in the script at once (the first still
+/// running holds the later ones back), so the stage keeps every engine busy.
 struct Transform {
     queue: QueueSender,
     /// The userscript.
@@ -214,32 +216,106 @@ struct Transform {
     schema: String,
     tag: SourceTag,
     /// Source tables' key columns, to name a row a handler fails on.
-    keys: HashMap<String, Vec<String>>,
+    keys: Arc<HashMap<String, Vec<String>>>,
 }
+
+type Scripting = tokio::task::JoinHandle<Result<SourceTransaction, PipelineError>>;
 
 impl Transform {
     /// Runs until `input` closes, or the queue closes (the sequencer reports its own error).
     async fn run(self, mut input: mpsc::Receiver<SourceTransaction>) -> Result<(), PipelineError> {
         let metrics = crate::metrics::global();
-        while let Some(mut tx) = input.recv().await {
-            metrics.count_source_mutations(self.tag.name(), &tx.mutations);
-            if let Some(pool) = &self.script {
-                let schema = &self.schema;
-                let position = tx.position.to_string();
-                let keys = &self.keys;
-                tx = crate::script::transform::schema_level(pool, schema, self.tag, tx, |t| {
-                    keys.get(t).cloned()
-                })
-                .await
-                .map_err(|source| PipelineError::Script { position, source: Box::new(source) })?;
+        let Some(pool) = self.script.clone() else {
+            while let Some(tx) = input.recv().await {
+                metrics.count_source_mutations(self.tag.name(), &tx.mutations);
+                if !self.forward(tx).await {
+                    return Ok(());
+                }
             }
-            let (position, commit_nanos) = (tx.position.clone(), tx.commit_nanos);
-            if self.queue.send(tx).await.is_err() {
-                return Ok(());
+            return Ok(());
+        };
+        let depth = pool.workers().max(1);
+        let mut running: std::collections::VecDeque<Scripting> = std::collections::VecDeque::new();
+        let mut open = true;
+        while open || !running.is_empty() {
+            // Fill the engines while the source has transactions ready; wait for the oldest
+            // one otherwise.
+            let next = if open && running.len() < depth {
+                if running.is_empty() {
+                    input.recv().await
+                } else {
+                    match input.try_recv() {
+                        Ok(tx) => Some(tx),
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::select! {
+                                biased;
+                                tx = input.recv() => tx,
+                                done = finished(&mut running) => {
+                                    if !self.forward(done?).await {
+                                        return Ok(());
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                }
+            } else {
+                let done = finished(&mut running).await?;
+                if !self.forward(done).await {
+                    return Ok(());
+                }
+                continue;
+            };
+            match next {
+                Some(tx) => {
+                    metrics.count_source_mutations(self.tag.name(), &tx.mutations);
+                    running.push_back(self.script_one(&pool, tx));
+                }
+                None => open = false,
             }
-            crate::status::global().received(&position, commit_nanos);
         }
         Ok(())
+    }
+
+    /// Starts the schema-level handlers on one transaction.
+    fn script_one(&self, pool: &Arc<ScriptPool>, tx: SourceTransaction) -> Scripting {
+        let (pool, schema, tag, keys) =
+            (pool.clone(), self.schema.clone(), self.tag, self.keys.clone());
+        tokio::spawn(async move {
+            let position = tx.position.to_string();
+            crate::script::transform::schema_level(&pool, &schema, tag, tx, |t| {
+                keys.get(t).cloned()
+            })
+            .await
+            .map_err(|source| PipelineError::Script { position, source: Box::new(source) })
+        })
+    }
+
+    /// Hands a transaction to the queue; `false` once the queue is closed.
+    async fn forward(&self, tx: SourceTransaction) -> bool {
+        let (position, commit_nanos) = (tx.position.clone(), tx.commit_nanos);
+        if self.queue.send(tx).await.is_err() {
+            return false;
+        }
+        crate::status::global().received(&position, commit_nanos);
+        true
+    }
+}
+
+/// The oldest transaction in the script, once its handlers are done.
+async fn finished(
+    running: &mut std::collections::VecDeque<Scripting>,
+) -> Result<SourceTransaction, PipelineError> {
+    let Some(front) = running.front_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = front.await;
+    running.pop_front();
+    match outcome {
+        Ok(result) => result,
+        Err(e) => Err(PipelineError::Refused(format!("the userscript stage stopped: {e}"))),
     }
 }
 

@@ -93,6 +93,11 @@ impl ScriptPool {
         Ok(Self { jobs: Some(jobs), workers: handles, configured: configured.unwrap_or_default() })
     }
 
+    /// How many engines run the script.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     /// What the script configured (the same in every engine).
     pub fn configured(&self) -> &Configured {
         &self.configured
