@@ -64,6 +64,34 @@ struct Scripted {
     source: SourceTag,
 }
 
+impl Scripted {
+    /// Whether any mutation of `transactions` is for a table with table-level handlers
+    /// (`onRowUpsert`, `onRowDelete` or `onWrite`). A batch with none is written as if no
+    /// script were loaded: planned ahead, with no crossing into the engine and no copies.
+    fn handles(&self, transactions: &[SourceTransaction]) -> bool {
+        handles_any(self.pool.configured(), &self.schema, transactions)
+    }
+}
+
+fn handles_any(
+    configured: &crate::script::Configured,
+    schema: &str,
+    transactions: &[SourceTransaction],
+) -> bool {
+    if configured.tables.is_empty() {
+        return false;
+    }
+    let mut last: Option<&str> = None;
+    transactions.iter().flat_map(|t| &t.mutations).any(|m| {
+        // Rows of one table come in runs: look each run's table up once.
+        if last == Some(m.table.as_str()) {
+            return false;
+        }
+        last = Some(&m.table);
+        configured.table(schema, &m.table).is_some()
+    })
+}
+
 /// A batch whose BEGIN and statements are on the connection, uncommitted.
 struct InFlight {
     /// The position of its last transaction (which batch it is).
@@ -552,7 +580,8 @@ impl PgTarget {
         self.refresh_if_due().await?;
         let planned = planned.and_then(|p| p.downcast::<PrePlanned>().ok());
         match planned {
-            Some(p) if self.script.is_none() && Arc::ptr_eq(&p.schema, &self.schema) => {
+            // The planner plans only batches no table-level handler touches.
+            Some(p) if Arc::ptr_eq(&p.schema, &self.schema) => {
                 let mutations = mutations();
                 let outcome = self.write_ahead(p.wires, &mutations, upcoming).await;
                 self.in_source_order(outcome, &mutations).await
@@ -567,6 +596,9 @@ impl PgTarget {
         // Planned from the transactions' own rows (no copies); a script's output is owned here.
         let scripted: Vec<Mutation>;
         let mutations: Vec<&Mutation> = match &self.script {
+            Some(script) if !script.handles(transactions) => {
+                transactions.iter().flat_map(|t| &t.mutations).collect()
+            }
             None => transactions.iter().flat_map(|t| &t.mutations).collect(),
             Some(Scripted { pool, schema: script_schema, source }) => {
                 let schema = &self.schema;
@@ -649,13 +681,17 @@ impl PgTarget {
 }
 
 impl Target for PgTarget {
-    /// Plans ahead unless a userscript is loaded (its table-level handlers run in `apply`).
+    /// Plans ahead the batches no table-level userscript handler touches (those handlers run
+    /// in `apply`, where the target transaction is).
     fn planner(&self) -> Option<Planner> {
-        if self.script.is_some() {
-            return None;
-        }
         let (shared, collapse, dialect) = (self.shared_schema.clone(), self.collapse, self.dialect);
+        let scripted = self.script.as_ref().map(|s| (s.pool.clone(), s.schema.clone()));
         Some(Arc::new(move |transactions: &[SourceTransaction]| {
+            if let Some((pool, schema)) = &scripted
+                && handles_any(pool.configured(), schema, transactions)
+            {
+                return None;
+            }
             let schema = shared.lock().ok()?.clone();
             let mutations = transactions.iter().flat_map(|t| &t.mutations);
             // A name the schema lacks is left to `apply`, which re-reads the schema.
