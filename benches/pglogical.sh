@@ -4,7 +4,8 @@
 #
 #   bash benches/pglogical.sh [ROWS]        (default 300000)
 #
-# For profiling: BENCH_ONLY=replicator runs replicator alone (no ratios), and BENCH_WRAP
+# For profiling: BENCH_ONLY=replicator runs replicator alone (no ratios), BENCH_ONLY=script
+# replicator with the pass-through userscript alone, and BENCH_WRAP
 # prefixes its command line (e.g. BENCH_WRAP="perf record -g -o /tmp/perf.data --"), BENCH_FLAGS
 # adds flags to it (e.g. BENCH_FLAGS="--flushSize 10000"). BENCH_BIN runs another build of
 # replicator (to compare two builds under the same machine conditions) instead of building
@@ -137,7 +138,7 @@ walsender_cpu() { # slot file
 
 # --- the source's ceiling: pg_recvlogical -----------------------------------------------------
 work=$(mktemp -d)
-if [ "${BENCH_ONLY:-}" = replicator ]; then ceiling=1; else
+if [ -n "${BENCH_ONLY:-}" ]; then ceiling=1; else
 walsender_cpu bench_ceiling "$work/bench_ceiling.cpu" &
 follower=$!
 t0=$(date +%s.%N)
@@ -148,7 +149,7 @@ wait "$follower"
 fi
 
 # --- PostgreSQL's subscriber ------------------------------------------------------------------
-if [ "${BENCH_ONLY:-}" = replicator ]; then native=1; else
+if [ -n "${BENCH_ONLY:-}" ]; then native=1; else
 tgt_psql -d bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=5432 dbname=bench_src user=postgres' PUBLICATION bench_pub WITH (create_slot = false, slot_name = 'bench_native', copy_data = false, enabled = false)"
 walsender_cpu bench_native "$work/bench_native.cpu" &
 follower=$!
@@ -187,7 +188,9 @@ run_replicator() { # slot database [extra flags…]
   wait "$follower"
   echo "$secs $rss"
 }
+if [ "${BENCH_ONLY:-}" != script ]; then
 read -r plain plain_rss < <(run_replicator bench_replicator bench_replicator ${BENCH_FLAGS:-})
+fi
 if [ "${BENCH_ONLY:-}" = replicator ]; then
   echo "replicator pglogical: $plain s"
   exit 0
@@ -199,7 +202,11 @@ api.configureTargetSchema("bench_script.public", {
   onRowDelete: (row) => row,
 });
 TS
-read -r scripted scripted_rss < <(run_replicator bench_script bench_script --userscript "$work/pass.ts")
+read -r scripted scripted_rss < <(run_replicator bench_script bench_script --userscript "$work/pass.ts" ${BENCH_FLAGS:-})
+if [ "${BENCH_ONLY:-}" = script ]; then
+  echo "replicator pglogical + pass-through script: $scripted s"
+  exit 0
+fi
 
 # --- figures ----------------------------------------------------------------------------------
 rate() { echo "$rows / $1" | bc; }
