@@ -11,7 +11,7 @@ use rquickjs::convert::Coerced;
 use rquickjs::{Array, Atom, Ctx, FromJs, Function, Object, Type, Value as JsValue};
 
 use super::host::{RowOp, TargetColumn};
-use super::{Meta, Routed};
+use super::{Meta, Routed, SourceTag};
 use crate::types::{Row, Value, new_row};
 
 /// Property names of a `meta` object Rust sets; others are passed through untouched.
@@ -31,12 +31,7 @@ pub(crate) fn value_to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Resul
         }
         Value::Json(j) => json_to_js(ctx, j)?,
         // The document (or, if the text is not one after all, the text).
-        Value::JsonText(_) => match value.to_json() {
-            serde_json::Value::Number(n) => {
-                rquickjs::String::from_str(ctx.clone(), n.as_str())?.into_value()
-            }
-            document => json_to_js(ctx, &document)?,
-        },
+        Value::JsonText(_) => document_to_js(ctx, &value.to_json())?,
         Value::Array(items) => {
             let array = Array::new(ctx.clone())?;
             for (i, item) in items.iter().enumerate() {
@@ -45,6 +40,20 @@ pub(crate) fn value_to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Resul
             array.into_value()
         }
     })
+}
+
+/// A JSON column's document; one that is a bare number arrives as its exact text, as column
+/// numbers do.
+fn document_to_js<'js>(
+    ctx: &Ctx<'js>,
+    document: &serde_json::Value,
+) -> rquickjs::Result<JsValue<'js>> {
+    match document {
+        serde_json::Value::Number(n) => {
+            Ok(rquickjs::String::from_str(ctx.clone(), n.as_str())?.into_value())
+        }
+        document => json_to_js(ctx, document),
+    }
 }
 
 fn json_to_js<'js>(ctx: &Ctx<'js>, json: &serde_json::Value) -> rquickjs::Result<JsValue<'js>> {
@@ -85,17 +94,147 @@ pub(crate) fn row_to_js<'js>(ctx: &Ctx<'js>, row: &Row) -> rquickjs::Result<Obje
     Ok(object)
 }
 
+/// What the rows of a batch were built from, so that a value a handler hands back as it
+/// got it is taken from the source row instead of converted again.
+///
+/// A text value counts when the handler returns the very string it was given: a JavaScript
+/// string is immutable, so the same string (one pointer) is the same text, and converting
+/// it back would give `Value::String` of that text. Objects and arrays can be changed in
+/// place, so identity proves nothing there: a JSON column's document is compared with what
+/// the handler returns, and when it holds what the script was given, the source's value is
+/// kept (what [`super::exact::keep_source_text`] would make of the converted value).
+#[derive(Default)]
+pub(crate) struct Inputs<'js> {
+    /// Every row's columns in order: the property name and what its value was made from.
+    columns: Vec<(Atom<'js>, Noted<'js>)>,
+    /// Where each row's columns start in `columns`.
+    starts: Vec<usize>,
+}
+
+impl<'js> Inputs<'js> {
+    /// Room for `rows` rows of `columns` columns.
+    pub(crate) fn with_capacity(rows: usize, columns: usize) -> Self {
+        Self { columns: Vec::with_capacity(rows * columns), starts: Vec::with_capacity(rows) }
+    }
+
+    fn of(&self, row: usize) -> &[(Atom<'js>, Noted<'js>)] {
+        let start = self.starts.get(row).copied().unwrap_or(self.columns.len());
+        let end = self.starts.get(row + 1).copied().unwrap_or(self.columns.len());
+        &self.columns[start..end]
+    }
+}
+
+/// What a column's JavaScript value was made from.
+enum Noted<'js> {
+    /// Nothing to recognise.
+    Other,
+    /// Text (a number or a string): the string made for it.
+    Text(JsValue<'js>),
+    /// JSON text, read: the document the script got.
+    Document(serde_json::Value),
+}
+
+/// A source row and what its JavaScript object was built from (see [`Inputs`]).
+pub(crate) struct Source<'a, 'js> {
+    row: &'a mut Row,
+    columns: &'a [(Atom<'js>, Noted<'js>)],
+    /// Columns already taken by an earlier returned row.
+    taken: Vec<bool>,
+}
+
+impl<'a, 'js> Source<'a, 'js> {
+    /// Row `i` of the batch `inputs` describes.
+    pub(crate) fn new(row: &'a mut Row, inputs: &'a Inputs<'js>, i: usize) -> Self {
+        let columns = inputs.of(i);
+        Self { taken: vec![false; columns.len()], row, columns }
+    }
+
+    /// The source column a returned property names (by its atom), looked up at the same
+    /// position first.
+    fn column(&self, position: usize, atom: &Atom<'js>) -> Option<usize> {
+        match self.columns.get(position) {
+            Some((a, _)) if a == atom => Some(position),
+            _ => self.columns.iter().position(|(a, _)| a == atom),
+        }
+    }
+
+    /// The row `cells` describe when it is the only one made from this row: when it has
+    /// this row's columns in order (a handler that passes the row on, changed or not), this
+    /// row itself with the returned values in place, so nothing is built or hashed again.
+    fn build_only(&mut self, cells: Cells) -> Row {
+        let in_place = cells.len() == self.row.len()
+            && cells.iter().zip(self.row.keys()).enumerate().all(|(k, ((name, cell), key))| {
+                std::sync::Arc::ptr_eq(name, key)
+                    && match cell {
+                        Cell::Taken(c) | Cell::Copied(c) => *c == k,
+                        Cell::Converted(_) => true,
+                    }
+            });
+        if !in_place {
+            return self.build(cells);
+        }
+        let mut row = std::mem::take(self.row);
+        for ((_, cell), value) in cells.into_iter().zip(row.values_mut()) {
+            match cell {
+                // What converting the same string back gives: its text, as a string.
+                Cell::Taken(_) => {
+                    if let Value::Number(text) = value {
+                        *value = Value::String(std::mem::take(text));
+                    }
+                }
+                Cell::Copied(_) => {}
+                Cell::Converted(converted) => *value = converted,
+            }
+        }
+        row
+    }
+
+    /// The row `cells` describe, taking its values from this row.
+    fn build(&mut self, cells: Cells) -> Row {
+        let mut row = new_row(cells.len());
+        for (name, cell) in cells {
+            let value = match cell {
+                Cell::Converted(value) => value,
+                Cell::Copied(c) => self.row.get_index(c).map_or(Value::Null, |(_, v)| v.clone()),
+                // What converting the same string back gives: its text, as a string.
+                Cell::Taken(c) => match self.row.get_index_mut(c).map(|(_, v)| v) {
+                    Some(v) => match std::mem::replace(v, Value::Null) {
+                        Value::Number(s) => Value::String(s),
+                        other => other,
+                    },
+                    None => unreachable!("the inputs were noted from this row"),
+                },
+            };
+            row.insert(name, value);
+        }
+        row
+    }
+}
+
+/// A returned column, before the row is built: a value taken from the source row, a copy of
+/// one, or one converted.
+enum Cell {
+    Taken(usize),
+    Copied(usize),
+    Converted(Value),
+}
+
+/// A returned row, before it is built.
+type Cells = Vec<(crate::types::Name, Cell)>;
+
 /// Builds the JavaScript rows and metas of one batch. Rows of a batch mostly share their
 /// columns and meta, so property-name atoms and meta strings are made once and reused.
 pub(crate) struct BatchEncoder<'js> {
     ctx: Ctx<'js>,
     atoms: Vec<(String, Atom<'js>)>,
     last_meta: Option<(Meta, [JsValue<'js>; 4])>,
+    /// `meta`'s property names: schema, table, the source's tag, nanos, logical, before.
+    meta_atoms: Option<(Option<SourceTag>, [Atom<'js>; 6])>,
 }
 
 impl<'js> BatchEncoder<'js> {
     pub(crate) fn new(ctx: &Ctx<'js>) -> Self {
-        Self { ctx: ctx.clone(), atoms: Vec::new(), last_meta: None }
+        Self { ctx: ctx.clone(), atoms: Vec::new(), last_meta: None, meta_atoms: None }
     }
 
     /// The atom for a column name: row `i`'s column `n` usually sits at the same position.
@@ -122,6 +261,37 @@ impl<'js> BatchEncoder<'js> {
         Ok(object)
     }
 
+    /// [`Self::row`], noting in `inputs` what the row was built from.
+    pub(crate) fn row_noted(
+        &mut self,
+        row: &Row,
+        inputs: &mut Inputs<'js>,
+    ) -> rquickjs::Result<Object<'js>> {
+        let object = Object::new(self.ctx.clone())?;
+        inputs.starts.push(inputs.columns.len());
+        for (position, (column, value)) in row.iter().enumerate() {
+            let atom = self.atom(position, column)?;
+            let (js, noted) = match value {
+                Value::Number(_) | Value::String(_) => {
+                    let js = value_to_js(&self.ctx, value)?;
+                    (js.clone(), Noted::Text(js))
+                }
+                // Read once: the script gets the document, and what it returns is compared
+                // with the same document.
+                Value::JsonText(text) => match crate::types::json::parse(text) {
+                    Some(document) => {
+                        (document_to_js(&self.ctx, &document)?, Noted::Document(document))
+                    }
+                    None => (value_to_js(&self.ctx, value)?, Noted::Other),
+                },
+                _ => (value_to_js(&self.ctx, value)?, Noted::Other),
+            };
+            inputs.columns.push((atom.clone(), noted));
+            object.set(atom, js)?;
+        }
+        Ok(object)
+    }
+
     pub(crate) fn meta(&mut self, meta: &Meta, with_before: bool) -> rquickjs::Result<Object<'js>> {
         let reuse = matches!(&self.last_meta, Some((last, _)) if last.schema == meta.schema
             && last.table == meta.table && last.source == meta.source && last.time == meta.time);
@@ -135,23 +305,33 @@ impl<'js> BatchEncoder<'js> {
             let key = Meta { before: None, ..meta.clone() };
             self.last_meta = Some((key, values));
         }
-        let Some((_, [schema, table, nanos, logical])) = &self.last_meta else {
+        if !matches!(&self.meta_atoms, Some((tag, _)) if *tag == meta.source) {
+            let atom = |name: &str| Atom::from_str(self.ctx.clone(), name);
+            let tag = atom(meta.source.map_or("", |t| t.name()))?;
+            let names = [META_SCHEMA, META_TABLE, "", "nanos", "logical", "before"];
+            let [schema, table, _, nanos, logical, before] = names.map(atom);
+            self.meta_atoms =
+                Some((meta.source, [schema?, table?, tag, nanos?, logical?, before?]));
+        }
+        let (Some((_, [schema, table, nanos, logical])), Some((_, names))) =
+            (&self.last_meta, &self.meta_atoms)
+        else {
             unreachable!("set above");
         };
         let object = Object::new(self.ctx.clone())?;
-        object.set(META_SCHEMA, schema.clone())?;
-        object.set(META_TABLE, table.clone())?;
-        if let Some(tag) = meta.source {
-            object.set(tag.name(), true)?;
+        object.set(names[0].clone(), schema.clone())?;
+        object.set(names[1].clone(), table.clone())?;
+        if meta.source.is_some() {
+            object.set(names[2].clone(), true)?;
         }
         if meta.time.is_some() {
-            object.set("nanos", nanos.clone())?;
-            object.set("logical", logical.clone())?;
+            object.set(names[3].clone(), nanos.clone())?;
+            object.set(names[4].clone(), logical.clone())?;
         }
         if with_before {
             match &meta.before {
-                Some(before) => object.set("before", row_to_js(&self.ctx, before)?)?,
-                None => object.set("before", JsValue::new_null(self.ctx.clone()))?,
+                Some(before) => object.set(names[5].clone(), row_to_js(&self.ctx, before)?)?,
+                None => object.set(names[5].clone(), JsValue::new_null(self.ctx.clone()))?,
             }
         }
         Ok(object)
@@ -351,7 +531,7 @@ impl<'js> FromJsConverter<'js> {
                 return Err(format!("{what} returned a {other} where a row object was expected"));
             }
         };
-        let props = collect_props(&object)?;
+        let props = collect_props::<String>(&object)?;
         self.row_from_props(props)
     }
 
@@ -367,13 +547,122 @@ impl<'js> FromJsConverter<'js> {
         Ok(row)
     }
 
-    /// What a schema-level handler returned: a row (default table), a routing object
-    /// `{table: rows[]}` (every property an array of objects; `{}` routes nowhere), or null.
+    /// A row object's columns, naming what to take from `source`: the names of its columns
+    /// and the text values handed back unchanged (see [`Inputs`]). Nothing is taken until
+    /// [`Source::build`], so a failure leaves `source` whole.
+    fn cells(
+        &self,
+        props: Vec<(Atom<'js>, JsValue<'js>)>,
+        source: &mut Source<'_, 'js>,
+    ) -> Result<Cells, String> {
+        let mut cells = Vec::with_capacity(props.len());
+        for (position, (atom, item)) in props.into_iter().enumerate() {
+            if item.is_undefined() {
+                continue;
+            }
+            let column = source.column(position, &atom);
+            let name = match column.and_then(|c| source.row.get_index(c)) {
+                Some((name, _)) => name.clone(),
+                None => atom.to_string().map_err(|e| e.to_string())?.into(),
+            };
+            let what = || format!("column {name:?}");
+            let cell = match column {
+                Some(c) => self.cell(item, c, source, &what)?,
+                None => Cell::Converted(self.value(item, &what)?),
+            };
+            cells.push((name, cell));
+        }
+        Ok(cells)
+    }
+
+    /// A returned value for source column `c`.
+    fn cell(
+        &self,
+        item: JsValue<'js>,
+        c: usize,
+        source: &mut Source<'_, 'js>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Cell, String> {
+        if let Noted::Text(given) = &source.columns[c].1
+            && !source.taken[c]
+            && *given == item
+        {
+            source.taken[c] = true;
+            return Ok(Cell::Taken(c));
+        }
+        let Some((_, original)) = source.row.get_index(c) else {
+            return Ok(Cell::Converted(self.value(item, what)?));
+        };
+        let document = match (original, &source.columns[c].1) {
+            (Value::Json(document), _) | (Value::JsonText(_), Noted::Document(document)) => {
+                document
+            }
+            _ => return Ok(Cell::Converted(self.value(item, what)?)),
+        };
+        // A document that is a bare number reached the script as text: left to the general
+        // rule below.
+        let structured = matches!(item.type_of(), Type::Object | Type::Array)
+            && !matches!(document, serde_json::Value::Number(_));
+        if structured && self.same_as_seen(&item, document) {
+            return Ok(Cell::Copied(c));
+        }
+        let returned = self.value(item, what)?;
+        Ok(Cell::Converted(super::exact::keep_text_of(returned, original, document)))
+    }
+
+    /// `value` holds what the script was given for `document` (see [`super::exact`]): the
+    /// same numbers (as doubles, or as text for those given as text), strings, booleans,
+    /// nulls, arrays and objects. `false` also where converting `value` and comparing could
+    /// still find it the same (a BigInt, a Date, `undefined`): that case converts.
+    fn same_as_seen(&self, value: &JsValue<'js>, document: &serde_json::Value) -> bool {
+        use serde_json::Value as J;
+        match (value.type_of(), document) {
+            (Type::Null, J::Null) => true,
+            (Type::Bool, J::Bool(b)) => value.as_bool() == Some(*b),
+            (Type::Int | Type::Float, J::Number(n)) => {
+                seen_number(n).is_some_and(|seen| value.as_number() == Some(seen))
+            }
+            (Type::String, J::Number(n)) => {
+                seen_number(n).is_none() && js_string(value).is_ok_and(|r| r == n.as_str())
+            }
+            (Type::String, J::String(s)) => js_string(value).is_ok_and(|r| r == *s),
+            (Type::Array, J::Array(items)) => {
+                let Some(array) = value.as_array() else { return false };
+                array.len() == items.len()
+                    && items.iter().enumerate().all(|(i, item)| {
+                        array.get::<JsValue>(i).is_ok_and(|v| self.same_as_seen(&v, item))
+                    })
+            }
+            (Type::Object, J::Object(map)) => {
+                let Some(object) = value.as_object() else { return false };
+                if object.is_instance_of(&self.date) {
+                    return false;
+                }
+                let mut count = 0;
+                for prop in object.props::<String, JsValue>() {
+                    let Ok((key, v)) = prop else { return false };
+                    let same = map.get(&key).is_some_and(|s| self.same_as_seen(&v, s));
+                    if !same {
+                        return false;
+                    }
+                    count += 1;
+                }
+                count == map.len()
+            }
+            _ => false,
+        }
+    }
+
+    /// What a schema-level handler given `source`'s row returned: a row (default table), a
+    /// routing object `{table: rows[]}` (every property an array of objects; `{}` routes
+    /// nowhere), or null. Column names and unchanged text values are taken from `source`
+    /// (see [`Inputs`]).
     pub(crate) fn routed(
         &self,
         value: JsValue<'js>,
         default_table: &str,
         what: &str,
+        source: &mut Source<'_, 'js>,
     ) -> Result<Routed, String> {
         if value.is_null() {
             return Ok(Routed::Dropped);
@@ -382,26 +671,22 @@ impl<'js> FromJsConverter<'js> {
             return Ok(Routed::Rows(vec![(default_table.to_owned(), self.row(value, what)?)]));
         }
         let object = value.into_object().ok_or("not an object")?;
-        let props = collect_props(&object)?;
-        let routing = props.iter().all(|(_, v)| {
-            v.as_array().is_some_and(|a| {
-                a.iter::<JsValue>().all(|item| item.is_ok_and(|i| i.type_of() == Type::Object))
-            })
-        });
-        if !routing {
-            return Ok(Routed::Rows(vec![(default_table.to_owned(), self.row_from_props(props)?)]));
+        let props = collect_props::<Atom>(&object)?;
+        if !is_routing(&props) {
+            let cells = self.cells(props, source)?;
+            return Ok(Routed::Rows(vec![(default_table.to_owned(), source.build_only(cells))]));
         }
-        let mut rows = Vec::new();
+        let mut pending = Vec::new();
         for (table, array) in props {
+            let table = table.to_string().map_err(|e| e.to_string())?;
             let array = array.into_array().ok_or("not an array")?;
             for item in array.iter::<JsValue>() {
-                let row = self.row(
-                    item.map_err(|e| e.to_string())?,
-                    &format!("{what} for table {table:?}"),
-                )?;
-                rows.push((table.clone(), row));
+                let item = item.map_err(|e| e.to_string())?;
+                let object = item.into_object().ok_or("not an object")?;
+                pending.push((table.clone(), self.cells(collect_props::<Atom>(&object)?, source)?));
             }
         }
+        let rows = pending.into_iter().map(|(table, cells)| (table, source.build(cells))).collect();
         Ok(Routed::Rows(rows))
     }
 
@@ -511,12 +796,32 @@ impl<'js> FromJsConverter<'js> {
 }
 
 /// An object's own enumerable properties, in JavaScript's order.
-fn collect_props<'js>(object: &Object<'js>) -> Result<Vec<(String, JsValue<'js>)>, String> {
+/// Whether a returned object routes rows (`{table: rows[]}`): every property an array of
+/// objects.
+fn is_routing<K>(props: &[(K, JsValue<'_>)]) -> bool {
+    props.iter().all(|(_, v)| {
+        v.as_array().is_some_and(|a| {
+            a.iter::<JsValue>().all(|item| item.is_ok_and(|i| i.type_of() == Type::Object))
+        })
+    })
+}
+
+fn collect_props<'js, K: rquickjs::FromAtom<'js>>(
+    object: &Object<'js>,
+) -> Result<Vec<(K, JsValue<'js>)>, String> {
     let mut props = Vec::with_capacity(object.len());
-    for prop in object.props::<String, JsValue>() {
+    for prop in object.props::<K, JsValue>() {
         props.push(prop.map_err(|e| e.to_string())?);
     }
     Ok(props)
+}
+
+/// The double a JSON number reached the script as, `None` when it got the number's text.
+fn seen_number(n: &serde_json::Number) -> Option<f64> {
+    match n.as_i64().and_then(|i| i32::try_from(i).ok()) {
+        Some(i) => Some(f64::from(i)),
+        None => super::exact::js_number(n.as_str()),
+    }
 }
 
 fn js_string(value: &JsValue<'_>) -> Result<String, String> {
@@ -525,4 +830,119 @@ fn js_string(value: &JsValue<'_>) -> Result<String, String> {
         .ok_or_else(|| "not a string".to_owned())?
         .to_string()
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::script::{Engine, EngineOptions, Meta, Op, Routed};
+    use crate::types::{Row, Value};
+
+    const SCRIPT: &str = r#"import * as api from "replicator@v2";
+api.configureTargetSchema("db.public", {
+  onRowUpsert: (row, meta) => {
+    switch (meta.table) {
+      case "same": return row;
+      case "spread": return { ...row };
+      case "copy": return { ...row, doc: JSON.parse(JSON.stringify(row.doc)) };
+      case "mutate": row.doc.n = 3; return row;
+      case "twice": return { a: [row], b: [{ ...row }] };
+      case "swap": return { ...row, id: row.name, name: row.id };
+      case "fail": return { a: [row], b: [{ ...row, f: () => 1 }] };
+    }
+  },
+  onRowDelete: (row) => row,
+});
+"#;
+
+    const DOC: &str = r#"{"n": 1.50, "big": 12345678901234567890}"#;
+
+    fn engine() -> Engine {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("convert_{}_{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("script.ts");
+        std::fs::write(&path, SCRIPT).expect("script");
+        let engine = Engine::from_file(&path, EngineOptions::default()).expect("engine");
+        let _ = std::fs::remove_dir_all(&dir);
+        engine
+    }
+
+    fn batch(table: &str) -> Vec<(Row, Meta)> {
+        let row: Row = [
+            ("id".into(), Value::Number("7".into())),
+            ("name".into(), Value::String("x".into())),
+            ("doc".into(), Value::JsonText(DOC.into())),
+        ]
+        .into_iter()
+        .collect();
+        vec![(row, Meta { schema: "db.public".into(), table: table.into(), ..Meta::default() })]
+    }
+
+    fn pass(engine: &mut Engine, rows: &mut [(Row, Meta)]) -> Vec<(String, Row)> {
+        let routed = engine.schema_rows_taking("db.public", Op::Upsert, rows).expect("handled");
+        match routed.into_iter().next() {
+            Some(Routed::Rows(rows)) => rows,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::String(s.into())
+    }
+
+    /// What a pass-through gives is what converting every value back gave: numbers and
+    /// strings as strings, a JSON document the script left alone as the source's own text.
+    #[test]
+    fn values_handed_back_unchanged_are_taken_as_they_were() {
+        let mut engine = engine();
+        for table in ["same", "spread", "copy"] {
+            let mut rows = batch(table);
+            let out = pass(&mut engine, &mut rows);
+            let [(to, row)] = &out[..] else { panic!("{out:?}") };
+            assert_eq!(to, table);
+            assert_eq!(row["id"], text("7"), "{table}");
+            assert_eq!(row["name"], text("x"), "{table}");
+            assert_eq!(row["doc"], Value::JsonText(DOC.into()), "{table}");
+            assert_eq!(row.keys().map(|k| &**k).collect::<Vec<_>>(), ["id", "name", "doc"]);
+            // Moved, not copied.
+            assert!(!matches!(rows[0].0.get("id"), Some(Value::Number(_))), "{table}");
+        }
+    }
+
+    #[test]
+    fn a_document_changed_in_place_is_converted_keeping_unchanged_numbers() {
+        let mut rows = batch("mutate");
+        let out = pass(&mut engine(), &mut rows);
+        let want: serde_json::Value =
+            serde_json::from_str(r#"{"n": 3, "big": 12345678901234567890}"#).expect("JSON");
+        assert_eq!(out[0].1["doc"], Value::Json(want));
+        assert_eq!(out[0].1["id"], text("7"));
+    }
+
+    #[test]
+    fn a_value_routed_twice_or_moved_to_another_column_is_whole_everywhere() {
+        let mut engine = engine();
+        let mut rows = batch("twice");
+        let out = pass(&mut engine, &mut rows);
+        assert_eq!(out.len(), 2);
+        for (_, row) in &out {
+            assert_eq!((&row["id"], &row["name"]), (&text("7"), &text("x")));
+            assert_eq!(row["doc"], Value::JsonText(DOC.into()));
+        }
+        let mut rows = batch("swap");
+        let out = pass(&mut engine, &mut rows);
+        assert_eq!((&out[0].1["id"], &out[0].1["name"]), (&text("x"), &text("7")));
+    }
+
+    #[test]
+    fn a_row_that_fails_is_left_whole_to_be_named() {
+        let mut rows = batch("fail");
+        let before = rows[0].0.clone();
+        let e = engine()
+            .schema_rows_taking("db.public", Op::Upsert, &mut rows)
+            .expect_err("a function");
+        assert!(e.to_string().contains("function"), "{e}");
+        assert_eq!(rows[0].0, before);
+    }
 }

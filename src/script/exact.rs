@@ -77,6 +77,11 @@ pub fn keep_source_text(returned: Value, original: &Value) -> Value {
         },
         _ => return returned,
     };
+    keep_text_of(returned, original, source)
+}
+
+/// [`keep_source_text`] with `original`'s document already at hand.
+pub(crate) fn keep_text_of(returned: Value, original: &Value, source: &serde_json::Value) -> Value {
     if let serde_json::Value::Number(n) = source {
         // A document that is a bare number reached the script as its text.
         let same = match &returned {

@@ -137,9 +137,9 @@ impl ScriptPool {
         &self,
         schema: String,
         op: Op,
-        rows: Vec<(Row, Meta)>,
+        mut rows: Vec<(Row, Meta)>,
     ) -> Result<Vec<Routed>, ScriptError> {
-        self.run(move |engine| engine.schema_rows(&schema, op, &rows)).await
+        self.run(move |engine| engine.schema_rows_taking(&schema, op, &mut rows)).await
     }
 
     fn submit(&self, job: Job) {

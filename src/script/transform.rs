@@ -20,14 +20,14 @@ fn meta(
     schema: &str,
     table: &str,
     source: SourceTag,
-    tx: &SourceTransaction,
+    commit_nanos: i64,
     before: Option<Row>,
 ) -> Meta {
     Meta {
         schema: schema.to_owned(),
         table: table.to_owned(),
         source: Some(source),
-        time: Some((i128::from(tx.commit_nanos), 0)),
+        time: Some((i128::from(commit_nanos), 0)),
         before,
     }
 }
@@ -60,29 +60,40 @@ pub async fn schema_level(
     pool: &Arc<ScriptPool>,
     target_schema: &str,
     source: SourceTag,
-    tx: SourceTransaction,
+    mut tx: SourceTransaction,
     key_of: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<SourceTransaction, ScriptError> {
     let Some(api) = pool.configured().schema(target_schema) else {
         return Ok(tx);
     };
     let metrics = crate::metrics::global();
-    let mut out = Vec::with_capacity(tx.mutations.len());
-    let mut start = 0;
-    while start < tx.mutations.len() {
-        let op = tx.mutations[start].op;
-        let end = tx.mutations[start..]
-            .iter()
-            .position(|m| m.op != op)
-            .map_or(tx.mutations.len(), |n| start + n);
-        let rows: Vec<(Row, Meta)> = tx.mutations[start..end]
-            .iter()
-            .map(|m| (m.row.clone(), meta(target_schema, &m.table, source, &tx, m.before.clone())))
+    let with_before = api == Api::V1;
+    let (commit_nanos, total) = (tx.commit_nanos, tx.mutations.len());
+    let mut out = Vec::with_capacity(total);
+    let mut pending = std::mem::take(&mut tx.mutations).into_iter().peekable();
+    while let Some(first) = pending.next() {
+        let op = first.op;
+        let mut batch = vec![first];
+        while let Some(m) = pending.next_if(|m| m.op == op) {
+            batch.push(m);
+        }
+        // The rows move into the engine (what a handler passes on unchanged moves back out);
+        // each mutation keeps its table and before-image.
+        let rows: Vec<(Row, Meta)> = batch
+            .iter_mut()
+            .map(|m| {
+                let before = if with_before { m.before.clone() } else { None };
+                let meta = meta(target_schema, &m.table, source, commit_nanos, before);
+                (std::mem::take(&mut m.row), meta)
+            })
             .collect();
         let (schema, count) = (target_schema.to_owned(), rows.len());
-        let (routed, timing) =
-            pool.run_timed(move |engine| engine.schema_rows(&schema, op, &rows)).await;
-        let batch = &tx.mutations[start..end];
+        let ((routed, rows), timing) = pool
+            .run_timed(move |engine| {
+                let mut rows = rows;
+                (engine.schema_rows_taking(&schema, op, &mut rows), rows)
+            })
+            .await;
         let function = function(api, op, true);
         let routed = match routed {
             Ok(routed) => routed,
@@ -90,9 +101,8 @@ pub async fn schema_level(
                 let call = [target_schema, batch[0].table.as_str(), function];
                 metrics.count_script_call(call, count, None, timing);
                 return Err(e.describe_row(|i| {
-                    batch
-                        .get(i)
-                        .map(|m| describe_row(&m.table, key_of(&m.table).as_deref(), &m.row))
+                    let (m, (row, _)) = (batch.get(i)?, rows.get(i)?);
+                    Some(describe_row(&m.table, key_of(&m.table).as_deref(), row))
                 }));
             }
         };
@@ -111,14 +121,16 @@ pub async fn schema_level(
         for (table, rows, passed) in by_table {
             metrics.count_script_call([target_schema, table, function], rows, Some(passed), timing);
         }
-        for (m, r) in tx.mutations[start..end].iter().zip(routed) {
+        for (m, r) in batch.into_iter().zip(routed) {
             if let Routed::Rows(rows) = r {
-                for (table, row) in rows {
-                    out.push(Mutation { table, op, row, before: m.before.clone() });
+                let (mut rows, mut before) = (rows.into_iter().peekable(), m.before);
+                while let Some((table, row)) = rows.next() {
+                    // The last row routed from a mutation takes its before-image.
+                    let before = if rows.peek().is_some() { before.clone() } else { before.take() };
+                    out.push(Mutation { table, op, row, before });
                 }
             }
         }
-        start = end;
     }
     Ok(SourceTransaction { mutations: out, ..tx })
 }
@@ -167,7 +179,10 @@ pub async fn table_level(
             for &i in &positions {
                 let (t, m, _) = &items[i];
                 let key = values_for(&key_of(&m.table).unwrap_or_default(), &m.row);
-                batch.push((key, meta(target_schema, &m.table, source, &transactions[*t], None)));
+                batch.push((
+                    key,
+                    meta(target_schema, &m.table, source, transactions[*t].commit_nanos, None),
+                ));
             }
             let name2 = name.clone();
             let outcome = pool.run_timed(move |engine| engine.table_deletes(&name2, &batch)).await;
@@ -190,7 +205,10 @@ pub async fn table_level(
                 .iter()
                 .map(|&i| {
                     let (t, m, _) = &items[i];
-                    (m.row.clone(), meta(target_schema, &m.table, source, &transactions[*t], None))
+                    (
+                        m.row.clone(),
+                        meta(target_schema, &m.table, source, transactions[*t].commit_nanos, None),
+                    )
                 })
                 .collect();
             let name2 = name.clone();

@@ -31,7 +31,7 @@ use rquickjs::{
 };
 
 use super::compile::{CompiledScript, compile_script};
-use super::convert::{BatchEncoder, FromJsConverter, ops_to_js, strings_to_js};
+use super::convert::{BatchEncoder, FromJsConverter, Inputs, Source, ops_to_js, strings_to_js};
 use super::exact::{json_originals, keep_row_text};
 use super::host::{RowOp, WriteHost};
 use super::{Api, Limits, Meta, Op, Routed};
@@ -322,6 +322,18 @@ impl Engine {
         op: Op,
         rows: &[(Row, Meta)],
     ) -> Result<Vec<Routed>, ScriptError> {
+        self.schema_rows_taking(schema, op, &mut rows.to_vec())
+    }
+
+    /// [`Self::schema_rows`] that takes from `rows` what it passes on: the text values a
+    /// handler returns as it got them move into the result instead of being converted back
+    /// (a row a handler fails on is left whole, to be named in the error).
+    pub fn schema_rows_taking(
+        &mut self,
+        schema: &str,
+        op: Op,
+        rows: &mut [(Row, Meta)],
+    ) -> Result<Vec<Routed>, ScriptError> {
         let api = self.configured.schema(schema).ok_or_else(|| ScriptError::NotConfigured {
             script: self.name.clone(),
             message: format!(
@@ -350,24 +362,22 @@ impl Engine {
         self.call(&handler, |ctx, _| {
             let (js_rows, metas) = (Array::new(ctx.clone())?, Array::new(ctx.clone())?);
             let mut encoder = BatchEncoder::new(ctx);
+            let mut inputs =
+                Inputs::with_capacity(rows.len(), rows.first().map_or(0, |r| r.0.len()));
             for (i, (row, meta)) in rows.iter().enumerate() {
-                js_rows.set(i, encoder.row(row)?)?;
+                js_rows.set(i, encoder.row_noted(row, &mut inputs)?)?;
                 metas.set(i, encoder.meta(meta, with_before)?)?;
             }
             let out: Array =
                 entry.restore(ctx)?.call((schema, op == Op::Delete, js_rows, metas))?;
             let convert = FromJsConverter::new(ctx)?;
             let mut routed = Vec::with_capacity(rows.len());
-            for (i, (_, meta)) in rows.iter().enumerate() {
+            for (i, (row, meta)) in rows.iter_mut().enumerate() {
                 let value: JsValue = out.get(i)?;
-                let mut out = convert
-                    .routed(value, &meta.table, "the handler")
+                let mut source = Source::new(row, &inputs, i);
+                let out = convert
+                    .routed(value, &meta.table, "the handler", &mut source)
                     .map_err(|p| Failure::Return(i, p))?;
-                if let Routed::Rows(out) = &mut out {
-                    for (_, row) in out {
-                        keep_row_text(row, &rows[i].0);
-                    }
-                }
                 routed.push(out);
             }
             Ok(routed)
