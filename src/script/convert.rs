@@ -635,7 +635,8 @@ impl<'js> FromJsConverter<'js> {
             }
             (Type::Object, J::Object(map)) => {
                 let Some(object) = value.as_object() else { return false };
-                if object.is_instance_of(&self.date) {
+                // A property holding `undefined` is never the same, so the counts must match.
+                if object.len() != map.len() || object.is_instance_of(&self.date) {
                     return false;
                 }
                 let mut count = 0;

@@ -91,19 +91,30 @@ pub(crate) fn keep_text_of(returned: Value, original: &Value, source: &serde_jso
         };
         return if same { original.clone() } else { returned };
     }
-    let document = match &returned {
-        Value::Json(j) => j.clone(),
-        Value::Array(_) | Value::Number(_) | Value::String(_) | Value::Bool(_) | Value::Null => {
-            returned.to_json()
-        }
-        Value::JsonText(_) => return returned,
-    };
-    if same_as_seen(&document, source) {
-        return original.clone();
-    }
     match returned {
-        Value::Json(_) | Value::Array(_) => Value::Json(merge(document, source)),
-        other => other,
+        Value::JsonText(_) => returned,
+        Value::Json(document) => {
+            if same_as_seen(&document, source) {
+                original.clone()
+            } else {
+                Value::Json(merge(document, source))
+            }
+        }
+        Value::Array(_) => {
+            let document = returned.to_json();
+            if same_as_seen(&document, source) {
+                original.clone()
+            } else {
+                Value::Json(merge(document, source))
+            }
+        }
+        other => {
+            if same_as_seen(&other.to_json(), source) {
+                original.clone()
+            } else {
+                other
+            }
+        }
     }
 }
 
@@ -194,26 +205,20 @@ fn merge(returned: serde_json::Value, source: &serde_json::Value) -> serde_json:
                 r
             }
         }
-        (J::Array(r), J::Array(s)) => J::Array(
-            r.into_iter()
-                .enumerate()
-                .map(|(i, r)| match s.get(i) {
-                    Some(s) => merge(r, s),
-                    None => r,
-                })
-                .collect(),
-        ),
-        (J::Object(r), J::Object(s)) => J::Object(
-            r.into_iter()
-                .map(|(k, r)| {
-                    let merged = match s.get(&k) {
-                        Some(s) => merge(r, s),
-                        None => r,
-                    };
-                    (k, merged)
-                })
-                .collect(),
-        ),
+        (J::Array(mut r), J::Array(s)) => {
+            for (r, s) in r.iter_mut().zip(s) {
+                *r = merge(std::mem::take(r), s);
+            }
+            J::Array(r)
+        }
+        (J::Object(mut r), J::Object(s)) => {
+            for (k, r) in r.iter_mut() {
+                if let Some(s) = s.get(k) {
+                    *r = merge(std::mem::take(r), s);
+                }
+            }
+            J::Object(r)
+        }
         (r, _) => r,
     }
 }
