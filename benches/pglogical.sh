@@ -136,6 +136,23 @@ walsender_cpu() { # slot file
   echo "scale=2; $last / $tck" | bc >"$2"
 }
 
+# CPU ticks the target cluster has used so far: its postmaster, every live process under it,
+# and those that have exited (reaped into the postmaster's children's time). A drain's share
+# is the difference over its wall time (the polling session of wait_last included, alike in
+# every drain).
+tgt_datadir=$(pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "bench" {print $6}')
+target_ticks() {
+  local pm total child
+  pm=$(head -1 "$tgt_datadir/postmaster.pid")
+  total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+  for child in $(pgrep -P "$pm"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+# A process's own CPU ticks (user + system), 0 once it is gone.
+own_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 # --- the source's ceiling: pg_recvlogical -----------------------------------------------------
 work=$(mktemp -d)
 if [ -n "${BENCH_ONLY:-}" ]; then ceiling=1; else
@@ -153,10 +170,11 @@ if [ -n "${BENCH_ONLY:-}" ]; then native=1; else
 tgt_psql -d bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=5432 dbname=bench_src user=postgres' PUBLICATION bench_pub WITH (create_slot = false, slot_name = 'bench_native', copy_data = false, enabled = false)"
 walsender_cpu bench_native "$work/bench_native.cpu" &
 follower=$!
-t0=$(date +%s.%N)
+t0=$(date +%s.%N) ticks0=$(target_ticks)
 tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub ENABLE"
 wait_last bench_native
 native=$(echo "$(date +%s.%N) - $t0" | bc)
+echo "$(($(target_ticks) - ticks0))" >"$work/bench_native.target"
 tgt_psql -d bench_native -c "ALTER SUBSCRIPTION bench_sub DISABLE" >/dev/null
 wait "$follower"
 fi
@@ -166,10 +184,10 @@ work=${work:-$(mktemp -d)}
 run_replicator() { # slot database [extra flags…]
   local slot=$1 db=$2
   shift 2
-  local t0 pid secs rss follower
+  local t0 pid secs rss follower ticks0
   walsender_cpu "$slot" "$work/$slot.cpu" &
   follower=$!
-  t0=$(date +%s.%N)
+  t0=$(date +%s.%N) ticks0=$(target_ticks)
   ${BENCH_WRAP:-} "$bin" pglogical --sourceConn postgres://postgres@127.0.0.1:5432/bench_src \
     --targetConn "postgres://postgres@127.0.0.1:5433/$db" --targetSchema "$db.public" \
     --slotName "$slot" --publicationName bench_pub --stagingSchema _replicator --stagingCreateSchema \
@@ -178,6 +196,9 @@ run_replicator() { # slot database [extra flags…]
   wait_last "$db"
   secs=$(echo "$(date +%s.%N) - $t0" | bc)
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  echo "$(($(target_ticks) - ticks0))" >"$work/$slot.target"
+  # Under BENCH_WRAP the process is the wrapper's: no share of replicator's own then.
+  if [ -z "${BENCH_WRAP:-}" ]; then own_ticks "$pid" >"$work/$slot.replicator"; fi
   if [ -n "${BENCH_WRAP:-}" ]; then
     pkill -INT -P "$pid" || true # the wrapped replicator; the wrapper then exits
     wait "$pid" || true
@@ -204,7 +225,7 @@ api.configureTargetSchema("bench_script.public", {
 TS
 read -r scripted scripted_rss < <(run_replicator bench_script bench_script --userscript "$work/pass.ts" ${BENCH_FLAGS:-})
 if [ "${BENCH_ONLY:-}" = script ]; then
-  echo "replicator pglogical + pass-through script: $scripted s"
+  echo "replicator pglogical + pass-through script: $scripted s, peak RSS $((scripted_rss / 1024)) MiB"
   exit 0
 fi
 
@@ -214,11 +235,21 @@ ratio() { echo "scale=2; $2 / $1" | bc; }
 busy() { # slot seconds: the walsender's CPU as a share of the drain's wall time
   printf '%3.0f%%' "$(echo "100 * $(cat "$work/$1.cpu") / $2" | bc -l)"
 }
+tck=$(getconf CLK_TCK)
+share() { # file seconds: CPU ticks in the file as a share of the drain's wall time
+  if [ -f "$1" ]; then printf '%3.0f%%' "$(echo "100 * $(cat "$1") / $tck / $2" | bc -l)"; else printf '  -'; fi
+}
+cpu() { # slot seconds: the drain's CPU shares
+  printf 'walsender %s  target server %s  replicator %s' "$(busy "$1" "$2")" \
+    "$(share "$work/$1.target" "$2")" "$(share "$work/$1.replicator" "$2")"
+}
 echo
 echo "rows: $rows ($tx-row transactions), target: PostgreSQL $ver on 5433"
-printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s\n' "pg_recvlogical to /dev/null (the ceiling)" "$ceiling" "$(rate "$ceiling")" "$(ratio "$ceiling" "$native")" "$(busy bench_ceiling "$ceiling")"
-printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")" "1.00" "$(busy bench_native "$native")"
-printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$(busy bench_replicator "$plain")" "$((plain_rss / 1024))"
-printf '%-44s %8.2f s %9s rows/s  %5s× native  walsender busy %s  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$(busy bench_script "$scripted")" "$((scripted_rss / 1024))"
-echo "(a drain cannot go faster than its walsender sends: at most 100% / busy as fast as it went)"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  %s\n' "pg_recvlogical to /dev/null (the ceiling)" "$ceiling" "$(rate "$ceiling")" "$(ratio "$ceiling" "$native")" "$(cpu bench_ceiling "$ceiling")"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  %s\n' "PostgreSQL subscription (native)" "$native" "$(rate "$native")" "1.00" "$(cpu bench_native "$native")"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  %s  peak RSS %s MiB\n' "replicator pglogical" "$plain" "$(rate "$plain")" "$(ratio "$plain" "$native")" "$(cpu bench_replicator "$plain")" "$((plain_rss / 1024))"
+printf '%-44s %8.2f s %9s rows/s  %5s× native  %s  peak RSS %s MiB\n' "replicator pglogical + pass-through script" "$scripted" "$(rate "$scripted")" "$(ratio "$scripted" "$native")" "$(cpu bench_script "$scripted")" "$((scripted_rss / 1024))"
+echo "(CPU shares are of one core over the drain's wall time; 2 cores make 200%. A drain cannot go"
+echo " faster than its walsender sends: at most 100% / walsender share as fast as it went. The"
+echo " native subscriber's apply worker is part of the target server's share.)"
 echo "of the ceiling: native $(ratio "$native" "$ceiling")×, replicator $(ratio "$plain" "$ceiling")×, with the script $(ratio "$scripted" "$ceiling")×; with the script replicator goes $(ratio "$scripted" "$plain")× as fast as without"
