@@ -635,8 +635,7 @@ impl<'js> FromJsConverter<'js> {
             }
             (Type::Object, J::Object(map)) => {
                 let Some(object) = value.as_object() else { return false };
-                // A property holding `undefined` is never the same, so the counts must match.
-                if object.len() != map.len() || object.is_instance_of(&self.date) {
+                if object.is_instance_of(&self.date) {
                     return false;
                 }
                 let mut count = 0;
