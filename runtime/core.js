@@ -245,7 +245,8 @@ export function runSchema(schema, isDelete, rows, metas) {
   const out = new Array(rows.length);
   let i = 0;
   try {
-    for (; i < rows.length; i++) out[i] = fn(rows[i], metas[i]);
+    // metas[i] may be shared by consecutive rows: each call gets a copy of its own.
+    for (; i < rows.length; i++) out[i] = fn(rows[i], { ...metas[i] });
   } catch (e) {
     throw fail(i, e);
   }
@@ -258,7 +259,7 @@ export function runTable(table, isDelete, values, metas) {
   const out = new Array(values.length);
   let i = 0;
   try {
-    for (; i < values.length; i++) out[i] = fn(values[i], metas[i]);
+    for (; i < values.length; i++) out[i] = fn(values[i], { ...metas[i] });
   } catch (e) {
     throw fail(i, e);
   }

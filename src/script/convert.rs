@@ -230,11 +230,19 @@ pub(crate) struct BatchEncoder<'js> {
     last_meta: Option<(Meta, [JsValue<'js>; 4])>,
     /// `meta`'s property names: schema, table, the source's tag, nanos, logical, before.
     meta_atoms: Option<(Option<SourceTag>, [Atom<'js>; 6])>,
+    /// The last meta object made by [`Self::shared_meta`], for the rows that share it.
+    shared: Option<Object<'js>>,
 }
 
 impl<'js> BatchEncoder<'js> {
     pub(crate) fn new(ctx: &Ctx<'js>) -> Self {
-        Self { ctx: ctx.clone(), atoms: Vec::new(), last_meta: None, meta_atoms: None }
+        Self {
+            ctx: ctx.clone(),
+            atoms: Vec::new(),
+            last_meta: None,
+            meta_atoms: None,
+            shared: None,
+        }
     }
 
     /// The atom for a column name: row `i`'s column `n` usually sits at the same position.
@@ -289,6 +297,24 @@ impl<'js> BatchEncoder<'js> {
             inputs.columns.push((atom.clone(), noted));
             object.set(atom, js)?;
         }
+        Ok(object)
+    }
+
+    /// A meta object for a row, the same object for consecutive rows of the same meta (unless
+    /// it holds the row's `before`): the runtime hands each handler call a copy of it
+    /// (`{ ...meta }` in `runtime/core.js`), so every call still gets an object of its own.
+    pub(crate) fn shared_meta(
+        &mut self,
+        meta: &Meta,
+        with_before: bool,
+    ) -> rquickjs::Result<Object<'js>> {
+        let same = matches!(&self.last_meta, Some((last, _)) if last.schema == meta.schema
+            && last.table == meta.table && last.source == meta.source && last.time == meta.time);
+        if let (false, true, Some(shared)) = (with_before, same, &self.shared) {
+            return Ok(shared.clone());
+        }
+        let object = self.meta(meta, with_before)?;
+        self.shared = (!with_before).then(|| object.clone());
         Ok(object)
     }
 
@@ -848,6 +874,7 @@ api.configureTargetSchema("db.public", {
       case "twice": return { a: [row], b: [{ ...row }] };
       case "swap": return { ...row, id: row.name, name: row.id };
       case "fail": return { a: [row], b: [{ ...row, f: () => 1 }] };
+      case "meta": { const seen = String(meta.seen); meta.seen = true; return { id: row.id, seen }; }
     }
   },
   onRowDelete: (row) => row,
@@ -933,6 +960,19 @@ api.configureTargetSchema("db.public", {
         let mut rows = batch("swap");
         let out = pass(&mut engine, &mut rows);
         assert_eq!((&out[0].1["id"], &out[0].1["name"]), (&text("x"), &text("7")));
+    }
+
+    /// Rows of one table in one batch share their meta object on the Rust side; each handler
+    /// call still gets one of its own.
+    #[test]
+    fn each_call_gets_a_meta_of_its_own() {
+        let mut rows = batch("meta");
+        rows.extend(batch("meta"));
+        let routed = engine().schema_rows_taking("db.public", Op::Upsert, &mut rows).expect("ok");
+        for r in routed {
+            let Routed::Rows(out) = r else { panic!("{r:?}") };
+            assert_eq!(out[0].1["seen"], text("undefined"));
+        }
     }
 
     #[test]

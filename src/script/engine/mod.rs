@@ -366,7 +366,7 @@ impl Engine {
                 Inputs::with_capacity(rows.len(), rows.first().map_or(0, |r| r.0.len()));
             for (i, (row, meta)) in rows.iter().enumerate() {
                 js_rows.set(i, encoder.row_noted(row, &mut inputs)?)?;
-                metas.set(i, encoder.meta(meta, with_before)?)?;
+                metas.set(i, encoder.shared_meta(meta, with_before)?)?;
             }
             let out: Array =
                 entry.restore(ctx)?.call((schema, op == Op::Delete, js_rows, metas))?;
@@ -403,7 +403,7 @@ impl Engine {
             let mut encoder = BatchEncoder::new(ctx);
             for (i, (row, meta)) in rows.iter().enumerate() {
                 values.set(i, encoder.row(row)?)?;
-                metas.set(i, encoder.meta(meta, false)?)?;
+                metas.set(i, encoder.shared_meta(meta, false)?)?;
             }
             let out: Array = entry.restore(ctx)?.call((table, false, values, metas))?;
             let convert = FromJsConverter::new(ctx)?;
@@ -443,7 +443,7 @@ impl Engine {
             let mut encoder = BatchEncoder::new(ctx);
             for (i, (key, meta)) in keys.iter().enumerate() {
                 values.set(i, strings_to_js(ctx, key)?)?;
-                metas.set(i, encoder.meta(meta, false)?)?;
+                metas.set(i, encoder.shared_meta(meta, false)?)?;
             }
             let out: Array = entry.restore(ctx)?.call((table, true, values, metas))?;
             let convert = FromJsConverter::new(ctx)?;
