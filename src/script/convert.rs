@@ -105,19 +105,26 @@ pub(crate) fn row_to_js<'js>(ctx: &Ctx<'js>, row: &Row) -> rquickjs::Result<Obje
 /// kept (what [`super::exact::keep_source_text`] would make of the converted value).
 #[derive(Default)]
 pub(crate) struct Inputs<'js> {
-    /// Every row's columns in order: the property name and what its value was made from.
-    columns: Vec<(Atom<'js>, Noted<'js>)>,
+    /// Every row's columns in order: the property name (its place in `atoms`) and what its
+    /// value was made from.
+    columns: Vec<(usize, Noted<'js>)>,
     /// Where each row's columns start in `columns`.
     starts: Vec<usize>,
+    /// The column names' atoms ([`BatchEncoder::names_into`]).
+    atoms: Vec<Atom<'js>>,
 }
 
 impl<'js> Inputs<'js> {
     /// Room for `rows` rows of `columns` columns.
     pub(crate) fn with_capacity(rows: usize, columns: usize) -> Self {
-        Self { columns: Vec::with_capacity(rows * columns), starts: Vec::with_capacity(rows) }
+        Self {
+            columns: Vec::with_capacity(rows * columns),
+            starts: Vec::with_capacity(rows),
+            atoms: Vec::new(),
+        }
     }
 
-    fn of(&self, row: usize) -> &[(Atom<'js>, Noted<'js>)] {
+    fn of(&self, row: usize) -> &[(usize, Noted<'js>)] {
         let start = self.starts.get(row).copied().unwrap_or(self.columns.len());
         let end = self.starts.get(row + 1).copied().unwrap_or(self.columns.len());
         &self.columns[start..end]
@@ -137,7 +144,8 @@ enum Noted<'js> {
 /// A source row and what its JavaScript object was built from (see [`Inputs`]).
 pub(crate) struct Source<'a, 'js> {
     row: &'a mut Row,
-    columns: &'a [(Atom<'js>, Noted<'js>)],
+    columns: &'a [(usize, Noted<'js>)],
+    atoms: &'a [Atom<'js>],
     /// Columns already taken by an earlier returned row.
     taken: Vec<bool>,
 }
@@ -146,15 +154,16 @@ impl<'a, 'js> Source<'a, 'js> {
     /// Row `i` of the batch `inputs` describes.
     pub(crate) fn new(row: &'a mut Row, inputs: &'a Inputs<'js>, i: usize) -> Self {
         let columns = inputs.of(i);
-        Self { taken: vec![false; columns.len()], row, columns }
+        Self { taken: vec![false; columns.len()], row, columns, atoms: &inputs.atoms }
     }
 
     /// The source column a returned property names (by its atom), looked up at the same
     /// position first.
     fn column(&self, position: usize, atom: &Atom<'js>) -> Option<usize> {
+        let is = |&(a, _): &(usize, Noted<'js>)| self.atoms.get(a) == Some(atom);
         match self.columns.get(position) {
-            Some((a, _)) if a == atom => Some(position),
-            _ => self.columns.iter().position(|(a, _)| a == atom),
+            Some(column) if is(column) => Some(position),
+            _ => self.columns.iter().position(is),
         }
     }
 
@@ -226,7 +235,7 @@ type Cells = Vec<(crate::types::Name, Cell)>;
 /// columns and meta, so property-name atoms and meta strings are made once and reused.
 pub(crate) struct BatchEncoder<'js> {
     ctx: Ctx<'js>,
-    atoms: Vec<(String, Atom<'js>)>,
+    atoms: Vec<(crate::types::Name, Atom<'js>)>,
     last_meta: Option<(Meta, [JsValue<'js>; 4])>,
     /// `meta`'s property names: schema, table, the source's tag, nanos, logical, before.
     meta_atoms: Option<(Option<SourceTag>, [Atom<'js>; 6])>,
@@ -245,19 +254,38 @@ impl<'js> BatchEncoder<'js> {
         }
     }
 
-    /// The atom for a column name: row `i`'s column `n` usually sits at the same position.
-    fn atom(&mut self, position: usize, name: &str) -> rquickjs::Result<Atom<'js>> {
-        if let Some((cached, atom)) = self.atoms.get(position)
-            && cached == name
+    /// The atom for a column name: row `i`'s column `n` usually sits at the same position
+    /// (and rows of one table share their names' text: compared by pointer first).
+    fn atom(&mut self, position: usize, name: &crate::types::Name) -> rquickjs::Result<Atom<'js>> {
+        let i = self.atom_index(position, name)?;
+        Ok(self.atoms[i].1.clone())
+    }
+
+    /// Where [`Self::atom`]'s atom sits in the cache.
+    fn atom_index(
+        &mut self,
+        position: usize,
+        name: &crate::types::Name,
+    ) -> rquickjs::Result<usize> {
+        let same = |cached: &crate::types::Name| {
+            std::sync::Arc::ptr_eq(cached, name) || **cached == **name
+        };
+        if let Some((cached, _)) = self.atoms.get(position)
+            && same(cached)
         {
-            return Ok(atom.clone());
+            return Ok(position);
         }
-        if let Some((_, atom)) = self.atoms.iter().find(|(cached, _)| cached == name) {
-            return Ok(atom.clone());
+        if let Some(i) = self.atoms.iter().position(|(cached, _)| same(cached)) {
+            return Ok(i);
         }
         let atom = Atom::from_str(self.ctx.clone(), name)?;
-        self.atoms.push((name.to_owned(), atom.clone()));
-        Ok(atom)
+        self.atoms.push((name.clone(), atom));
+        Ok(self.atoms.len() - 1)
+    }
+
+    /// Hands `inputs` the column-name atoms its rows refer to.
+    pub(crate) fn names_into(&self, inputs: &mut Inputs<'js>) {
+        inputs.atoms = self.atoms.iter().map(|(_, atom)| atom.clone()).collect();
     }
 
     pub(crate) fn row(&mut self, row: &Row) -> rquickjs::Result<Object<'js>> {
@@ -278,7 +306,8 @@ impl<'js> BatchEncoder<'js> {
         let object = Object::new(self.ctx.clone())?;
         inputs.starts.push(inputs.columns.len());
         for (position, (column, value)) in row.iter().enumerate() {
-            let atom = self.atom(position, column)?;
+            let index = self.atom_index(position, column)?;
+            let atom = self.atoms[index].1.clone();
             let (js, noted) = match value {
                 Value::Number(_) | Value::String(_) => {
                     let js = value_to_js(&self.ctx, value)?;
@@ -294,7 +323,7 @@ impl<'js> BatchEncoder<'js> {
                 },
                 _ => (value_to_js(&self.ctx, value)?, Noted::Other),
             };
-            inputs.columns.push((atom.clone(), noted));
+            inputs.columns.push((index, noted));
             object.set(atom, js)?;
         }
         Ok(object)

@@ -368,6 +368,7 @@ impl Engine {
                 js_rows.set(i, encoder.row_noted(row, &mut inputs)?)?;
                 metas.set(i, encoder.shared_meta(meta, with_before)?)?;
             }
+            encoder.names_into(&mut inputs);
             let out: Array =
                 entry.restore(ctx)?.call((schema, op == Op::Delete, js_rows, metas))?;
             let convert = FromJsConverter::new(ctx)?;
