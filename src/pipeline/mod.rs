@@ -240,25 +240,16 @@ impl Transform {
         while open || !running.is_empty() {
             // Fill the engines while the source has transactions ready; wait for the oldest
             // one otherwise.
+            // (`finished` never ends while nothing is running.)
             let next = if open && running.len() < depth {
-                if running.is_empty() {
-                    input.recv().await
-                } else {
-                    match input.try_recv() {
-                        Ok(tx) => Some(tx),
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            tokio::select! {
-                                biased;
-                                tx = input.recv() => tx,
-                                done = finished(&mut running) => {
-                                    if !self.forward(done?).await {
-                                        return Ok(());
-                                    }
-                                    continue;
-                                }
-                            }
+                tokio::select! {
+                    biased;
+                    tx = input.recv() => tx,
+                    done = finished(&mut running) => {
+                        if !self.forward(done?).await {
+                            return Ok(());
                         }
-                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        continue;
                     }
                 }
             } else {

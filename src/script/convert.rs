@@ -185,12 +185,7 @@ impl<'a, 'js> Source<'a, 'js> {
         let mut row = std::mem::take(self.row);
         for ((_, cell), value) in cells.into_iter().zip(row.values_mut()) {
             match cell {
-                // What converting the same string back gives: its text, as a string.
-                Cell::Taken(_) => {
-                    if let Value::Number(text) = value {
-                        *value = Value::String(std::mem::take(text));
-                    }
-                }
+                Cell::Taken(_) => *value = as_returned(std::mem::replace(value, Value::Null)),
                 Cell::Copied(_) => {}
                 Cell::Converted(converted) => *value = converted,
             }
@@ -205,12 +200,8 @@ impl<'a, 'js> Source<'a, 'js> {
             let value = match cell {
                 Cell::Converted(value) => value,
                 Cell::Copied(c) => self.row.get_index(c).map_or(Value::Null, |(_, v)| v.clone()),
-                // What converting the same string back gives: its text, as a string.
                 Cell::Taken(c) => match self.row.get_index_mut(c).map(|(_, v)| v) {
-                    Some(v) => match std::mem::replace(v, Value::Null) {
-                        Value::Number(s) => Value::String(s),
-                        other => other,
-                    },
+                    Some(v) => as_returned(std::mem::replace(v, Value::Null)),
                     None => unreachable!("the inputs were noted from this row"),
                 },
             };
@@ -226,6 +217,15 @@ enum Cell {
     Taken(usize),
     Copied(usize),
     Converted(Value),
+}
+
+/// A text value taken back: what converting the same string back gives, its text as a
+/// string.
+fn as_returned(value: Value) -> Value {
+    match value {
+        Value::Number(text) => Value::String(text),
+        other => other,
+    }
 }
 
 /// A returned row, before it is built.

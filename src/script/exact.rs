@@ -91,31 +91,18 @@ pub(crate) fn keep_text_of(returned: Value, original: &Value, source: &serde_jso
         };
         return if same { original.clone() } else { returned };
     }
-    match returned {
-        Value::JsonText(_) => returned,
-        Value::Json(document) => {
-            if same_as_seen(&document, source) {
-                original.clone()
-            } else {
-                Value::Json(merge(document, source))
-            }
-        }
-        Value::Array(_) => {
-            let document = returned.to_json();
-            if same_as_seen(&document, source) {
-                original.clone()
-            } else {
-                Value::Json(merge(document, source))
-            }
-        }
-        other => {
-            if same_as_seen(&other.to_json(), source) {
-                original.clone()
-            } else {
-                other
-            }
-        }
+    // A document (or array) that changed keeps its unchanged numbers' text; any other value
+    // that changed is returned as it is.
+    let (document, scalar) = match returned {
+        Value::JsonText(_) => return returned,
+        Value::Json(document) => (document, None),
+        Value::Array(_) => (returned.to_json(), None),
+        other => (other.to_json(), Some(other)),
+    };
+    if same_as_seen(&document, source) {
+        return original.clone();
     }
+    scalar.unwrap_or_else(|| Value::Json(merge(document, source)))
 }
 
 /// Applies [`keep_source_text`] to every column of `row` that was a JSON value in `original`.

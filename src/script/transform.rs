@@ -68,8 +68,8 @@ pub async fn schema_level(
     };
     let metrics = crate::metrics::global();
     let with_before = api == Api::V1;
-    let (commit_nanos, total) = (tx.commit_nanos, tx.mutations.len());
-    let mut out = Vec::with_capacity(total);
+    let commit_nanos = tx.commit_nanos;
+    let mut out = Vec::with_capacity(tx.mutations.len());
     let mut pending = std::mem::take(&mut tx.mutations).into_iter().peekable();
     while let Some(first) = pending.next() {
         let op = first.op;

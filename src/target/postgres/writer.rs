@@ -595,20 +595,18 @@ impl PgTarget {
         self.refresh_if_due().await?;
         // Planned from the transactions' own rows (no copies); a script's output is owned here.
         let scripted: Vec<Mutation>;
-        let mutations: Vec<&Mutation> = match &self.script {
-            Some(script) if !script.handles(transactions) => {
-                transactions.iter().flat_map(|t| &t.mutations).collect()
-            }
-            None => transactions.iter().flat_map(|t| &t.mutations).collect(),
-            Some(Scripted { pool, schema: script_schema, source }) => {
-                let schema = &self.schema;
-                let key_of = |table: &str| schema.table(table).map(|t| t.key_names());
-                scripted = table_level(pool, script_schema, *source, transactions, key_of)
-                    .await
-                    .map_err(|e| TargetError::data(e.to_string()))?;
-                scripted.iter().collect()
-            }
-        };
+        let mutations: Vec<&Mutation> =
+            match self.script.as_ref().filter(|s| s.handles(transactions)) {
+                None => transactions.iter().flat_map(|t| &t.mutations).collect(),
+                Some(Scripted { pool, schema: script_schema, source }) => {
+                    let schema = &self.schema;
+                    let key_of = |table: &str| schema.table(table).map(|t| t.key_names());
+                    scripted = table_level(pool, script_schema, *source, transactions, key_of)
+                        .await
+                        .map_err(|e| TargetError::data(e.to_string()))?;
+                    scripted.iter().collect()
+                }
+            };
         // Resolve unknown names before splitting, so onWrite tables see the fresh schema too.
         let mut statements = self.plan(&mutations).await?;
         let (rest, on_write) = self.split_on_write(&mutations);
