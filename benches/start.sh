@@ -273,6 +273,13 @@ def post(body):
 def sql(q):
     return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtX", "-d", db, "-c", q],
                           check=True, capture_output=True, text=True).stdout.strip()
+# Waiting for the last resolved timestamp asks one session that stays open: a new psql every
+# 10 ms (a Perl wrapper, a new connection) took most of a core from what is measured.
+watcher = subprocess.Popen(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtX", "-d", db],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def ask(q):
+    watcher.stdin.write(q + ";\n"); watcher.stdin.flush()
+    return watcher.stdout.readline().strip()
 per = max(1, every // batch)
 groups = [files[i:i + per] for i in range(0, len(files), per)]
 last = None
@@ -288,7 +295,7 @@ with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         if phase == "steady":
             time.sleep(max(0.0, batch * len(g) / rate - (time.time() - start)))
 posted = time.time()
-while sql(f"SELECT count(*) FROM _replicator.checkpoints WHERE source_hlc = {last} AND target_applied_at IS NOT NULL") != "1":
+while ask(f"SELECT count(*) FROM _replicator.checkpoints WHERE source_hlc = {last} AND target_applied_at IS NOT NULL") != "1":
     time.sleep(0.01)
 t1 = time.time()
 lat = sorted(float(x) for x in sql("SELECT extract(epoch FROM target_applied_at - first_seen) FROM _replicator.checkpoints").split())
