@@ -1007,3 +1007,118 @@ async fn staging_down_for_10_s_gets_503s_then_the_changefeeds_retries_converge()
     assert!(feed.refusals.iter().all(|r| r.status == 503), "{:?}", feed.refusals);
     assert_eq!(http_get(&server.addr, "/_/healthz").await.1, "active\n");
 }
+
+/// Waits until `sql` (one row, one text column) answers `want`.
+async fn answers(client: &tokio_postgres::Client, sql: &str, want: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Option<String> = client.query_one(sql, &[]).await.expect(sql).get(0);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {got:?}, not {want}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A target database with the DDL, `start` on it with `flags`, a feed into its `public`, and
+/// another session holding `table` locked against writes (COMMIT on it unlocks).
+struct Locked {
+    _dir: TempDir,
+    _db: PgDatabase,
+    client: tokio_postgres::Client,
+    server: Server,
+    feed: Feed,
+    locker: tokio_postgres::Client,
+}
+
+async fn locked(flags: &[&str], table: &str) -> Locked {
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    let server = Server::start(&dir, &args(&db.url, flags)).await;
+    let feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let locker = db.client().await;
+    let lock = format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE");
+    locker.batch_execute(&lock).await.expect("lock");
+    Locked { _dir: dir, _db: db, client, server, feed, locker }
+}
+
+#[tokio::test]
+async fn parallelism_applies_unconnected_table_groups_at_once_and_1_one_after_the_other() {
+    for parallelism in ["16", "1"] {
+        // parent's row is the window's first; another session holds parent locked.
+        let Locked { _dir: _kept_dir, _db: _kept_db, client, server, mut feed, locker } =
+            locked(&["--parallelism", parallelism], "parent").await;
+        let t = |n: i64| hlc(BASE + n * 1_000_000, 0);
+        feed.deliver(&payload(&[
+            line("parent", json!([1]), Some(json!({"id": 1, "v": 1})), &t(1)),
+            line("other", json!([2]), Some(json!({"id": 2, "v": 2})), &t(2)),
+        ]))
+        .await;
+        feed.deliver(&resolved(&t(3))).await;
+        let other = "SELECT string_agg(id::text, ',') FROM other";
+        if parallelism == "16" {
+            // other is no FK away from parent and shares no source transaction with it: its
+            // lane commits while parent's waits for the lock.
+            answers(&client, other, "2", || server.run.log()).await;
+        } else {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let got: Option<String> = client.query_one(other, &[]).await.expect("other").get(0);
+            assert_eq!(got, None, "one transaction at a time: other waits behind parent");
+        }
+        locker.batch_execute("COMMIT").await.expect("unlock");
+        applied(&client, &t(3), || server.run.log()).await;
+        answers(&client, other, "2", || server.run.log()).await;
+        answers(&client, "SELECT string_agg(id::text, ',') FROM parent", "1", || server.run.log())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn limit_lookahead_applies_a_backlog_of_resolved_timestamps_a_few_at_a_time() {
+    for lookahead in ["1", "0"] {
+        // The target is locked while three windows and their resolved timestamps arrive: a
+        // backlog, once it is unlocked.
+        let Locked { _dir: _kept_dir, _db: _kept_db, client, server, mut feed, locker } =
+            locked(&["--limitLookahead", lookahead], "other").await;
+        let t = |n: i64| hlc(BASE + n * 1_000_000, 0);
+        for w in 0..3 {
+            let id = json!([w]);
+            feed.deliver(&payload(&[line(
+                "other",
+                id,
+                Some(json!({"id": w, "v": w})),
+                &t(w * 10),
+            )]))
+            .await;
+            feed.deliver(&resolved(&t(w * 10 + 5))).await;
+        }
+        let staged = format!("SELECT count(*)::text FROM {STAGING}.checkpoints");
+        answers(&client, &staged, "3", || server.run.log()).await;
+        locker.batch_execute("COMMIT").await.expect("unlock");
+        applied(&client, &t(25), || server.run.log()).await;
+        let marks = dump(
+            &client,
+            &format!(
+                "SELECT target_applied_at::text FROM {STAGING}.checkpoints ORDER BY source_hlc"
+            ),
+        )
+        .await;
+        assert_eq!(marks.len(), 3);
+        // Lookahead 1: one resolved timestamp a sweep, each marked on its own. Lookahead 0:
+        // the sweep waiting at the lock took what had arrived when it started, the next one
+        // everything else at once, so two share a mark.
+        let distinct = marks.iter().collect::<std::collections::BTreeSet<_>>().len();
+        if lookahead == "1" {
+            assert_eq!(distinct, 3, "one resolved timestamp a sweep: {marks:?}");
+        } else {
+            assert!(distinct < 3, "every waiting resolved timestamp at once: {marks:?}");
+        }
+        answers(&client, "SELECT string_agg(id::text, ',') FROM other", "0,1,2", || {
+            server.run.log()
+        })
+        .await;
+    }
+}

@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use clap::{ArgAction, Args};
 
 use super::groups::{
-    DEFAULT_FLUSH_SIZE, DEFAULT_TARGET_MAX_POOL_SIZE, MetricsArgs, ScriptArgs, StagingArgs,
+    DEFAULT_FLUSH_SIZE, DEFAULT_PARALLELISM, DEFAULT_TARGET_MAX_POOL_SIZE, MetricsArgs, ScriptArgs,
+    StagingArgs,
 };
 use super::replicate::{flag_names, runtime, script_pool, with_script_options};
 use super::values::{ConnStringParser, Period, byte_size, go_bool, go_duration, go_period};
@@ -97,6 +98,28 @@ pub struct StartArgs {
     /// source transaction is never split)
     #[arg(long = "flushSize", value_name = "N", default_value_t = DEFAULT_FLUSH_SIZE, help_heading = "Sequencer")]
     pub flush_size: usize,
+
+    /// Staged modes: the longest rows read short of --flushSize wait for the next page of
+    /// staged rows before they are written as a smaller transaction
+    #[arg(long = "flushPeriod", value_name = "DURATION", default_value = "1s", value_parser = go_duration, help_heading = "Sequencer")]
+    pub flush_period: Duration,
+
+    /// Consistent mode: most target transactions at once, each for a group of tables that no
+    /// foreign key and no source transaction of the window connects (one with a userscript,
+    /// which may route rows to any table); within a group they commit in time order
+    #[arg(long = "parallelism", value_name = "N", default_value_t = DEFAULT_PARALLELISM, help_heading = "Sequencer")]
+    pub parallelism: usize,
+
+    /// Consistent mode: apply a backlog of resolved timestamps at most this many at a time,
+    /// marking each step applied before the next (the target shows progress sooner, each
+    /// step a consistent state); 0 takes every resolved timestamp received at once
+    #[arg(
+        long = "limitLookahead",
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Changefeed"
+    )]
+    pub limit_lookahead: usize,
 
     /// Staged modes: staged rows read per table at a time; raise for throughput, lower for
     /// memory
@@ -186,6 +209,8 @@ impl StartArgs {
     pub fn validate(&self) -> anyhow::Result<FailbackConfig> {
         anyhow::ensure!(self.flush_size > 0, "--flushSize must be at least 1");
         anyhow::ensure!(self.scan_size > 0, "--scanSize must be at least 1");
+        anyhow::ensure!(self.parallelism > 0, "--parallelism must be at least 1");
+        anyhow::ensure!(!self.flush_period.is_zero(), "--flushPeriod must be more than 0, e.g. 1s");
         anyhow::ensure!(self.timestamp_limit > 0, "--timestampLimit must be at least 1");
         anyhow::ensure!(!self.quiescent_period.is_zero(), "--quiescentPeriod must be more than 0");
         let protocol = self.target_conn.protocol().filter(|p| *p != crate::conn::Protocol::Oracle).with_context(|| {
@@ -249,6 +274,9 @@ impl StartArgs {
             },
             sweep: SweepConfig {
                 flush_size: self.flush_size,
+                flush_period: self.flush_period,
+                parallelism: self.parallelism,
+                lookahead: self.limit_lookahead,
                 scan_size: self.scan_size,
                 timestamp_limit: self.timestamp_limit,
                 quiescent: self.quiescent_period,
@@ -319,6 +347,13 @@ mod tests {
         assert_eq!(config.sweep.flush_size, 1000);
         assert_eq!(config.sweep.scan_size, 10_000);
         assert_eq!(config.sweep.retire_offset, Duration::from_secs(86_400));
+        assert_eq!(config.sweep.flush_period, Duration::from_secs(1));
+        assert_eq!(config.sweep.parallelism, 16);
+        assert_eq!(config.sweep.lookahead, 0);
+        let err = parsed(&["--parallelism", "0"]).validate().expect_err("zero").to_string();
+        assert!(err.contains("--parallelism"), "{err}");
+        let err = parsed(&["--flushPeriod", "0s"]).validate().expect_err("zero").to_string();
+        assert!(err.contains("--flushPeriod"), "{err}");
         let config = parsed(&["--bestEffortOnly"]).validate().expect("best effort");
         assert_eq!(config.mode, Mode::BestEffort);
         let err = parsed(&["--immediate", "--bestEffortOnly"]).validate().expect_err("both");

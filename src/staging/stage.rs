@@ -385,21 +385,28 @@ fn staged(row: &tokio_postgres::Row) -> Staged {
     }
 }
 
-/// The first `limit` unapplied rows of `table` at or before `upto`, in time then key order.
+/// The first `limit` unapplied rows of `table` after `after` (`None`: from the first) and at
+/// or before `upto`, in time then key order.
 pub async fn pending(
     client: &impl GenericClient,
     staging: &StagingSchema,
     table: &str,
+    after: Option<Hlc>,
     upto: Hlc,
     limit: usize,
 ) -> Result<Vec<Staged>, tokio_postgres::Error> {
+    // A keyset page: the scan starts past what was read, not at the index's first entry (the
+    // entries of rows marked applied stay in the index until vacuum).
+    let after = after.unwrap_or(Hlc { nanos: i64::MIN, logical: 0 });
     let sql = format!(
-        "SELECT {STAGED_COLUMNS} FROM {t} WHERE NOT applied AND (nanos, logical) <= ($1, $2) \
-         ORDER BY nanos, logical, key LIMIT $3",
+        "SELECT {STAGED_COLUMNS} FROM {t} WHERE NOT applied AND (nanos, logical) > ($1, $2) \
+         AND (nanos, logical) <= ($3, $4) ORDER BY nanos, logical, key LIMIT $5",
         t = staging.table(table)
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = client.query(&sql, &[&upto.nanos, &i64::from(upto.logical), &limit]).await?;
+    let (lo_logical, hi_logical) = (i64::from(after.logical), i64::from(upto.logical));
+    let rows =
+        client.query(&sql, &[&after.nanos, &lo_logical, &upto.nanos, &hi_logical, &limit]).await?;
     Ok(rows.iter().map(staged).collect())
 }
 
@@ -487,6 +494,27 @@ pub async fn newest_resolved(
     );
     let row = client.query_opt(&sql, &[&group]).await?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok().map(|h| (h, r.get(1)))))
+}
+
+/// The resolved timestamp a sweep of `group` applies up to with `--limitLookahead`
+/// `lookahead` (at least 1): the `lookahead`-th oldest not yet applied, or the newest when
+/// fewer wait; and whether more wait past it. `None` when every one is applied.
+pub async fn resolved_ahead(
+    client: &impl GenericClient,
+    staging: &StagingSchema,
+    group: &str,
+    lookahead: usize,
+) -> Result<Option<(Hlc, bool)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT source_hlc::TEXT FROM {} WHERE group_name = $1 AND partition = $1 \
+         AND target_applied_at IS NULL ORDER BY source_hlc LIMIT $2",
+        staging.table("checkpoints")
+    );
+    let limit = i64::try_from(lookahead.saturating_add(1)).unwrap_or(i64::MAX);
+    let rows = client.query(&sql, &[&group, &limit]).await?;
+    let more = rows.len() > lookahead;
+    let upto = rows.iter().take(lookahead).last();
+    Ok(upto.and_then(|r| r.get::<_, String>(0).parse().ok()).map(|h| (h, more)))
 }
 
 /// The newest applied resolved timestamp of `group`.

@@ -79,6 +79,14 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub struct SweepConfig {
     /// `--flushSize`: rows per target transaction (at least; timestamps are not split).
     pub flush_size: usize,
+    /// `--flushPeriod`: the longest rows read short of `flush_size` wait for the next page
+    /// before they are written as a smaller round.
+    pub flush_period: Duration,
+    /// `--parallelism`: most target transactions at once, one per group of tables no
+    /// foreign key and no source transaction connects (consistent mode, no userscript).
+    pub parallelism: usize,
+    /// `--limitLookahead`: most resolved timestamps one sweep applies up to (0: all).
+    pub lookahead: usize,
     /// `--scanSize`: rows read per staging table and page.
     pub scan_size: usize,
     /// `--timestampLimit`: most distinct timestamps per target transaction.
@@ -99,6 +107,9 @@ impl Default for SweepConfig {
     fn default() -> Self {
         Self {
             flush_size: 1000,
+            flush_period: Duration::from_secs(1),
+            parallelism: 16,
+            lookahead: 0,
             scan_size: 10_000,
             timestamp_limit: 1000,
             quiescent: Duration::from_secs(10),
@@ -278,6 +289,7 @@ impl Sweepers {
             late: HashSet::new(),
             logged_at: None,
             spare: Vec::new(),
+            lanes: Vec::new(),
             component: None,
             best_effort: None,
             foreign: HashSet::new(),
@@ -388,6 +400,8 @@ struct Sweeper {
     logged_at: Option<Instant>,
     /// Idle staging connections for rounds' transactions.
     spare: Vec<tokio_postgres::Client>,
+    /// Target connections beyond the first, for groups of tables applied at once.
+    lanes: Vec<AnyTarget>,
     /// Best-effort mode: the group of tables this sweeper applies (None: every table, by
     /// resolved timestamp).
     component: Option<Component>,
@@ -435,6 +449,9 @@ impl Drop for Listener {
     }
 }
 
+/// A round: staged rows (with the index of their staging table) in time order.
+type Round = Vec<(usize, Staged)>;
+
 /// A staging table of the schema: its name and the source table its rows are for.
 struct Staging {
     name: String,
@@ -472,6 +489,7 @@ impl Sweeper {
             late: HashSet::new(),
             logged_at: None,
             spare: Vec::new(),
+            lanes: Vec::new(),
             component: Some(component),
             best_effort: None,
             foreign: HashSet::new(),
@@ -561,8 +579,10 @@ impl Sweeper {
             if listener.is_none() {
                 listener = self.listen().await;
             }
+            let mut more = false;
             match self.sweep(&mut staging, &mut target, held).await {
-                Ok(()) => {
+                Ok(ahead) => {
+                    more = ahead;
                     if let Some((_, since)) = failing.take() {
                         tracing::info!(schema = %self.writer.group, after = ?since.elapsed(), "sweeping again");
                     }
@@ -588,6 +608,7 @@ impl Sweeper {
                     }
                     if matches!(e, SweepError::Target(ref t) if t.is_transient()) {
                         target = None;
+                        self.lanes.clear();
                     }
                     let mut stop = self.stop.clone();
                     tokio::select! {
@@ -609,6 +630,10 @@ impl Sweeper {
             }
             if held.is_lost() {
                 return false;
+            }
+            if more {
+                // --limitLookahead left resolved timestamps for the next sweep.
+                continue;
             }
             let mut stop = self.stop.clone();
             let notified = async {
@@ -710,42 +735,46 @@ impl Sweeper {
         task.map(|task| Listener { task, heard: rx })
     }
 
-    /// Applies every staged row at or before the newest resolved timestamp, then marks it
-    /// applied.
+    /// Applies every staged row at or before the newest resolved timestamp (with
+    /// `--limitLookahead`, the one that many ahead), then marks it applied; true when later
+    /// resolved timestamps wait for the next sweep.
     async fn sweep(
         &mut self,
         staging: &mut Option<tokio_postgres::Client>,
         target: &mut Option<AnyTarget>,
         held: &Held,
-    ) -> Result<(), SweepError> {
+    ) -> Result<bool, SweepError> {
         if staging.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
             *staging = Some(self.connect().await?);
         }
-        let Some(client) = staging.as_mut() else { return Ok(()) };
+        let Some(client) = staging.as_mut() else { return Ok(false) };
         if target.is_none() {
-            let mut opened = crate::target::factory::open(&self.writer.spec)
-                .await
-                .map_err(SweepError::Target)?;
-            // Staging in the target's database: each target transaction checks the lease
-            // first, so a holder paused past its lease cannot write once another took over.
-            if self.config.target == self.config.staging
-                && self.config.staging_dialect == crate::staging::StagingDialect::Postgres
-            {
-                opened.fence(Some(held.fence_sql()));
-            }
-            *target = Some(opened);
+            *target = Some(self.open_target(held).await?);
         }
-        let Some(target) = target.as_mut() else { return Ok(()) };
+        let Some(target) = target.as_mut() else { return Ok(false) };
         let schema_name = &self.config.staging_schema.clone();
         let group = self.writer.group.clone();
-        let resolved = stage::newest_resolved(&*client, schema_name, &group).await?;
         let applied_before = stage::newest_applied(&*client, schema_name, &group).await?;
         // Best-effort mode applies whatever is staged; consistent mode up to the newest
-        // resolved timestamp.
+        // resolved timestamp, or with --limitLookahead the one that many ahead.
         let best_effort = self.component.is_some() || self.switch(applied_before);
+        let lookahead = self.config.sweep.lookahead;
+        let mut more = false;
+        let mut resolved = None;
+        if lookahead > 0
+            && !best_effort
+            && let Some((upto, later)) =
+                stage::resolved_ahead(&*client, schema_name, &group, lookahead).await?
+        {
+            resolved = Some((upto, false));
+            more = later;
+        }
+        if resolved.is_none() {
+            resolved = stage::newest_resolved(&*client, schema_name, &group).await?;
+        }
         let (upto, newest, applied) = match resolved {
             None if best_effort => (Hlc { nanos: i64::MAX, logical: 0 }, Hlc::default(), true),
-            None => return Ok(()),
+            None => return Ok(false),
             Some((newest, applied)) if best_effort => {
                 (Hlc { nanos: i64::MAX, logical: 0 }, newest, applied)
             }
@@ -764,34 +793,60 @@ impl Sweeper {
         let started = Instant::now();
         let mut rows = 0;
         let mut touched: HashSet<usize> = HashSet::new();
+        let lane_of = self.lane_of(&tables, &target.schema());
+        // Keyset pages: each read starts past the last; rows short of a round wait for the
+        // next page (at most --flushPeriod) so a page's end does not cut a small round.
+        let mut after: Option<Hlc> = None;
+        let mut carry: Vec<(usize, Staged)> = Vec::new();
+        let mut carried_at: Option<Instant> = None;
         loop {
             if self.stopping() || held.is_lost() {
                 return Err(SweepError::Interrupted);
             }
             let read_at = Instant::now();
-            let chosen = self.read(client, &tables, upto).await?;
+            let chosen = self.read(client, &tables, after, upto).await?;
             tracing::debug!(rows = chosen.len(), took = ?read_at.elapsed(), "read staged rows");
-            if chosen.is_empty() {
-                break;
+            let end = chosen.is_empty();
+            if let Some((_, last)) = chosen.last() {
+                after = Some(last.time);
+                carried_at = carried_at.or(Some(read_at));
             }
             if let Some(before) = applied_before {
                 self.log_late(&tables, &chosen, before);
             }
-            let mut pool = std::mem::take(&mut self.spare);
-            let swept = self
-                .apply(
-                    &mut pool,
+            carry.extend(chosen);
+            if carry.is_empty() {
+                break;
+            }
+            let hold =
+                !end && carried_at.is_some_and(|at| at.elapsed() < self.config.sweep.flush_period);
+            let sweep = &self.config.sweep;
+            let lanes;
+            (lanes, carry) = cut(
+                std::mem::take(&mut carry),
+                &lane_of,
+                sweep.flush_size,
+                sweep.timestamp_limit,
+                hold,
+            );
+            if carry.is_empty() {
+                carried_at = None;
+            }
+            if !lanes.is_empty() {
+                self.apply_lanes(
                     target,
                     &tables,
-                    chosen,
+                    lanes,
                     held,
                     &mut rows,
                     &mut touched,
                     inline_above,
                 )
-                .await;
-            self.spare = pool;
-            swept?;
+                .await?;
+            }
+            if end {
+                break;
+            }
         }
         // In best-effort mode the other groups of tables may still have rows up to it.
         let others_pending = best_effort && !applied && self.any_pending(client, newest).await?;
@@ -828,7 +883,7 @@ impl Sweeper {
         } else if rows > 0 {
             tracing::info!(schema = %group, rows, "applied late rows below the applied resolved timestamp");
         }
-        Ok(())
+        Ok(more)
     }
 
     /// With `--bestEffortWindow`, whether to apply as in best-effort mode now: once the applied
@@ -876,7 +931,7 @@ impl Sweeper {
     ) -> Result<bool, SweepError> {
         let staging = &self.config.staging_schema;
         for name in stage::staged_tables(client, staging, &self.writer.parts).await? {
-            if !stage::pending(client, staging, &name, upto, 1).await?.is_empty() {
+            if !stage::pending(client, staging, &name, None, upto, 1).await?.is_empty() {
                 return Ok(true);
             }
         }
@@ -937,13 +992,15 @@ impl Sweeper {
             .collect())
     }
 
-    /// The next rows to apply, in time order: every unapplied row at or before `upto` below
+    /// The next rows to apply, in time order: every unapplied row after `after` and at or
+    /// before `upto` below
     /// the first time some table's page ends at (that table may have more rows of that time),
     /// or, when one time fills a page, every row of that time.
     async fn read(
         &self,
         client: &tokio_postgres::Client,
         tables: &[Staging],
+        after: Option<Hlc>,
         upto: Hlc,
     ) -> Result<Vec<(usize, Staged)>, SweepError> {
         let staging = &self.config.staging_schema;
@@ -951,7 +1008,7 @@ impl Sweeper {
         let mut merged: Vec<(usize, Staged)> = Vec::new();
         let mut frontier: Option<Hlc> = None;
         for (i, t) in tables.iter().enumerate() {
-            let page = stage::pending(client, staging, &t.name, upto, scan).await?;
+            let page = stage::pending(client, staging, &t.name, after, upto, scan).await?;
             if page.len() >= scan
                 && let Some(last) = page.last()
             {
@@ -985,7 +1042,7 @@ impl Sweeper {
         }
     }
 
-    /// Applies `chosen` (time-ordered rows) in rounds, two at a time: while one round's
+    /// Applies `rounds` (of time-ordered rows) two at a time: while one round's
     /// target transaction is written and committed, the next is claimed on another staging
     /// connection (its claims wait for the first's row locks where keys overlap). Target
     /// transactions commit in time order; each staging transaction commits after its own.
@@ -995,15 +1052,14 @@ impl Sweeper {
         pool: &mut Vec<tokio_postgres::Client>,
         target: &mut AnyTarget,
         tables: &[Staging],
-        chosen: Vec<(usize, Staged)>,
+        rounds: Vec<Vec<(usize, Staged)>>,
         held: &Held,
         rows: &mut usize,
         touched: &mut HashSet<usize>,
         inline_above: Option<Hlc>,
     ) -> Result<(), SweepError> {
         let mut prev: Option<Claimed> = None;
-        let sweep = &self.config.sweep;
-        for round in rounds(chosen, sweep.flush_size, sweep.timestamp_limit) {
+        for round in rounds {
             if self.stopping() || held.is_lost() {
                 return Err(SweepError::Interrupted);
             }
@@ -1042,6 +1098,138 @@ impl Sweeper {
             pool.push(self.finish(target, tables, p, held).await?);
         }
         Ok(())
+    }
+
+    /// A target connection for rounds; with staging in the target's database each of its
+    /// transactions checks the lease first, so a holder paused past its lease cannot write
+    /// once another took over.
+    async fn open_target(&self, held: &Held) -> Result<AnyTarget, SweepError> {
+        let mut opened =
+            crate::target::factory::open(&self.writer.spec).await.map_err(SweepError::Target)?;
+        if self.config.target == self.config.staging
+            && self.config.staging_dialect == crate::staging::StagingDialect::Postgres
+        {
+            opened.fence(Some(held.fence_sql()));
+        }
+        Ok(opened)
+    }
+
+    /// For each staging table, the group of tables connected by foreign keys its rows go to:
+    /// rows of different groups may be applied at once (`--parallelism`). One group for all
+    /// with a userscript (it may route a row to any table) or with parallelism 1.
+    fn lane_of(&self, tables: &[Staging], schema: &crate::target::schema::Schema) -> Vec<usize> {
+        if self.config.script.is_some() || self.config.sweep.parallelism <= 1 {
+            return vec![0; tables.len()];
+        }
+        let groups = components(schema);
+        tables
+            .iter()
+            .map(|t| {
+                groups.iter().position(|g| g.tables.contains(&t.table)).unwrap_or_else(|| {
+                    // Rows for no target table: the group that takes unmapped tables.
+                    groups.iter().position(|g| g.unmapped).unwrap_or(0)
+                })
+            })
+            .collect()
+    }
+
+    /// Applies `lanes` (each a group's rounds, no source transaction in two lanes) up to
+    /// `--parallelism` at once, each lane's rounds in time order on a target connection of
+    /// its own; the first error is returned once every lane stopped.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_lanes(
+        &mut self,
+        target: &mut AnyTarget,
+        tables: &[Staging],
+        lanes: Vec<Vec<Round>>,
+        held: &Held,
+        rows: &mut usize,
+        touched: &mut HashSet<usize>,
+        inline_above: Option<Hlc>,
+    ) -> Result<(), SweepError> {
+        let width = lanes.len().min(self.config.sweep.parallelism.max(1));
+        if width <= 1 {
+            let mut pool = std::mem::take(&mut self.spare);
+            let mut swept = Ok(());
+            for lane in lanes {
+                swept = self
+                    .apply(&mut pool, target, tables, lane, held, rows, touched, inline_above)
+                    .await;
+                if swept.is_err() {
+                    break;
+                }
+            }
+            self.spare = pool;
+            return swept;
+        }
+        while self.lanes.len() < width - 1 {
+            let opened = self.open_target(held).await?;
+            self.lanes.push(opened);
+        }
+        // Lanes go to workers largest first, each to the least loaded worker.
+        let mut order: Vec<Vec<Round>> = lanes;
+        order.sort_by_key(|lane| std::cmp::Reverse(lane.iter().map(Vec::len).sum::<usize>()));
+        let mut work: Vec<(usize, Vec<Vec<Round>>)> = (0..width).map(|_| (0, Vec::new())).collect();
+        for lane in order {
+            let size = lane.iter().map(Vec::len).sum::<usize>();
+            if let Some(w) = work.iter_mut().min_by_key(|(load, _)| *load) {
+                w.0 += size;
+                w.1.push(lane);
+            }
+        }
+        let mut extra = std::mem::take(&mut self.lanes);
+        let mut spare = std::mem::take(&mut self.spare);
+        let mut targets: Vec<&mut AnyTarget> = Vec::with_capacity(width);
+        targets.push(target);
+        targets.extend(extra.iter_mut());
+        let this = &*self;
+        let results = futures_util::future::join_all(
+            targets.into_iter().zip(work).enumerate().map(|(i, (target, (_, lanes)))| {
+                let mut pool = if i == 0 { std::mem::take(&mut spare) } else { Vec::new() };
+                async move {
+                    let mut rows = 0;
+                    let mut touched = HashSet::new();
+                    let mut swept = Ok(());
+                    for lane in lanes {
+                        swept = this
+                            .apply(
+                                &mut pool,
+                                target,
+                                tables,
+                                lane,
+                                held,
+                                &mut rows,
+                                &mut touched,
+                                inline_above,
+                            )
+                            .await;
+                        if swept.is_err() {
+                            break;
+                        }
+                    }
+                    (swept, pool, rows, touched)
+                }
+            }),
+        )
+        .await;
+        let mut first_error = None;
+        for (swept, pool, n, t) in results {
+            spare.extend(pool);
+            *rows += n;
+            touched.extend(t);
+            if let Err(e) = swept {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.spare = spare;
+        match first_error {
+            None => {
+                self.lanes = extra;
+                Ok(())
+            }
+            // Connections of a failed pass are opened again, as the first one is.
+            Some(e) => Err(e),
+        }
     }
 
     /// An idle staging connection for a round's transaction.
@@ -1282,6 +1470,83 @@ fn lines(tables: &[Staging], round: &[(usize, Staged)]) -> Result<Vec<Line>, Swe
         .collect()
 }
 
+/// `rows` (time-ordered) split into lanes that may be applied at once: rows of tables in
+/// different groups (`lane_of`, per staging table) go to different lanes, except that the
+/// groups of one source transaction (one time) share a lane. Each lane keeps the rows' order.
+fn lanes_of(rows: Vec<(usize, Staged)>, lane_of: &[usize]) -> Vec<Vec<(usize, Staged)>> {
+    let groups = lane_of.iter().copied().max().map_or(1, |m| m + 1);
+    if groups <= 1 {
+        return if rows.is_empty() { Vec::new() } else { vec![rows] };
+    }
+    let mut parent: Vec<usize> = (0..groups).collect();
+    fn root(parent: &mut [usize], mut g: usize) -> usize {
+        while parent[g] != g {
+            parent[g] = parent[parent[g]];
+            g = parent[g];
+        }
+        g
+    }
+    let group = |t: usize| lane_of.get(t).copied().unwrap_or(0);
+    let mut i = 0;
+    while i < rows.len() {
+        let time = rows[i].1.time;
+        let first = root(&mut parent, group(rows[i].0));
+        let mut j = i + 1;
+        while j < rows.len() && rows[j].1.time == time {
+            let other = root(&mut parent, group(rows[j].0));
+            parent[other] = first;
+            j += 1;
+        }
+        i = j;
+    }
+    let mut out: Vec<Vec<(usize, Staged)>> = Vec::new();
+    let mut slot: HashMap<usize, usize> = HashMap::new();
+    for row in rows {
+        let r = root(&mut parent, group(row.0));
+        let at = *slot.entry(r).or_insert_with(|| {
+            out.push(Vec::new());
+            out.len() - 1
+        });
+        out[at].push(row);
+    }
+    out
+}
+
+/// Rounds by lane of `rows` (time-ordered), and, when `hold`, the rows of each lane's last
+/// round short of `flush` rows and of `limit` times, to be written with the next page.
+#[allow(clippy::type_complexity)]
+fn cut(
+    rows: Vec<(usize, Staged)>,
+    lane_of: &[usize],
+    flush: usize,
+    limit: usize,
+    hold: bool,
+) -> (Vec<Vec<Round>>, Vec<(usize, Staged)>) {
+    let mut lanes = Vec::new();
+    let mut carry = Vec::new();
+    for lane in lanes_of(rows, lane_of) {
+        let mut cut = rounds(lane, flush, limit);
+        if hold
+            && let Some(last) = cut.last()
+            && last.len() < flush
+            && distinct_times(last) < limit
+            && let Some(short) = cut.pop()
+        {
+            carry.extend(short);
+        }
+        if !cut.is_empty() {
+            lanes.push(cut);
+        }
+    }
+    carry.sort_by(|(ta, a), (tb, b)| (a.time, ta).cmp(&(b.time, tb)).then(a.key.cmp(&b.key)));
+    (lanes, carry)
+}
+
+/// How many distinct times `rows` (time-ordered) hold.
+fn distinct_times(rows: &[(usize, Staged)]) -> usize {
+    rows.windows(2).filter(|w| w[0].1.time != w[1].1.time).count() + usize::from(!rows.is_empty())
+}
+
 /// Cuts time-ordered rows into rounds of at least `flush` rows and at most `limit` distinct
 /// timestamps, never splitting a timestamp.
 fn rounds(rows: Vec<(usize, Staged)>, flush: usize, limit: usize) -> Vec<Vec<(usize, Staged)>> {
@@ -1335,6 +1600,65 @@ mod tests {
         );
         assert_eq!(sizes(rounds(rows.clone(), 1000, 2)), [3, 3], "at most two timestamps");
         assert_eq!(sizes(rounds(rows, 1000, 1000)), [6]);
+    }
+
+    fn in_table(table: usize, nanos: i64, key: &str) -> (usize, Staged) {
+        let (_, staged) = row(nanos, key);
+        (table, staged)
+    }
+
+    fn shape(lanes: &[Vec<(usize, Staged)>]) -> Vec<Vec<(usize, i64)>> {
+        lanes.iter().map(|l| l.iter().map(|(t, r)| (*t, r.time.nanos)).collect()).collect()
+    }
+
+    #[test]
+    fn lanes_split_unconnected_groups_but_never_a_source_transaction() {
+        // Tables 0 and 1 are one group (a foreign key), table 2 another, table 3 a third.
+        let lane_of = [0, 0, 1, 2];
+        let rows = vec![
+            in_table(0, 1, "a"),
+            in_table(2, 2, "b"),
+            in_table(1, 3, "c"),
+            in_table(3, 4, "d"),
+            in_table(2, 5, "e"),
+        ];
+        assert_eq!(
+            shape(&lanes_of(rows.clone(), &lane_of)),
+            [vec![(0, 1), (1, 3)], vec![(2, 2), (2, 5)], vec![(3, 4)]],
+            "one lane per group, each in time order"
+        );
+        // Time 4 also writes table 2: groups 1 and 2 then share a lane, from their first row.
+        let mut joined = rows;
+        joined.insert(4, in_table(2, 4, "f"));
+        assert_eq!(
+            shape(&lanes_of(joined, &lane_of)),
+            [vec![(0, 1), (1, 3)], vec![(2, 2), (3, 4), (2, 4), (2, 5)]],
+        );
+        // One group for every table (a userscript, --parallelism 1): one lane as it came.
+        let one = lanes_of(vec![in_table(2, 1, "a"), in_table(0, 2, "b")], &[0, 0, 0]);
+        assert_eq!(shape(&one), [vec![(2, 1), (0, 2)]]);
+        assert!(lanes_of(Vec::new(), &lane_of).is_empty());
+    }
+
+    #[test]
+    fn a_short_last_round_waits_for_the_next_page_only_when_held() {
+        let lane_of = [0, 1];
+        let rows: Vec<(usize, Staged)> =
+            (0..5).map(|n| in_table(0, n, "a")).chain([in_table(1, 9, "z")]).collect();
+        let (lanes, carry) = cut(rows.clone(), &lane_of, 2, 1000, true);
+        let sizes: Vec<Vec<usize>> =
+            lanes.iter().map(|l| l.iter().map(Vec::len).collect()).collect();
+        assert_eq!(sizes, [vec![2, 2]], "rounds of 2; table 1's lone row and table 0's fifth wait");
+        assert_eq!(shape(&[carry]), [vec![(0, 4), (1, 9)]]);
+        let (lanes, carry) = cut(rows.clone(), &lane_of, 2, 1000, false);
+        let sizes: Vec<Vec<usize>> =
+            lanes.iter().map(|l| l.iter().map(Vec::len).collect()).collect();
+        assert_eq!(sizes, [vec![2, 2, 1], vec![1]], "the reads' end writes everything");
+        assert!(carry.is_empty());
+        // A round at --timestampLimit is written even when short of --flushSize.
+        let (lanes, carry) = cut(rows, &lane_of, 100, 5, true);
+        assert_eq!(lanes.iter().map(Vec::len).collect::<Vec<_>>(), [1]);
+        assert_eq!(shape(&[carry]), [vec![(1, 9)]]);
     }
 
     #[test]
