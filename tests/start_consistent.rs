@@ -1122,3 +1122,52 @@ async fn limit_lookahead_applies_a_backlog_of_resolved_timestamps_a_few_at_a_tim
         .await;
     }
 }
+
+#[tokio::test]
+async fn best_effort_writes_a_lone_tables_rows_during_the_request_and_stages_them_when_that_fails()
+{
+    let dir = TempDir::new();
+    let db = PgDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute(DDL).await.expect("target schema");
+    client.batch_execute("ALTER TABLE other ADD CHECK (v >= 0)").await.expect("check");
+    let server =
+        Server::start(&dir, &args(&db.url, &["--bestEffortOnly", "--quiescentPeriod", "1s"])).await;
+    let mut feed = Feed::new(&server.addr, Trust::Plain, &format!("/{}/public", db.name), None);
+    let t = |n: i64| hlc(BASE + n * 1_000_000, 0);
+    // other has no foreign key: its row is on the target once the request is answered, and
+    // staging keeps an applied stub for it, not the row. parent's goes through staging.
+    feed.deliver(&payload(&[
+        line("other", json!([1]), Some(json!({"id": 1, "v": 1})), &t(1)),
+        line("parent", json!([1]), Some(json!({"id": 1, "v": 1})), &t(1)),
+    ]))
+    .await;
+    let other = dump(&client, "SELECT id::text, v::text FROM other ORDER BY id").await;
+    assert_eq!(other, [[Some("1".to_owned()), Some("1".to_owned())]], "{}", server.run.log());
+    let staged_other = format!("{STAGING}.{}_public_other", db.name);
+    let stub = dump(
+        &client,
+        &format!("SELECT convert_from(mut, 'UTF8'), applied::text FROM {staged_other}"),
+    )
+    .await;
+    assert_eq!(stub, [[Some(r#"{"__stub__":true}"#.to_owned()), Some("true".to_owned())]]);
+    answers(&client, "SELECT string_agg(id::text, ',') FROM parent", "1", || server.run.log())
+        .await;
+    // A row the target refuses: the request is still answered 200, its rows staged, and the
+    // sweeper applies them once the target takes them. A newer version of key 1 sent later
+    // is written at once; the older one staged before it never overwrites it.
+    feed.deliver(&payload(&[
+        line("other", json!([2]), Some(json!({"id": 2, "v": -2})), &t(2)),
+        line("other", json!([1]), Some(json!({"id": 1, "v": -1})), &t(2)),
+    ]))
+    .await;
+    let pending = format!("SELECT count(*)::text FROM {staged_other} WHERE NOT applied");
+    answers(&client, &pending, "2", || server.run.log()).await;
+    feed.deliver(&payload(&[line("other", json!([1]), Some(json!({"id": 1, "v": 3})), &t(3))]))
+        .await;
+    let rows = "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM other";
+    answers(&client, rows, "1=3", || server.run.log()).await;
+    client.batch_execute("ALTER TABLE other DROP CONSTRAINT other_v_check").await.expect("drop");
+    answers(&client, rows, "1=3,2=-2", || server.run.log()).await;
+    answers(&client, &pending, "0", || server.run.log()).await;
+}

@@ -345,15 +345,64 @@ impl Acceptor {
         for c in &changes {
             metrics.mutations_received_count.with_label_values(&[&writer.group, &c.table]).inc();
         }
-        if self.config.mode.stages() {
-            let mut client = self.staging_client().await?;
-            return match self.stage_lines(&mut client, &mut target, writer, changes, raw).await {
-                Ok(accepted) => Ok(accepted),
-                Err(Failure::Staging(e)) => Err(discarding(client, &e)),
-                Err(Failure::Target(e)) => Err(Refused::from_target(&e)),
-                Err(Failure::Refused(r)) => Err(r),
-            };
+        if !self.config.mode.stages() {
+            let (outcome, target, broken) = self.apply_now(writer, target, changes, &schema).await;
+            if broken {
+                target.discard();
+            }
+            return outcome;
         }
+        let mut changes = changes;
+        let mut applied = None;
+        if self.config.mode == Mode::BestEffort && self.config.script.is_none() {
+            // Best effort's direct path: rows of a table no foreign key touches are written
+            // during the request, as in immediate mode (the key-version claim keeps a key's
+            // older version, staged or sent again, from overwriting a newer one). If that
+            // fails (the target down, a row it refuses) they are staged with the rest.
+            let alone = lone_tables(&schema);
+            let (direct, rest): (Vec<rows::Change>, Vec<rows::Change>) =
+                changes.into_iter().partition(|c| alone.contains(c.table.as_str()));
+            changes = rest;
+            if !direct.is_empty() {
+                // A target whose connection broke still knows the schema staging checks the
+                // rows against; it opens a new connection when it next writes.
+                let (outcome, kept, _) =
+                    self.apply_now(writer, target, direct.clone(), &schema).await;
+                target = kept;
+                match outcome {
+                    Ok(accepted) => applied = Some(accepted),
+                    Err(refused) => {
+                        tracing::debug!(reason = %refused.reason,
+                            "best effort: writing rows during the request failed; staging them");
+                        changes.extend(direct);
+                    }
+                }
+            }
+            if changes.is_empty()
+                && let Some(accepted) = applied
+            {
+                return Ok(accepted);
+            }
+        }
+        let mut client = self.staging_client().await?;
+        match self.stage_lines(&mut client, &mut target, writer, changes, raw).await {
+            Ok(accepted) => Ok(accepted),
+            Err(Failure::Staging(e)) => Err(discarding(client, &e)),
+            Err(Failure::Target(e)) => Err(Refused::from_target(&e)),
+            Err(Failure::Refused(r)) => Err(r),
+        }
+    }
+
+    /// Writes `changes` to the target now, claiming their versions and leaving applied stubs
+    /// in staging (immediate mode, and best effort's direct path); gives `target` back, and
+    /// whether its connection broke.
+    async fn apply_now<'p>(
+        &self,
+        writer: &SchemaWriter,
+        mut target: crate::conn::pool::Pooled<'p, AnyTarget>,
+        changes: Vec<rows::Change>,
+        schema: &crate::target::schema::Schema,
+    ) -> (Result<Accepted, Refused>, crate::conn::pool::Pooled<'p, AnyTarget>, bool) {
         let mut changes = rows::newest_per_key(changes);
         let mut staged_names: HashMap<&str, String> = HashMap::new();
         let mut versions: Vec<(Version, usize)> = changes
@@ -369,26 +418,31 @@ impl Acceptor {
             .collect();
         versions.sort();
 
-        let mut client = self.staging_client().await?;
+        let mut client = match self.staging_client().await {
+            Ok(client) => client,
+            Err(refused) => return (Err(refused), target, false),
+        };
         let names: HashSet<&str> = versions.iter().map(|(v, _)| v.table.as_str()).collect();
         if let Err(e) = self.ensure_tables(&client, &names).await {
-            return Err(discarding(client, &e));
+            return (Err(discarding(client, &e)), target, false);
         }
-        let outcome = self
-            .write_now(&mut client, &mut target, writer, &versions, &mut changes, &schema)
-            .await;
+        let outcome =
+            self.write_now(&mut client, &mut target, writer, &versions, &mut changes, schema).await;
         match outcome {
-            Ok(accepted) => Ok(accepted),
-            Err(Failure::Staging(e)) => Err(discarding(client, &e)),
-            Err(Failure::Target(e)) => {
-                if e.is_transient() {
-                    target.discard();
-                }
-                Err(Refused::from_target(&e))
-            }
-            Err(Failure::Refused(r)) => Err(r),
+            Ok(accepted) => (Ok(accepted), target, false),
+            Err(Failure::Staging(e)) => (Err(discarding(client, &e)), target, false),
+            Err(Failure::Target(e)) => (Err(Refused::from_target(&e)), target, e.is_transient()),
+            Err(Failure::Refused(r)) => (Err(r), target, false),
         }
     }
+}
+
+/// The tables of `schema` that no foreign key references or leaves (a group of their own, as
+/// best effort sweeps them): their rows need no order against any other table's.
+fn lone_tables(schema: &crate::target::schema::Schema) -> HashSet<&str> {
+    let linked: HashSet<&str> =
+        schema.foreign_keys.iter().flat_map(|(c, p)| [c.as_str(), p.as_str()]).collect();
+    schema.tables.keys().map(String::as_str).filter(|t| !linked.contains(t)).collect()
 }
 
 /// Why a request's write stopped.

@@ -44,7 +44,9 @@
 //! The same sweeper runs once per group of tables connected by foreign keys, each under its
 //! own lease (`changefeed.<db.schema>.<first table>`): it applies every unapplied row of its
 //! tables as soon as it is staged, in time order, without waiting for a resolved timestamp. A
-//! resolved timestamp is marked applied once no group has rows left at or before it.
+//! resolved timestamp is marked applied once no group has rows left at or before it. Rows of
+//! a table no foreign key touches skip staging (no userscript): they are written during the
+//! request as in immediate mode, and staged only when that fails.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
