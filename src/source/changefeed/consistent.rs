@@ -573,6 +573,8 @@ impl Sweeper {
     async fn sweep_held(&mut self, held: &mut Held) -> bool {
         let mut staging: Option<tokio_postgres::Client> = None;
         let mut target: Option<AnyTarget> = None;
+        // Lane connections carry the fence of the lease they were opened under.
+        self.lanes.clear();
         let mut backoff = Duration::from_millis(100);
         let mut failing: Option<(String, Instant)> = None;
         let mut retired_at: Option<Instant> = None;
