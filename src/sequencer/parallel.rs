@@ -19,6 +19,21 @@ use crate::staging::{CheckpointError, Committed};
 use crate::target::TargetError;
 use crate::types::mutation::{Position, SourceTransaction};
 
+/// The root of `i`'s set in the union-find forest `parent` (paths compressed on the way).
+pub fn find(parent: &mut [usize], i: usize) -> usize {
+    let mut root = i;
+    while parent[root] != root {
+        root = parent[root];
+    }
+    let mut j = i;
+    while parent[j] != root {
+        let next = parent[j];
+        parent[j] = root;
+        j = next;
+    }
+    root
+}
+
 /// Table → group, from foreign-key connectivity (undirected). Tables not listed fall in
 /// group 0 together.
 pub fn table_groups(
@@ -28,19 +43,6 @@ pub fn table_groups(
     let names: Vec<&String> = tables.iter().collect();
     let index: HashMap<&String, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let mut parent: Vec<usize> = (0..names.len()).collect();
-    fn find(parent: &mut [usize], i: usize) -> usize {
-        let mut root = i;
-        while parent[root] != root {
-            root = parent[root];
-        }
-        let mut j = i;
-        while parent[j] != root {
-            let next = parent[j];
-            parent[j] = root;
-            j = next;
-        }
-        root
-    }
     for (child, parent_table) in foreign_keys {
         if let (Some(&a), Some(&b)) = (index.get(child), index.get(parent_table)) {
             let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));

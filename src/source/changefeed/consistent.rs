@@ -763,19 +763,16 @@ impl Sweeper {
         // resolved timestamp, or with --limitLookahead the one that many ahead.
         let best_effort = self.component.is_some() || self.switch(applied_before);
         let lookahead = self.config.sweep.lookahead;
-        let mut more = false;
-        let mut resolved = None;
-        if lookahead > 0
-            && !best_effort
-            && let Some((upto, later)) =
-                stage::resolved_ahead(&*client, schema_name, &group, lookahead).await?
-        {
-            resolved = Some((upto, false));
-            more = later;
-        }
-        if resolved.is_none() {
-            resolved = stage::newest_resolved(&*client, schema_name, &group).await?;
-        }
+        let ahead = if lookahead > 0 && !best_effort {
+            stage::resolved_ahead(&*client, schema_name, &group, lookahead).await?
+        } else {
+            None
+        };
+        let more = ahead.is_some_and(|(_, later)| later);
+        let resolved = match ahead {
+            Some((upto, _)) => Some((upto, false)),
+            None => stage::newest_resolved(&*client, schema_name, &group).await?,
+        };
         let (upto, newest, applied) = match resolved {
             None if best_effort => (Hlc { nanos: i64::MAX, logical: 0 }, Hlc::default(), true),
             None => return Ok(false),
@@ -1151,21 +1148,7 @@ impl Sweeper {
         touched: &mut HashSet<usize>,
         inline_above: Option<Hlc>,
     ) -> Result<(), SweepError> {
-        let width = lanes.len().min(self.config.sweep.parallelism.max(1));
-        if width <= 1 {
-            let mut pool = std::mem::take(&mut self.spare);
-            let mut swept = Ok(());
-            for lane in lanes {
-                swept = self
-                    .apply(&mut pool, target, tables, lane, held, rows, touched, inline_above)
-                    .await;
-                if swept.is_err() {
-                    break;
-                }
-            }
-            self.spare = pool;
-            return swept;
-        }
+        let width = lanes.len().min(self.config.sweep.parallelism).max(1);
         while self.lanes.len() < width - 1 {
             let opened = self.open_target(held).await?;
             self.lanes.push(opened);
@@ -1482,14 +1465,8 @@ fn lanes_of(rows: Vec<(usize, Staged)>, lane_of: &[usize]) -> Vec<Vec<(usize, St
     if groups <= 1 {
         return if rows.is_empty() { Vec::new() } else { vec![rows] };
     }
+    let root = crate::sequencer::parallel::find;
     let mut parent: Vec<usize> = (0..groups).collect();
-    fn root(parent: &mut [usize], mut g: usize) -> usize {
-        while parent[g] != g {
-            parent[g] = parent[parent[g]];
-            g = parent[g];
-        }
-        g
-    }
     let group = |t: usize| lane_of.get(t).copied().unwrap_or(0);
     let mut i = 0;
     while i < rows.len() {
