@@ -4,7 +4,9 @@
 
 mod support;
 
-use replicator::staging::{CheckpointStore, Committed, StagingDialect, StagingSchema, prepare};
+use replicator::staging::{
+    CheckpointStore, Committed, StagingDialect, StagingSchema, prepare, stage,
+};
 use replicator::types::mutation::Position;
 use support::PgDatabase;
 
@@ -173,4 +175,65 @@ async fn two_instances_preparing_staging_at_the_same_moment_both_succeed() {
         .expect("count")
         .get(0);
     assert!(tables >= 6, "{tables} staging tables");
+}
+
+/// `n` versions of table `t`'s keys `[from]`, `[from + 1]`, … at `nanos`.
+fn versions(from: i64, n: i64, nanos: i64) -> Vec<stage::Version> {
+    (from..from + n)
+        .map(|k| stage::Version {
+            table: "t".into(),
+            key: format!("[{k}]"),
+            time: replicator::types::position::Hlc { nanos, logical: 0 },
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn claims_by_copy_decide_as_the_upsert_does_and_wait_for_a_claim_in_flight() {
+    let db = PgDatabase::create().await;
+    let mut client = db.client().await;
+    prepare(&client, StagingDialect::Postgres, &staging(), true).await.expect("create");
+    let copy = stage::ClaimCopy::default();
+    let claim = async |client: &mut tokio_postgres::Client, versions: &[stage::Version]| {
+        let tx = client.transaction().await.expect("begin");
+        let sorted: Vec<&stage::Version> = versions.iter().collect();
+        let fresh = stage::claim_with(&tx, &staging(), &sorted, Some(&copy)).await.expect("claim");
+        tx.commit().await.expect("commit");
+        fresh
+    };
+    // New keys: all fresh (by COPY).
+    assert_eq!(claim(&mut client, &versions(0, 100, 10)).await, vec![true; 100]);
+    // Keys 50..100 are there, at a newer time: COPY meets them, the upsert decides.
+    let fresh = claim(&mut client, &versions(50, 100, 5)).await;
+    assert_eq!(fresh, [vec![false; 50], vec![true; 50]].concat());
+    // Newer versions of every key move forward, whichever way the claim goes.
+    assert_eq!(claim(&mut client, &versions(0, 150, 20)).await, vec![true; 150]);
+    let moved: i64 = client
+        .query_one("SELECT count(*) FROM _replicator.key_versions WHERE nanos = 20", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(moved, 150);
+
+    // Two claims of the same new keys (two instances, or a retry overtaking its first copy):
+    // the second waits for the first to commit, then finds the version applied.
+    let mut other = db.client().await;
+    let first = client.transaction().await.expect("begin");
+    let keys = versions(1000, 100, 30);
+    let sorted: Vec<&stage::Version> = keys.iter().collect();
+    let fresh = stage::claim_with(&first, &staging(), &sorted, Some(&copy)).await.expect("claim");
+    assert_eq!(fresh, vec![true; 100]);
+    let second = tokio::spawn(async move {
+        let tx = other.transaction().await.expect("begin");
+        let keys = versions(1000, 100, 30);
+        let sorted: Vec<&stage::Version> = keys.iter().collect();
+        let copy = stage::ClaimCopy::default();
+        let fresh = stage::claim_with(&tx, &staging(), &sorted, Some(&copy)).await.expect("claim");
+        tx.commit().await.expect("commit");
+        fresh
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second claim waits for the first");
+    first.commit().await.expect("commit");
+    assert_eq!(second.await.expect("second"), vec![false; 100]);
 }

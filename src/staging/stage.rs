@@ -18,7 +18,8 @@
 //!
 //! `key_versions(table_name, key, nanos, logical)` holds the newest version applied per key.
 //! A request claims its keys first: one upsert that moves a key's version only forward and
-//! returns the keys it moved. The claim's row locks are held until the staging transaction
+//! returns the keys it moved (on PostgreSQL staging, keys never seen before are first tried
+//! with COPY: [`claim_with`]). The claim's row locks are held until the staging transaction
 //! ends, after the target's commit, so two requests for one key (two instances behind a load
 //! balancer, or a retry that overtakes its first copy) are serialized, and the later one sees
 //! the version the first applied: an older version is then dropped, never written. Keys are
@@ -142,6 +143,101 @@ pub async fn claim(
     let moved: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> =
         rows.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, &str>(1))).collect();
     Ok(versions.iter().map(|v| moved.contains(&(v.table.as_str(), v.key.as_str()))).collect())
+}
+
+/// How claims have fared with COPY, for one target schema: a claim of keys never seen before
+/// (a changefeed's first pass over its tables, a backlog of inserts) loads their versions with
+/// COPY, which skips the upsert's speculative insertion and its parameter arrays; once COPY
+/// meets a key that is there already, claims use the upsert for a while (1, 2, 4, … up to
+/// 1,024 claims while COPY keeps failing) before COPY is tried again.
+#[derive(Debug, Default)]
+pub struct ClaimCopy {
+    /// Claims left to make with the upsert before COPY is tried again.
+    pause: std::sync::atomic::AtomicU32,
+    /// The next pause's length.
+    backoff: std::sync::atomic::AtomicU32,
+}
+
+impl ClaimCopy {
+    /// Fewer versions than this are claimed with the upsert: COPY's savepoint and round trips
+    /// cost more than they save.
+    const MIN_VERSIONS: usize = 64;
+
+    /// Whether this claim tries COPY (counts a paused claim down).
+    fn try_now(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pause.fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1)).is_err()
+    }
+
+    fn worked(&self) {
+        self.backoff.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let backoff = (self.backoff.load(Relaxed) * 2).clamp(1, 1024);
+        self.backoff.store(backoff, Relaxed);
+        self.pause.store(backoff, Relaxed);
+    }
+}
+
+/// Runs `sql` (a `COPY … FROM STDIN`) with `rows` in COPY's text format.
+async fn copy_in(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    rows: bytes::Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(rows).await?;
+    sink.finish().await.map(|_| ())
+}
+
+/// [`claim`], by COPY where `copy` says so (PostgreSQL staging): inside the caller's
+/// transaction, under a savepoint, the versions are copied into `key_versions`; if every key
+/// is new they are all fresh, and if one is there already (a unique violation) the savepoint
+/// is rolled back and the upsert decides. A key another transaction is inserting makes COPY
+/// wait for it, as the upsert would, so the serialization of claims is the same.
+pub async fn claim_with(
+    tx: &impl GenericClient,
+    staging: &StagingSchema,
+    versions: &[&Version],
+    copy: Option<&ClaimCopy>,
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    let Some(copy) = copy.filter(|_| versions.len() >= ClaimCopy::MIN_VERSIONS) else {
+        return claim(tx, staging, versions).await;
+    };
+    if !copy.try_now() {
+        return claim(tx, staging, versions).await;
+    }
+    use std::fmt::Write as _;
+    let mut rows = bytes::BytesMut::with_capacity(versions.len() * 64);
+    for v in versions {
+        crate::target::postgres::apply::wire::copy_escape(&v.table, &mut rows);
+        rows.extend_from_slice(b"\t");
+        crate::target::postgres::apply::wire::copy_escape(&v.key, &mut rows);
+        let _ = writeln!(rows, "\t{}\t{}", v.time.nanos, v.time.logical);
+    }
+    let sql = format!(
+        "COPY {} (table_name, key, nanos, logical) FROM STDIN",
+        staging.table("key_versions")
+    );
+    let client = tx.client();
+    client.batch_execute("SAVEPOINT claim").await?;
+    match copy_in(client, &sql, rows.freeze()).await {
+        Ok(()) => {
+            client.batch_execute("RELEASE SAVEPOINT claim").await?;
+            copy.worked();
+            Ok(vec![true; versions.len()])
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            client.batch_execute("ROLLBACK TO SAVEPOINT claim").await?;
+            copy.failed();
+            claim(tx, staging, versions).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The times and keys of `versions` as the parameter arrays of a statement.
@@ -283,7 +379,6 @@ pub async fn mark_applied_copy(
     table: &str,
     versions: &[&Version],
 ) -> Result<(), tokio_postgres::Error> {
-    use futures_util::SinkExt;
     let applied_at = crate::status::rfc3339(std::time::SystemTime::now());
     use std::fmt::Write as _;
     let stub: String = STUB.bytes().map(|b| format!("{b:02x}")).collect();
@@ -300,14 +395,7 @@ pub async fn mark_applied_copy(
         staging.table(table)
     );
     let savepoint = tx.savepoint("stubs").await?;
-    let copied = async {
-        let sink = savepoint.copy_in::<_, bytes::Bytes>(&copy).await?;
-        futures_util::pin_mut!(sink);
-        sink.send(rows.freeze()).await?;
-        sink.finish().await.map(|_| ())
-    }
-    .await;
-    match copied {
+    match copy_in(savepoint.client(), &copy, rows.freeze()).await {
         Ok(()) => savepoint.commit().await,
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             savepoint.rollback().await?;
@@ -655,6 +743,22 @@ mod tests {
         let sql = claim_and_mark_sql(&staging, &[&v], &[("db_public_t", vec![&v])]);
         assert!(sql.contains(r#"'{"[\"it''s\",\"a\\\"b\\\\c\"]"}'::TEXT[]"#), "{sql}");
         assert!(sql.contains("unnest('{5}'::INT8[], '{2}'::INT8[], '{"), "{sql}");
+    }
+
+    #[test]
+    fn claims_rest_from_copy_longer_while_it_keeps_failing() {
+        let copy = ClaimCopy::default();
+        let tries = |copy: &ClaimCopy, n: usize| (0..n).map(|_| copy.try_now()).collect::<Vec<_>>();
+        assert_eq!(tries(&copy, 2), [true, true]);
+        copy.failed();
+        assert_eq!(tries(&copy, 2), [false, true]);
+        copy.failed();
+        assert_eq!(tries(&copy, 3), [false, false, true]);
+        copy.failed();
+        assert_eq!(tries(&copy, 5), [false, false, false, false, true]);
+        copy.worked();
+        copy.failed();
+        assert_eq!(tries(&copy, 2), [false, true]);
     }
 
     #[test]

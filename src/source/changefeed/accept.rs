@@ -121,6 +121,8 @@ pub(super) struct SchemaWriter {
     /// Wakes the schema's sweepers (a resolved timestamp was recorded; in best-effort mode,
     /// rows staged): one for each.
     pub(super) wakes: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+    /// How the schema's claims have fared with COPY (PostgreSQL staging).
+    claims: stage::ClaimCopy,
 }
 
 impl SchemaWriter {
@@ -129,6 +131,11 @@ impl SchemaWriter {
         if let Ok(wakes) = self.wakes.lock() {
             wakes.iter().for_each(|w| w.notify_one());
         }
+    }
+
+    /// What claims of the schema's keys may try COPY with: PostgreSQL staging only.
+    pub(super) fn claim_copy(&self, dialect: StagingDialect) -> Option<&stage::ClaimCopy> {
+        (dialect == StagingDialect::Postgres).then_some(&self.claims)
     }
 
     /// A wake-up for one more sweeper.
@@ -204,6 +211,7 @@ impl Acceptor {
             spec,
             targets: Pool::new(self.config.connections),
             wakes: std::sync::Mutex::new(Vec::new()),
+            claims: Default::default(),
         });
         schemas.insert(lower, writer.clone());
         if self.config.mode.stages() {

@@ -1278,7 +1278,8 @@ impl Sweeper {
             vec![true; sorted.len()]
         } else {
             client.batch_execute("BEGIN").await?;
-            stage::claim(&client, staging, &sorted).await?
+            let copy = self.writer.claim_copy(self.config.staging_dialect);
+            stage::claim_with(&client, staging, &sorted, copy).await?
         };
         let mut kept: Vec<usize> =
             versions.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, i), _)| *i).collect();

@@ -45,7 +45,9 @@ impl Acceptor {
         let staging = &self.config.staging_schema;
         let mut tx = client.transaction().await.map_err(Failure::Staging)?;
         let sorted: Vec<&Version> = versions.iter().map(|(v, _)| v).collect();
-        let fresh = stage::claim(&tx, staging, &sorted).await.map_err(Failure::Staging)?;
+        let copy = writer.claim_copy(self.config.staging_dialect);
+        let fresh =
+            stage::claim_with(&tx, staging, &sorted, copy).await.map_err(Failure::Staging)?;
         let metrics = crate::metrics::global();
         let mut kept: Vec<(usize, &Version)> = Vec::with_capacity(versions.len());
         for ((version, index), fresh) in versions.iter().zip(&fresh) {
