@@ -13,29 +13,119 @@ pub fn parse(text: &str) -> Option<serde_json::Value> {
     (reader.at == reader.text.len()).then_some(value)
 }
 
-/// A recursive-descent JSON reader (strings are decoded by serde_json).
-struct Reader<'a> {
+/// A recursive-descent JSON reader (strings are decoded by serde_json). Besides whole
+/// documents ([`parse`]), callers that know a document's shape read it piece by piece: a
+/// field's name, a value as a document, or a value checked and passed over ([`Reader::skip`]),
+/// whose text [`Reader::since`] then gives.
+pub struct Reader<'a> {
     text: &'a [u8],
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     /// Deeper than this is refused, as serde_json does.
-    const MAX_DEPTH: usize = 128;
+    pub const MAX_DEPTH: usize = 128;
 
-    fn skip_space(&mut self) {
-        while self.text.get(self.at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
+    /// A reader at the start of `text`.
+    pub fn new(text: &'a str) -> Self {
+        Self { text: text.as_bytes(), at: 0 }
     }
 
-    fn eat(&mut self, byte: u8) -> bool {
+    /// Where the reader is (a byte offset).
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
+    /// The text from byte offset `start` to the cursor (`start` taken from [`Reader::at`]
+    /// at a value's start, the cursor after it).
+    pub fn since(&self, start: usize) -> &'a str {
+        // Both ends are at token boundaries, which are ASCII, so the slice is UTF-8.
+        std::str::from_utf8(&self.text[start..self.at]).unwrap_or_default()
+    }
+
+    /// The next byte after white space, not consumed.
+    pub fn peek(&mut self) -> Option<u8> {
+        self.skip_space();
+        self.text.get(self.at).copied()
+    }
+
+    /// Whether only white space is left.
+    pub fn at_end(&mut self) -> bool {
+        self.skip_space();
+        self.at == self.text.len()
+    }
+
+    /// The value at the cursor, as a document.
+    pub fn document(&mut self, depth: usize) -> Option<serde_json::Value> {
+        self.value(depth)
+    }
+
+    /// A field name (a string) at the cursor, after white space, decoded.
+    pub fn name(&mut self) -> Option<std::borrow::Cow<'a, str>> {
+        self.skip_space();
+        let (start, end, plain) = self.string_span()?;
+        if plain {
+            return std::str::from_utf8(&self.text[start + 1..end - 1]).ok().map(Into::into);
+        }
+        serde_json::from_slice(&self.text[start..end]).ok().map(std::borrow::Cow::Owned)
+    }
+
+    /// Checks the value at the cursor and moves past it without building it.
+    pub fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > Self::MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => {
+                let (start, end, plain) = self.string_span()?;
+                if !plain {
+                    serde_json::from_slice::<String>(&self.text[start..end]).ok()?;
+                }
+            }
+            open @ (b'[' | b'{') => {
+                let close = if open == b'[' { b']' } else { b'}' };
+                self.at += 1;
+                if self.eat(close) {
+                    return Some(());
+                }
+                loop {
+                    if open == b'{' {
+                        self.name()?;
+                        if !self.eat(b':') {
+                            return None;
+                        }
+                    }
+                    self.skip(depth + 1)?;
+                    if self.eat(close) {
+                        return Some(());
+                    }
+                    if !self.eat(b',') {
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                // A scalar: as cheap to build as to check.
+                self.value(depth)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Consumes `byte` after white space, if it is next.
+    pub fn eat(&mut self, byte: u8) -> bool {
         self.skip_space();
         let found = self.text.get(self.at) == Some(&byte);
         if found {
             self.at += 1;
         }
         found
+    }
+
+    fn skip_space(&mut self) {
+        while self.text.get(self.at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
     }
 
     fn value(&mut self, depth: usize) -> Option<serde_json::Value> {
@@ -117,25 +207,39 @@ impl Reader<'_> {
 
     /// A string literal at the cursor, decoded.
     fn string(&mut self) -> Option<String> {
+        let (start, end, plain) = self.string_span()?;
+        // Most strings have no escape: taken as they are.
+        if plain {
+            return std::str::from_utf8(&self.text[start + 1..end - 1]).ok().map(str::to_owned);
+        }
+        serde_json::from_slice(&self.text[start..end]).ok()
+    }
+
+    /// The string literal at the cursor, passed over: its span (quotes included) and whether
+    /// it is plain (no escape, and no control character, which JSON does not allow).
+    fn string_span(&mut self) -> Option<(usize, usize, bool)> {
         let start = self.at;
         if self.text.get(start) != Some(&b'"') {
             return None;
         }
         let mut i = start + 1;
+        let mut plain = true;
         loop {
-            match self.text.get(i)? {
-                b'\\' => i += 2,
+            match *self.text.get(i)? {
+                b'\\' => {
+                    plain = false;
+                    i += 2;
+                }
                 b'"' => break,
+                b if b < 0x20 => {
+                    plain = false;
+                    i += 1;
+                }
                 _ => i += 1,
             }
         }
         self.at = i + 1;
-        let inner = &self.text[start + 1..i];
-        // Most strings have no escape: taken as they are (control characters are not JSON).
-        if !inner.iter().any(|&b| b == b'\\' || b < 0x20) {
-            return std::str::from_utf8(inner).ok().map(str::to_owned);
-        }
-        serde_json::from_slice(&self.text[start..self.at]).ok()
+        Some((start, self.at, plain))
     }
 }
 

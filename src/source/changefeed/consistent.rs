@@ -53,14 +53,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use super::Refused;
 use super::accept::{
     Accepted, Acceptor, AcceptorConfig, Failure, SchemaWriter, placeholder, reload, staging_error,
 };
-use super::payload::Line;
+use super::payload::{Fields, Line};
 use super::rows::{self, Change};
 use crate::script::SourceTag;
 use crate::staging::lease::{Held, Lease};
@@ -130,7 +130,7 @@ pub struct Raw {
 
 /// What consistent mode stages of `line`.
 pub fn raw(line: &Line) -> Raw {
-    let json = |m: &Map<String, Json>| serde_json::to_vec(m).unwrap_or_default();
+    let json = super::payload::fields_text;
     Raw { after: line.after.as_ref().map(json), before: line.before.as_ref().map(json) }
 }
 
@@ -1433,15 +1433,11 @@ fn lines(tables: &[Staging], round: &[(usize, Staged)]) -> Result<Vec<Line>, Swe
                 ))
             };
             let key: Vec<Json> = serde_json::from_str(&r.key).map_err(|e| bad("key", &e))?;
-            let object =
-                |bytes: &[u8], what: &str| -> Result<Option<Map<String, Json>>, SweepError> {
-                    let json = Staged::json(bytes).map_err(|e| bad(what, &e))?;
-                    match serde_json::from_slice::<Json>(&json).map_err(|e| bad(what, &e))? {
-                        Json::Object(m) => Ok(Some(m)),
-                        Json::Null => Ok(None),
-                        _ => Err(bad(what, &"not a JSON object")),
-                    }
-                };
+            let object = |bytes: &[u8], what: &str| -> Result<Option<Fields>, SweepError> {
+                let json = Staged::json(bytes).map_err(|e| bad(what, &e))?;
+                let text = std::str::from_utf8(&json).map_err(|e| bad(what, &e))?;
+                super::payload::read_fields(text).map_err(|e| bad(what, &e))
+            };
             let after = if r.deletion { None } else { object(&r.mutation, "mut")? };
             let before = match &r.before {
                 Some(b) => object(b, "before")?,

@@ -27,6 +27,8 @@ pub mod consistent;
 pub mod handler;
 pub mod immediate;
 pub mod payload;
+#[cfg(test)]
+mod payload_tree;
 pub mod route;
 pub mod rows;
 

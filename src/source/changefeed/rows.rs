@@ -18,9 +18,9 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
-use super::payload::Line;
+use super::payload::{Cell, Fields, Line};
 use crate::target::schema::{Schema, Table};
 use crate::types::mutation::{Mutation, Op};
 use crate::types::position::Hlc;
@@ -194,18 +194,21 @@ pub fn check_columns<'a>(
 }
 
 /// The primary-key values of `row`, in key order; the first missing column's name if any.
-fn key_from_row(table: &Table, row: Option<&Map<String, Json>>) -> Result<Vec<Json>, String> {
+fn key_from_row(table: &Table, row: Option<&Fields>) -> Result<Vec<Json>, String> {
     table
         .key_names()
         .into_iter()
         .map(|name| {
+            // The last of a repeated name counts, as in a map.
             let found = row.and_then(|r| {
-                r.get(&name).or_else(|| {
-                    r.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)).map(|(_, v)| v)
-                })
+                let mut named = r.iter().rev();
+                named
+                    .clone()
+                    .find(|(k, _)| **k == *name)
+                    .or_else(|| named.find(|(k, _)| k.eq_ignore_ascii_case(&name)))
             });
-            match found {
-                Some(v) if !v.is_null() => Ok(v.clone()),
+            match found.map(|(_, cell)| cell.document()) {
+                Some(v) if !v.is_null() => Ok(v),
                 _ => Err(name),
             }
         })
@@ -235,15 +238,25 @@ impl<'a> Named<'a> {
 }
 
 /// A row of the changefeed's JSON, named as the target's columns are where they match.
-fn row(table: Option<&Named<'_>>, json: Map<String, Json>) -> Row {
-    let mut row = new_row(json.len());
-    for (i, (name, value)) in json.into_iter().enumerate() {
+fn row(table: Option<&Named<'_>>, fields: Fields) -> Row {
+    let mut row = new_row(fields.len());
+    for (i, (name, cell)) in fields.into_iter().enumerate() {
         match table.and_then(|t| t.table.column_near(&name, i).map(|(at, c)| (&t.names[at], c))) {
-            Some((name, column)) => row.insert(name.clone(), value_for(value, column.json)),
-            None => row.insert(Name::from(name), value_for(value, false)),
+            Some((name, column)) => row.insert(name.clone(), cell_value(cell, column.json)),
+            None => row.insert(name, cell_value(cell, false)),
         };
     }
     row
+}
+
+/// A column's value as sent, as a column value: the whole document for a JSON column (an
+/// object as the text it came as).
+fn cell_value(cell: Cell, json_column: bool) -> Value {
+    match cell {
+        Cell::Object(text) if json_column => Value::JsonText(text),
+        Cell::Object(text) => value(crate::types::json::parse(&text).unwrap_or_default()),
+        Cell::Value(json) => value_for(json, json_column),
+    }
 }
 
 /// A JSON value as a column value: the whole document for a JSON column.
@@ -307,7 +320,7 @@ mod tests {
     #[test]
     fn keys_map_onto_the_primary_key_by_name_and_values_keep_their_text() {
         let body = r#"{"payload":[
-            {"after":{"id":9007199254740995,"region":"eu","doc":{"a":[1,"x"]},"tags":["a","b"],"total":4E+2},
+            {"after":{"id":9007199254740995,"region":"eu","doc":{"a": [1, "x", 2.50]},"tags":["a","b"],"total":4E+2},
              "key":[9007199254740995,"eu"],"topic":"shop.public.orders","updated":"5.0000000001"},
             {"after":null,"key":[7, "us"],"topic":"orders","updated":"6.0"}]}"#;
         let out = changes(lines(body, false), None, &schema(), false).expect("changes");
@@ -316,8 +329,8 @@ mod tests {
         let row = &out[0].mutation.row;
         assert_eq!(row["id"], Value::Number("9007199254740995".into()));
         assert_eq!(row["total"], Value::Number("4E+2".into()));
-        assert_eq!(row["doc"].to_json().to_string(), r#"{"a":[1,"x"]}"#);
-        assert!(matches!(&row["doc"], Value::Json(_)));
+        // A JSON column's object goes on as the text it came as.
+        assert_eq!(row["doc"], Value::JsonText(r#"{"a": [1, "x", 2.50]}"#.into()));
         assert_eq!(
             row["tags"],
             Value::Array(vec![Value::String("a".into()), Value::String("b".into())])
