@@ -215,7 +215,10 @@ mod tests {
     #[test]
     fn copy_escape_escapes_the_four_bytes_wherever_they_are() {
         let naive = |text: &str| {
-            text.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+            text.replace('\\', "\\\\")
+                .replace('\t', "\\t")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
         };
         for len in 0..20 {
             for at in 0..len.max(1) {
