@@ -8,7 +8,8 @@
 # BENCH_BATCH rows per request (default 1000), BENCH_CONCURRENCY requests at once (default 8),
 # BENCH_TLS=1 serves TLS (--tlsSelfSigned) instead of plain HTTP, BENCH_BIN runs another
 # build instead of building this checkout, BENCH_FLAGS adds flags to `replicator start`,
-# BENCH_PERF=FILE records a perf profile (with call graphs) of replicator during the drain.
+# BENCH_PERF=FILE records a perf profile (with call graphs) of replicator during the drain
+# (BENCH_PERF_ALL=1: of every process, PostgreSQL's backends too).
 #
 # The target is the local PostgreSQL on 5432 (tests/databases.sh provisions it), staging in
 # the same database (the default). The rows (9 mixed-type columns: bigint, int, numeric,
@@ -183,7 +184,8 @@ token=$(cat "$work/token")
 url="$scheme://127.0.0.1:$port/bench_start/public"
 
 perf_pid=
-if [ -n "${BENCH_PERF:-}" ]; then perf record -q --call-graph ${BENCH_PERF_GRAPH:-fp} -p "$pid" -o "$BENCH_PERF" 2>/dev/null & perf_pid=$!; sleep 0.5; fi
+perf_what=(-p "$pid"); [ -n "${BENCH_PERF_ALL:-}" ] && perf_what=(-a)
+if [ -n "${BENCH_PERF:-}" ]; then perf record -q --call-graph ${BENCH_PERF_GRAPH:-fp} "${perf_what[@]}" -o "$BENCH_PERF" 2>/dev/null & perf_pid=$!; sleep 0.5; fi
 pg0=$(cpu postgres); r0=$(cpu replicator "$pid")
 # The client keeps one connection per worker alive, as a changefeed's webhook sink does; its
 # CPU (on the same cores as what is measured) is printed. (curl, a process and a connection
