@@ -193,7 +193,7 @@ async fn claims_by_copy_decide_as_the_upsert_does_and_wait_for_a_claim_in_flight
     let db = PgDatabase::create().await;
     let mut client = db.client().await;
     prepare(&client, StagingDialect::Postgres, &staging(), true).await.expect("create");
-    let copy = stage::ClaimCopy::default();
+    let copy = stage::CopyFirst::default();
     let claim = async |client: &mut tokio_postgres::Client, versions: &[stage::Version]| {
         let tx = client.transaction().await.expect("begin");
         let sorted: Vec<&stage::Version> = versions.iter().collect();
@@ -227,7 +227,7 @@ async fn claims_by_copy_decide_as_the_upsert_does_and_wait_for_a_claim_in_flight
         let tx = other.transaction().await.expect("begin");
         let keys = versions(1000, 100, 30);
         let sorted: Vec<&stage::Version> = keys.iter().collect();
-        let copy = stage::ClaimCopy::default();
+        let copy = stage::CopyFirst::default();
         let fresh = stage::claim_with(&tx, &staging(), &sorted, Some(&copy)).await.expect("claim");
         tx.commit().await.expect("commit");
         fresh
@@ -236,4 +236,59 @@ async fn claims_by_copy_decide_as_the_upsert_does_and_wait_for_a_claim_in_flight
     assert!(!second.is_finished(), "the second claim waits for the first");
     first.commit().await.expect("commit");
     assert_eq!(second.await.expect("second"), vec![false; 100]);
+}
+
+#[tokio::test]
+async fn rows_staged_by_copy_read_back_as_written_and_a_second_copy_keeps_the_first() {
+    let db = PgDatabase::create().await;
+    let mut client = db.client().await;
+    prepare(&client, StagingDialect::Postgres, &staging(), true).await.expect("create");
+    for sql in stage::table_ddl(StagingDialect::Postgres, &staging(), "db_public_t") {
+        client.batch_execute(&sql).await.expect("per-table staging table");
+    }
+    let copy = stage::CopyFirst::default();
+    let row = |k: i64, nanos: i64, text: &str| stage::Staged {
+        time: replicator::types::position::Hlc { nanos, logical: 1 },
+        key: format!("[{k}]"),
+        mutation: format!(r#"{{"id": {k}, "s": "{text}"}}"#).into_bytes(),
+        before: (k % 2 == 0).then(|| b"{\"id\": 0}".to_vec()),
+        deletion: k % 3 == 0,
+    };
+    let mut stage = async |rows: &[stage::Staged]| {
+        let tx = client.transaction().await.expect("begin");
+        let new = stage::stage_with(&tx, &staging(), "db_public_t", rows, Some(&copy))
+            .await
+            .expect("stage");
+        tx.commit().await.expect("commit");
+        new
+    };
+    let first: Vec<stage::Staged> = (0..100).map(|k| row(k, 10 + k, "first")).collect();
+    assert_eq!(stage(&first).await, 100);
+    // Sent again, with half of it new: the new half counts, the staged half keeps its first copy.
+    let again: Vec<stage::Staged> = (50..150).map(|k| row(k, 10 + k, "again")).collect();
+    assert_eq!(stage(&again).await, 50);
+    let got = support::dump(
+        &client,
+        "SELECT nanos::TEXT, logical::TEXT, key, convert_from(mut, 'UTF8'), \
+         convert_from(before, 'UTF8'), deletion::TEXT, applied::TEXT, \
+         (source_time = to_timestamp(nanos::float8 / 1e9))::TEXT \
+         FROM _replicator.db_public_t s ORDER BY s.nanos",
+    )
+    .await;
+    assert_eq!(got.len(), 150);
+    for (k, r) in got.iter().enumerate() {
+        let k = k as i64;
+        let text = if k < 100 { "first" } else { "again" };
+        let want = [
+            Some((10 + k).to_string()),
+            Some("1".to_owned()),
+            Some(format!("[{k}]")),
+            Some(format!(r#"{{"id": {k}, "s": "{text}"}}"#)),
+            (k % 2 == 0).then(|| "{\"id\": 0}".to_owned()),
+            Some((k % 3 == 0).to_string()),
+            Some("false".to_owned()),
+            Some("true".to_owned()),
+        ];
+        assert_eq!(r.as_slice(), want.as_slice(), "row {k}");
+    }
 }

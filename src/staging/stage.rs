@@ -8,7 +8,8 @@
 //! targets: `<db>_<table>`), with MOLT's columns: `nanos`, `logical`, `key` (the key as a JSON
 //! array), `mut`, `before`, `applied`, `applied_at`, `deletion`, `source_time`, and beyond
 //! MOLT's layout a partial index on the unapplied rows in time order. Consistent mode stages
-//! each row there ([`stage`], the first copy of a (time, key) wins), reads the unapplied ones
+//! each row there ([`stage`], the first copy of a (time, key) wins; [`stage_with`] tries COPY
+//! first), reads the unapplied ones
 //! in time order ([`pending`]) and marks them applied after the target's commit
 //! ([`mark_staged_applied`]). Immediate mode writes an applied stub (`mut` =
 //! `{"__stub__":true}`) for every version it applied, in the staging transaction that commits
@@ -145,28 +146,54 @@ pub async fn claim(
     Ok(versions.iter().map(|v| moved.contains(&(v.table.as_str(), v.key.as_str()))).collect())
 }
 
-/// How claims have fared with COPY, for one target schema: a claim of keys never seen before
-/// (a changefeed's first pass over its tables, a backlog of inserts) loads their versions with
-/// COPY, which skips the upsert's speculative insertion and its parameter arrays; once COPY
-/// meets a key that is there already, claims use the upsert for a while (1, 2, 4, … up to
-/// 1,024 claims while COPY keeps failing) before COPY is tried again.
+/// How one kind of write (the claims of one target schema, or its staged rows) has fared with
+/// COPY: rows whose keys are not there yet (a changefeed's first pass over its tables, a
+/// backlog of inserts) are loaded with COPY, which skips `ON CONFLICT`'s speculative insertion
+/// and the parameter arrays; once COPY meets a key that is there already (a key updated again,
+/// a request sent again), the write uses its `INSERT … ON CONFLICT` for a while (1, 2, 4, … up
+/// to 1,024 writes while COPY keeps failing) before COPY is tried again.
 #[derive(Debug, Default)]
-pub struct ClaimCopy {
+pub struct CopyFirst {
     /// Claims left to make with the upsert before COPY is tried again.
     pause: std::sync::atomic::AtomicU32,
     /// The next pause's length.
     backoff: std::sync::atomic::AtomicU32,
 }
 
-impl ClaimCopy {
-    /// Fewer versions than this are claimed with the upsert: COPY's savepoint and round trips
-    /// cost more than they save.
-    const MIN_VERSIONS: usize = 64;
+impl CopyFirst {
+    /// Fewer rows than this are written with `INSERT`: COPY's savepoint and round trips cost
+    /// more than they save.
+    const MIN_ROWS: usize = 64;
 
     /// Whether this claim tries COPY (counts a paused claim down).
     fn try_now(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         self.pause.fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1)).is_err()
+    }
+
+    /// Runs `sql` (a `COPY … FROM STDIN`) with `data` under a savepoint of the caller's
+    /// transaction: true when every row went in; false when a key was there already (the
+    /// savepoint rolled back: the caller writes the rows its other way).
+    async fn load(
+        &self,
+        client: &tokio_postgres::Client,
+        sql: &str,
+        data: bytes::Bytes,
+    ) -> Result<bool, tokio_postgres::Error> {
+        client.batch_execute("SAVEPOINT copy_first").await?;
+        match copy_in(client, sql, data).await {
+            Ok(()) => {
+                client.batch_execute("RELEASE SAVEPOINT copy_first").await?;
+                self.worked();
+                Ok(true)
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                client.batch_execute("ROLLBACK TO SAVEPOINT copy_first").await?;
+                self.failed();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn worked(&self) {
@@ -203,14 +230,11 @@ pub async fn claim_with(
     tx: &impl GenericClient,
     staging: &StagingSchema,
     versions: &[&Version],
-    copy: Option<&ClaimCopy>,
+    copy: Option<&CopyFirst>,
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
-    let Some(copy) = copy.filter(|_| versions.len() >= ClaimCopy::MIN_VERSIONS) else {
+    let Some(copy) = copy.filter(|c| versions.len() >= CopyFirst::MIN_ROWS && c.try_now()) else {
         return claim(tx, staging, versions).await;
     };
-    if !copy.try_now() {
-        return claim(tx, staging, versions).await;
-    }
     use std::fmt::Write as _;
     let mut rows = bytes::BytesMut::with_capacity(versions.len() * 64);
     for v in versions {
@@ -223,20 +247,10 @@ pub async fn claim_with(
         "COPY {} (table_name, key, nanos, logical) FROM STDIN",
         staging.table("key_versions")
     );
-    let client = tx.client();
-    client.batch_execute("SAVEPOINT claim").await?;
-    match copy_in(client, &sql, rows.freeze()).await {
-        Ok(()) => {
-            client.batch_execute("RELEASE SAVEPOINT claim").await?;
-            copy.worked();
-            Ok(vec![true; versions.len()])
-        }
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            client.batch_execute("ROLLBACK TO SAVEPOINT claim").await?;
-            copy.failed();
-            claim(tx, staging, versions).await
-        }
-        Err(e) => Err(e),
+    if copy.load(tx.client(), &sql, rows.freeze()).await? {
+        Ok(vec![true; versions.len()])
+    } else {
+        claim(tx, staging, versions).await
     }
 }
 
@@ -459,6 +473,52 @@ pub async fn stage(
     let deletions: Vec<bool> = rows.iter().map(|r| r.deletion).collect();
     let params: [&(dyn ToSql + Sync); 6] = [&nanos, &logical, &keys, &muts, &befores, &deletions];
     tx.execute(&sql, &params).await
+}
+
+/// [`stage`], by COPY where `copy` says so (PostgreSQL staging): under a savepoint the rows
+/// are copied in (binary COPY: the JSON goes as it is, not as hex); if every (time, key) is
+/// new they all count, and if one is staged already (a request sent again) the savepoint is
+/// rolled back and [`stage`] keeps the first copies. A row another transaction is staging
+/// makes COPY wait for it, as the `INSERT` would.
+pub async fn stage_with(
+    tx: &impl GenericClient,
+    staging: &StagingSchema,
+    table: &str,
+    rows: &[Staged],
+    copy: Option<&CopyFirst>,
+) -> Result<u64, tokio_postgres::Error> {
+    let Some(copy) = copy.filter(|c| rows.len() >= CopyFirst::MIN_ROWS && c.try_now()) else {
+        return stage(tx, staging, table, rows).await;
+    };
+    let mut out = bytes::BytesMut::with_capacity(
+        19 + 2 + rows.iter().map(|r| 64 + r.key.len() + r.mutation.len()).sum::<usize>(),
+    );
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&[0; 8]); // flags, header extension length
+    let field = |out: &mut bytes::BytesMut, bytes: Option<&[u8]>| match bytes {
+        Some(b) => {
+            out.extend_from_slice(&i32::try_from(b.len()).unwrap_or(i32::MAX).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    };
+    for r in rows {
+        out.extend_from_slice(&6i16.to_be_bytes());
+        field(&mut out, Some(&r.time.nanos.to_be_bytes()));
+        field(&mut out, Some(&i64::from(r.time.logical).to_be_bytes()));
+        field(&mut out, Some(r.key.as_bytes()));
+        field(&mut out, Some(&r.mutation));
+        field(&mut out, r.before.as_deref());
+        field(&mut out, Some(&[u8::from(r.deletion)]));
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    let sql =
+        format!("COPY {} ({STAGED_COLUMNS}) FROM STDIN (FORMAT binary)", staging.table(table));
+    if copy.load(tx.client(), &sql, out.freeze()).await? {
+        Ok(rows.len() as u64)
+    } else {
+        stage(tx, staging, table, rows).await
+    }
 }
 
 const STAGED_COLUMNS: &str = "nanos, logical, key, mut, before, deletion";
@@ -747,8 +807,8 @@ mod tests {
 
     #[test]
     fn claims_rest_from_copy_longer_while_it_keeps_failing() {
-        let copy = ClaimCopy::default();
-        let tries = |copy: &ClaimCopy, n: usize| (0..n).map(|_| copy.try_now()).collect::<Vec<_>>();
+        let copy = CopyFirst::default();
+        let tries = |copy: &CopyFirst, n: usize| (0..n).map(|_| copy.try_now()).collect::<Vec<_>>();
         assert_eq!(tries(&copy, 2), [true, true]);
         copy.failed();
         assert_eq!(tries(&copy, 2), [false, true]);

@@ -121,8 +121,9 @@ pub(super) struct SchemaWriter {
     /// Wakes the schema's sweepers (a resolved timestamp was recorded; in best-effort mode,
     /// rows staged): one for each.
     pub(super) wakes: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
-    /// How the schema's claims have fared with COPY (PostgreSQL staging).
-    claims: stage::ClaimCopy,
+    /// How the schema's claims and staged rows have fared with COPY (PostgreSQL staging).
+    claims: stage::CopyFirst,
+    stages: stage::CopyFirst,
 }
 
 impl SchemaWriter {
@@ -134,8 +135,13 @@ impl SchemaWriter {
     }
 
     /// What claims of the schema's keys may try COPY with: PostgreSQL staging only.
-    pub(super) fn claim_copy(&self, dialect: StagingDialect) -> Option<&stage::ClaimCopy> {
+    pub(super) fn claim_copy(&self, dialect: StagingDialect) -> Option<&stage::CopyFirst> {
         (dialect == StagingDialect::Postgres).then_some(&self.claims)
+    }
+
+    /// What the schema's staged rows may try COPY with: PostgreSQL staging only.
+    pub(super) fn stage_copy(&self, dialect: StagingDialect) -> Option<&stage::CopyFirst> {
+        (dialect == StagingDialect::Postgres).then_some(&self.stages)
     }
 
     /// A wake-up for one more sweeper.
@@ -212,6 +218,7 @@ impl Acceptor {
             targets: Pool::new(self.config.connections),
             wakes: std::sync::Mutex::new(Vec::new()),
             claims: Default::default(),
+            stages: Default::default(),
         });
         schemas.insert(lower, writer.clone());
         if self.config.mode.stages() {

@@ -201,7 +201,10 @@ impl Acceptor {
         let (mut staged, mut duplicates) = (0, 0);
         let mut counts = Vec::with_capacity(by_table.len());
         for (name, (table, rows)) in &by_table {
-            let new = stage::stage(&tx, staging, name, rows).await.map_err(Failure::Staging)?;
+            let copy = writer.stage_copy(self.config.staging_dialect);
+            let new = stage::stage_with(&tx, staging, name, rows, copy)
+                .await
+                .map_err(Failure::Staging)?;
             let new = usize::try_from(new).unwrap_or(usize::MAX).min(rows.len());
             counts.push((table, new, rows.len() - new));
             staged += new;
