@@ -1,6 +1,6 @@
 //! Staging on a real PostgreSQL: the DDL on an empty database and again on a second start,
-//! the missing-schema error, an operator's MOLT-style SQL, and checkpoints that only move
-//! forward.
+//! the missing-schema error, an operator's MOLT-style SQL, checkpoints that only move
+//! forward, and claims and staged rows written by COPY first (deciding as the INSERTs do).
 
 mod support;
 
