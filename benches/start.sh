@@ -294,19 +294,22 @@ consistent() {
   grep -q "listening for changefeed requests" "$work/consistent-$phase.log" || { cat "$work/consistent-$phase.log" >&2; exit 1; }
   pg0=$(cpu postgres); r0=$(cpu replicator "$pid")
   (python3 - "$phase" "$work" "http://127.0.0.1:$port/$db/public" "$concurrency" "$resolve_every" "$batch" "$steady_rate" "$db" <<'PY'
-import concurrent.futures, glob, http.client, subprocess, sys, time, urllib.parse
+import concurrent.futures, glob, http.client, resource, subprocess, sys, threading, time, urllib.parse
 phase, work, url, concurrency, every, batch, rate, db = sys.argv[1:9]
 concurrency, every, batch, rate = int(concurrency), int(every), int(batch), int(rate)
 u = urllib.parse.urlparse(url)
 base = 1_700_000_000_000_000_000
 files = sorted(glob.glob(f"{work}/req-*.json"))
+local = threading.local()
 def post(body):
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+    # One connection per worker, kept alive (as a changefeed's webhook sink does).
+    if not hasattr(local, "c"):
+        local.c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
     for _ in range(100):
-        c.request("POST", u.path, body, {"Content-Type": "application/json"})
-        r = c.getresponse(); r.read()
+        local.c.request("POST", u.path, body, {"Content-Type": "application/json"})
+        r = local.c.getresponse(); r.read()
         if r.status == 200:
-            c.close(); return
+            return
         time.sleep(0.05)
     raise SystemExit(f"not acknowledged: {r.status}")
 def sql(q):
@@ -337,6 +340,9 @@ posted = time.time()
 while ask(f"SELECT count(*) FROM _replicator.checkpoints WHERE source_hlc = {last} AND target_applied_at IS NOT NULL") != "1":
     time.sleep(0.01)
 t1 = time.time()
+cpu = resource.getrusage(resource.RUSAGE_SELF)
+with open(f"{work}/{phase}.client", "w") as out:
+    out.write(f"{cpu.ru_utime + cpu.ru_stime}\n")
 lat = sorted(float(x) for x in sql("SELECT extract(epoch FROM target_applied_at - first_seen) FROM _replicator.checkpoints").split())
 print(f"{t1 - t0:.3f} {lat[len(lat) // 2]:.3f} {lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.3f} {len(lat)} {posted - t0:.3f}")
 PY
@@ -367,8 +373,8 @@ printf '%-30s %10.0f rows/s  %6.2f s   %.2fx COPY, %.2fx the 1-session floor, %.
   "replicator start (consistent)" "$rate" "$secs" "$(echo "$rate / $copy_rate" | bc -l)" \
   "$(echo "$rate / $cfloor_rate" | bc -l)" "$(echo "$rate / $cfloor_all_rate" | bc -l)" "$(nproc)" "$windows"
 echo "  (one table is one group of tables: its target transactions commit one after the other, in time order, so the 1-session floor bounds it)"
-printf 'the last request was answered after %.2f s; CPU during the drain: replicator %.2f s, PostgreSQL %.2f s; replicator peak RSS %.1f MiB\n' \
-  "$posted" "$r_cpu" "$pg_cpu" "$(echo "$rss_kib / 1024" | bc -l)"
+printf 'the last request was answered after %.2f s; CPU during the drain: replicator %.2f s, PostgreSQL %.2f s, client %.2f s; replicator peak RSS %.1f MiB\n' \
+  "$posted" "$r_cpu" "$pg_cpu" "$(cat "$work/drain.client")" "$(echo "$rss_kib / 1024" | bc -l)"
 consistent bench_steady steady
 read -r secs p50 p99 windows _ <"$work/steady.result"
 read -r _ _ rss_kib <"$work/steady.usage"
