@@ -199,13 +199,12 @@ fn key_from_row(table: &Table, row: Option<&Fields>) -> Result<Vec<Json>, String
         .key_names()
         .into_iter()
         .map(|name| {
-            // The last of a repeated name counts, as in a map.
-            let found = row.and_then(|r| {
-                let mut named = r.iter().rev();
-                named
-                    .clone()
-                    .find(|(k, _)| **k == *name)
-                    .or_else(|| named.find(|(k, _)| k.eq_ignore_ascii_case(&name)))
+            // As in a map: the last of a repeated name counts; failing the exact name, the
+            // first name that matches ignoring case (then its last value).
+            let last = |exact: &str| last_named(row, exact);
+            let found = last(&name).or_else(|| {
+                let first = row?.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name))?;
+                last(&first.0)
             });
             match found.map(|(_, cell)| cell.document()) {
                 Some(v) if !v.is_null() => Ok(v),
@@ -213,6 +212,11 @@ fn key_from_row(table: &Table, row: Option<&Fields>) -> Result<Vec<Json>, String
             }
         })
         .collect()
+}
+
+/// The last field of `row` named `name` exactly.
+fn last_named<'r>(row: Option<&'r Fields>, name: &str) -> Option<&'r (Name, Cell)> {
+    row?.iter().rev().find(|(k, _)| **k == *name)
 }
 
 /// A delete's row: the key values under the primary key's column names.
@@ -353,6 +357,14 @@ mod tests {
         assert_eq!(out[0].key, "[1,\"eu\"]");
         assert_eq!(out[0].mutation.row.keys().next().map(|k| &**k), Some("id"));
         assert_eq!(out[1].key, "[2,\"us\"]");
+        // A repeated name: the last counts, as in a map; failing the exact name, the first
+        // that matches ignoring case.
+        let repeated = r#"{"payload":[
+            {"after":{"ID":1,"id":2,"region":"eu","id":3},"updated":"5.0"},
+            {"after":{"Id":5,"ID":6,"Id":7,"region":"us","ID":8},"updated":"6.0"}]}"#;
+        let out =
+            changes(lines(repeated, true), Some("orders"), &schema(), false).expect("changes");
+        assert_eq!((out[0].key.as_str(), out[1].key.as_str()), ("[3,\"eu\"]", "[7,\"us\"]"));
         let missing = r#"{"payload":[{"after":{"id":1},"updated":"5.0"}]}"#;
         let err = changes(lines(missing, true), Some("orders"), &schema(), false).expect_err("pk");
         assert!(err.to_string().contains("missing primary key column \"region\""), "{err}");
