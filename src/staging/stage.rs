@@ -40,6 +40,8 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::{StagingDialect, StagingSchema};
+use crate::target::postgres::apply::transaction::copy_rows;
+use crate::target::postgres::apply::wire::copy_escape;
 use crate::types::position::Hlc;
 
 /// The mark `mut` holds for a version immediate mode applied.
@@ -150,75 +152,37 @@ pub async fn claim(
 /// COPY: rows whose keys are not there yet (a changefeed's first pass over its tables, a
 /// backlog of inserts) are loaded with COPY, which skips `ON CONFLICT`'s speculative insertion
 /// and the parameter arrays; once COPY meets a key that is there already (a key updated again,
-/// a request sent again), the write uses its `INSERT … ON CONFLICT` for a while (1, 2, 4, … up
-/// to 1,024 writes while COPY keeps failing) before COPY is tried again.
-#[derive(Debug, Default)]
-pub struct CopyFirst {
-    /// Claims left to make with the upsert before COPY is tried again.
-    pause: std::sync::atomic::AtomicU32,
-    /// The next pause's length.
-    backoff: std::sync::atomic::AtomicU32,
-}
+/// a request sent again), the write uses its `INSERT … ON CONFLICT` for a while, as the
+/// target's writer does with its own COPY path.
+pub use crate::target::postgres::apply::transaction::CopyRest as CopyFirst;
 
-impl CopyFirst {
-    /// Fewer rows than this are written with `INSERT`: COPY's savepoint and round trips cost
-    /// more than they save.
-    const MIN_ROWS: usize = 64;
+/// Fewer rows than this are written with `INSERT`: COPY's savepoint and round trips cost more
+/// than they save.
+const COPY_FIRST_MIN_ROWS: usize = 64;
 
-    /// Whether this claim tries COPY (counts a paused claim down).
-    fn try_now(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.pause.fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1)).is_err()
-    }
-
-    /// Runs `sql` (a `COPY … FROM STDIN`) with `data` under a savepoint of the caller's
-    /// transaction: true when every row went in; false when a key was there already (the
-    /// savepoint rolled back: the caller writes the rows its other way).
-    async fn load(
-        &self,
-        client: &tokio_postgres::Client,
-        sql: &str,
-        data: bytes::Bytes,
-    ) -> Result<bool, tokio_postgres::Error> {
-        client.batch_execute("SAVEPOINT copy_first").await?;
-        match copy_in(client, sql, data).await {
-            Ok(()) => {
-                client.batch_execute("RELEASE SAVEPOINT copy_first").await?;
-                self.worked();
-                Ok(true)
-            }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                client.batch_execute("ROLLBACK TO SAVEPOINT copy_first").await?;
-                self.failed();
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn worked(&self) {
-        self.backoff.store(0, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn failed(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let backoff = (self.backoff.load(Relaxed) * 2).clamp(1, 1024);
-        self.backoff.store(backoff, Relaxed);
-        self.pause.store(backoff, Relaxed);
-    }
-}
-
-/// Runs `sql` (a `COPY … FROM STDIN`) with `rows` in COPY's text format.
-async fn copy_in(
+/// Runs `sql` (a `COPY … FROM STDIN`) with `data` under a savepoint of the caller's
+/// transaction: true when every row went in; false when a key was there already (the
+/// savepoint rolled back: the caller writes the rows its other way).
+async fn copy_first(
+    copy: &CopyFirst,
     client: &tokio_postgres::Client,
     sql: &str,
-    rows: bytes::Bytes,
-) -> Result<(), tokio_postgres::Error> {
-    use futures_util::SinkExt;
-    let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
-    futures_util::pin_mut!(sink);
-    sink.send(rows).await?;
-    sink.finish().await.map(|_| ())
+    data: bytes::Bytes,
+) -> Result<bool, tokio_postgres::Error> {
+    client.batch_execute("SAVEPOINT copy_first").await?;
+    match copy_rows(client, sql, data).await {
+        Ok(()) => {
+            client.batch_execute("RELEASE SAVEPOINT copy_first").await?;
+            copy.worked();
+            Ok(true)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            client.batch_execute("ROLLBACK TO SAVEPOINT copy_first").await?;
+            copy.failed();
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// [`claim`], by COPY where `copy` says so (PostgreSQL staging): inside the caller's
@@ -232,22 +196,22 @@ pub async fn claim_with(
     versions: &[&Version],
     copy: Option<&CopyFirst>,
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
-    let Some(copy) = copy.filter(|c| versions.len() >= CopyFirst::MIN_ROWS && c.try_now()) else {
+    let Some(copy) = copy.filter(|c| versions.len() >= COPY_FIRST_MIN_ROWS && c.try_now()) else {
         return claim(tx, staging, versions).await;
     };
     use std::fmt::Write as _;
     let mut rows = bytes::BytesMut::with_capacity(versions.len() * 64);
     for v in versions {
-        crate::target::postgres::apply::wire::copy_escape(&v.table, &mut rows);
+        copy_escape(&v.table, &mut rows);
         rows.extend_from_slice(b"\t");
-        crate::target::postgres::apply::wire::copy_escape(&v.key, &mut rows);
+        copy_escape(&v.key, &mut rows);
         let _ = writeln!(rows, "\t{}\t{}", v.time.nanos, v.time.logical);
     }
     let sql = format!(
         "COPY {} (table_name, key, nanos, logical) FROM STDIN",
         staging.table("key_versions")
     );
-    if copy.load(tx.client(), &sql, rows.freeze()).await? {
+    if copy_first(copy, tx.client(), &sql, rows.freeze()).await? {
         Ok(vec![true; versions.len()])
     } else {
         claim(tx, staging, versions).await
@@ -401,7 +365,7 @@ pub async fn mark_applied_copy(
     let mut rows = bytes::BytesMut::with_capacity(versions.len() * (48 + tail.len()));
     for v in versions {
         let _ = write!(rows, "{}\t{}\t", v.time.nanos, v.time.logical);
-        crate::target::postgres::apply::wire::copy_escape(&v.key, &mut rows);
+        copy_escape(&v.key, &mut rows);
         rows.extend_from_slice(tail.as_bytes());
     }
     let copy = format!(
@@ -409,7 +373,7 @@ pub async fn mark_applied_copy(
         staging.table(table)
     );
     let savepoint = tx.savepoint("stubs").await?;
-    match copy_in(savepoint.client(), &copy, rows.freeze()).await {
+    match copy_rows(savepoint.client(), &copy, rows.freeze()).await {
         Ok(()) => savepoint.commit().await,
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             savepoint.rollback().await?;
@@ -487,7 +451,7 @@ pub async fn stage_with(
     rows: &[Staged],
     copy: Option<&CopyFirst>,
 ) -> Result<u64, tokio_postgres::Error> {
-    let Some(copy) = copy.filter(|c| rows.len() >= CopyFirst::MIN_ROWS && c.try_now()) else {
+    let Some(copy) = copy.filter(|c| rows.len() >= COPY_FIRST_MIN_ROWS && c.try_now()) else {
         return stage(tx, staging, table, rows).await;
     };
     let mut out = bytes::BytesMut::with_capacity(
@@ -514,7 +478,7 @@ pub async fn stage_with(
     out.extend_from_slice(&(-1i16).to_be_bytes());
     let sql =
         format!("COPY {} ({STAGED_COLUMNS}) FROM STDIN (FORMAT binary)", staging.table(table));
-    if copy.load(tx.client(), &sql, out.freeze()).await? {
+    if copy_first(copy, tx.client(), &sql, out.freeze()).await? {
         Ok(rows.len() as u64)
     } else {
         stage(tx, staging, table, rows).await
@@ -803,22 +767,6 @@ mod tests {
         let sql = claim_and_mark_sql(&staging, &[&v], &[("db_public_t", vec![&v])]);
         assert!(sql.contains(r#"'{"[\"it''s\",\"a\\\"b\\\\c\"]"}'::TEXT[]"#), "{sql}");
         assert!(sql.contains("unnest('{5}'::INT8[], '{2}'::INT8[], '{"), "{sql}");
-    }
-
-    #[test]
-    fn claims_rest_from_copy_longer_while_it_keeps_failing() {
-        let copy = CopyFirst::default();
-        let tries = |copy: &CopyFirst, n: usize| (0..n).map(|_| copy.try_now()).collect::<Vec<_>>();
-        assert_eq!(tries(&copy, 2), [true, true]);
-        copy.failed();
-        assert_eq!(tries(&copy, 2), [false, true]);
-        copy.failed();
-        assert_eq!(tries(&copy, 3), [false, false, true]);
-        copy.failed();
-        assert_eq!(tries(&copy, 5), [false, false, false, false, true]);
-        copy.worked();
-        copy.failed();
-        assert_eq!(tries(&copy, 2), [false, true]);
     }
 
     #[test]

@@ -17,10 +17,46 @@ pub struct StatementCache {
     prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
     /// What starts each transaction after `BEGIN` (a fence: see [`StatementCache::fence`]).
     fence: Option<String>,
-    /// Batches to write without COPY before trying it again (after COPY found existing keys).
-    copy_pause: u32,
-    /// How long the next pause is: doubles while COPY keeps failing, back to 1 once it works.
-    copy_backoff: u32,
+    /// How the COPY path has fared.
+    copy: CopyRest,
+}
+
+/// When to try COPY for rows that may have keys there already: after COPY finds one, the next
+/// 1, 2, 4, … (at most 1,024) writes go their other way (`INSERT … ON CONFLICT`) before COPY is
+/// tried again; once it works, the next failure rests it for one write again. Shared by the
+/// writes that hold it (atomic, so concurrent requests can share one).
+#[derive(Debug, Default)]
+pub struct CopyRest {
+    /// Writes left to make without COPY before it is tried again.
+    pause: std::sync::atomic::AtomicU32,
+    /// The next pause's length.
+    backoff: std::sync::atomic::AtomicU32,
+}
+
+impl CopyRest {
+    /// Whether this write tries COPY (counts a resting write down).
+    pub fn try_now(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pause.fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1)).is_err()
+    }
+
+    /// COPY took the rows.
+    pub fn worked(&self) {
+        self.backoff.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// COPY found a key there already.
+    pub fn failed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let backoff = (self.backoff.load(Relaxed) * 2).clamp(1, 1024);
+        self.backoff.store(backoff, Relaxed);
+        self.pause.store(backoff, Relaxed);
+    }
+
+    #[cfg(test)]
+    fn pause(&self) -> u32 {
+        self.pause.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl StatementCache {
@@ -56,25 +92,7 @@ impl StatementCache {
     /// Whether to load `statements` by COPY this time: some are rendered for it and COPY is
     /// not resting.
     pub fn use_copy(&mut self, statements: &[Wire]) -> bool {
-        statements.iter().any(|s| s.copy_sql.is_some()) && self.try_copy()
-    }
-
-    /// Whether to try COPY for this batch.
-    fn try_copy(&mut self) -> bool {
-        if self.copy_pause > 0 {
-            self.copy_pause -= 1;
-            return false;
-        }
-        true
-    }
-
-    fn copy_worked(&mut self) {
-        self.copy_backoff = 0;
-    }
-
-    fn copy_failed(&mut self) {
-        self.copy_backoff = (self.copy_backoff * 2).clamp(1, 1024);
-        self.copy_pause = self.copy_backoff;
+        statements.iter().any(|s| s.copy_sql.is_some()) && self.copy.try_now()
     }
 }
 
@@ -243,12 +261,12 @@ impl Started {
         match result {
             Ok(()) => {
                 if self.copy {
-                    cache.copy_worked();
+                    cache.copy.worked();
                 }
                 Ok(())
             }
             Err(e) if self.copy && !e.is_transient() => {
-                cache.copy_failed();
+                cache.copy.failed();
                 Err(StartedError::CopyRefused(e))
             }
             Err(e) => Err(StartedError::Failed(e)),
@@ -256,10 +274,11 @@ impl Started {
     }
 }
 
-/// Sends rows in COPY text format through the prepared `COPY … FROM STDIN`.
-async fn copy_rows(
+/// Sends `rows` (in the COPY's format) through `copy`, a `COPY … FROM STDIN` (prepared, or
+/// its text).
+pub async fn copy_rows<T: ?Sized + tokio_postgres::ToStatement>(
     client: &tokio_postgres::Client,
-    copy: &tokio_postgres::Statement,
+    copy: &T,
     rows: bytes::Bytes,
 ) -> Result<(), tokio_postgres::Error> {
     use futures_util::SinkExt;
@@ -275,20 +294,36 @@ mod tests {
 
     #[test]
     fn copy_rests_longer_while_it_keeps_failing() {
-        let mut cache = StatementCache::default();
-        assert!(cache.try_copy());
-        cache.copy_failed();
-        assert!(!cache.try_copy(), "one batch without COPY");
-        assert!(cache.try_copy());
-        cache.copy_failed();
-        assert_eq!((0..2).filter(|_| !cache.try_copy()).count(), 2, "then two");
-        assert!(cache.try_copy());
-        cache.copy_worked();
-        cache.copy_failed();
-        assert!(!cache.try_copy() && cache.try_copy(), "success starts over at one");
+        let cache = StatementCache::default();
+        assert!(cache.copy.try_now());
+        cache.copy.failed();
+        assert!(!cache.copy.try_now(), "one batch without COPY");
+        assert!(cache.copy.try_now());
+        cache.copy.failed();
+        assert_eq!((0..2).filter(|_| !cache.copy.try_now()).count(), 2, "then two");
+        assert!(cache.copy.try_now());
+        cache.copy.worked();
+        cache.copy.failed();
+        assert!(!cache.copy.try_now() && cache.copy.try_now(), "success starts over at one");
         for _ in 0..20 {
-            cache.copy_failed();
+            cache.copy.failed();
         }
-        assert_eq!(cache.copy_pause, 1024, "at most 1,024 batches");
+        assert_eq!(cache.copy.pause(), 1024, "at most 1,024 batches");
+    }
+
+    #[test]
+    fn claims_rest_from_copy_longer_while_it_keeps_failing() {
+        let copy = CopyRest::default();
+        let tries = |copy: &CopyRest, n: usize| (0..n).map(|_| copy.try_now()).collect::<Vec<_>>();
+        assert_eq!(tries(&copy, 2), [true, true]);
+        copy.failed();
+        assert_eq!(tries(&copy, 2), [false, true]);
+        copy.failed();
+        assert_eq!(tries(&copy, 3), [false, false, true]);
+        copy.failed();
+        assert_eq!(tries(&copy, 5), [false, false, false, false, true]);
+        copy.worked();
+        copy.failed();
+        assert_eq!(tries(&copy, 2), [false, true]);
     }
 }
