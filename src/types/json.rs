@@ -8,7 +8,7 @@
 /// `1E5`: serde_json would write the exponent as `e+400`). `None` when `text` is not JSON.
 pub fn parse(text: &str) -> Option<serde_json::Value> {
     let mut reader = Reader { text: text.as_bytes(), at: 0 };
-    let value = reader.value(0)?;
+    let value = reader.document(0)?;
     reader.skip_space();
     (reader.at == reader.text.len()).then_some(value)
 }
@@ -55,12 +55,8 @@ impl<'a> Reader<'a> {
         self.at == self.text.len()
     }
 
-    /// The value at the cursor, as a document.
-    pub fn document(&mut self, depth: usize) -> Option<serde_json::Value> {
-        self.value(depth)
-    }
-
-    /// A field name (a string) at the cursor, after white space, decoded.
+    /// The string at the cursor (a member's name, or a value), after white space, decoded;
+    /// borrowed from the text when it has no escape.
     pub fn name(&mut self) -> Option<std::borrow::Cow<'a, str>> {
         self.skip_space();
         let (start, end, plain) = self.string_span()?;
@@ -82,34 +78,60 @@ impl<'a> Reader<'a> {
                     serde_json::from_slice::<String>(&self.text[start..end]).ok()?;
                 }
             }
-            open @ (b'[' | b'{') => {
-                let close = if open == b'[' { b']' } else { b'}' };
-                self.at += 1;
-                if self.eat(close) {
-                    return Some(());
-                }
-                loop {
-                    if open == b'{' {
-                        self.name()?;
-                        if !self.eat(b':') {
-                            return None;
-                        }
-                    }
-                    self.skip(depth + 1)?;
-                    if self.eat(close) {
-                        return Some(());
-                    }
-                    if !self.eat(b',') {
-                        return None;
-                    }
-                }
-            }
+            b'{' => self.members(|r, _| r.skip(depth + 1))?,
+            b'[' => self.items(|r| r.skip(depth + 1))?,
             _ => {
                 // A scalar: as cheap to build as to check.
-                self.value(depth)?;
+                self.document(depth)?;
             }
         }
         Some(())
+    }
+
+    /// Reads the object at the cursor: `member` gets each member's name with the reader at its
+    /// value, which it reads (or skips).
+    pub fn members(
+        &mut self,
+        mut member: impl FnMut(&mut Self, std::borrow::Cow<'a, str>) -> Option<()>,
+    ) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let name = self.name()?;
+            if !self.eat(b':') {
+                return None;
+            }
+            member(self, name)?;
+            if self.eat(b'}') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
+    }
+
+    /// Reads the array at the cursor: `item` reads (or skips) each element.
+    pub fn items(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if !self.eat(b'[') {
+            return None;
+        }
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            if self.eat(b']') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
     }
 
     /// Consumes `byte` after white space, if it is next.
@@ -128,7 +150,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Option<serde_json::Value> {
+    /// The value at the cursor, as a document (`depth`: its depth in the whole text).
+    pub fn document(&mut self, depth: usize) -> Option<serde_json::Value> {
         use serde_json::Value as J;
         if depth > Self::MAX_DEPTH {
             return None;
@@ -145,44 +168,23 @@ impl<'a> Reader<'a> {
             b't' => word(self, b"true", J::Bool(true)),
             b'f' => word(self, b"false", J::Bool(false)),
             b'n' => word(self, b"null", J::Null),
-            b'"' => self.string().map(J::String),
+            b'"' => self.name().map(|s| J::String(s.into_owned())),
             b'[' => {
-                self.at += 1;
                 let mut items = Vec::new();
-                if !self.eat(b']') {
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        if self.eat(b']') {
-                            break;
-                        }
-                        if !self.eat(b',') {
-                            return None;
-                        }
-                    }
-                }
+                self.items(|r| {
+                    items.push(r.document(depth + 1)?);
+                    Some(())
+                })?;
                 Some(J::Array(items))
             }
             b'{' => {
-                self.at += 1;
                 // Collected first so the map is built at its size, not grown (and rehashed)
                 // field by field.
                 let mut fields = Vec::with_capacity(8);
-                if !self.eat(b'}') {
-                    loop {
-                        self.skip_space();
-                        let key = self.string()?;
-                        if !self.eat(b':') {
-                            return None;
-                        }
-                        fields.push((key, self.value(depth + 1)?));
-                        if self.eat(b'}') {
-                            break;
-                        }
-                        if !self.eat(b',') {
-                            return None;
-                        }
-                    }
-                }
+                self.members(|r, key| {
+                    fields.push((key.into_owned(), r.document(depth + 1)?));
+                    Some(())
+                })?;
                 let mut map = serde_json::Map::with_capacity(fields.len());
                 map.extend(fields);
                 Some(J::Object(map))
@@ -203,16 +205,6 @@ impl<'a> Reader<'a> {
                 Some(J::Number(serde_json::Number::from_string_unchecked(number.to_owned())))
             }
         }
-    }
-
-    /// A string literal at the cursor, decoded.
-    fn string(&mut self) -> Option<String> {
-        let (start, end, plain) = self.string_span()?;
-        // Most strings have no escape: taken as they are.
-        if plain {
-            return std::str::from_utf8(&self.text[start + 1..end - 1]).ok().map(str::to_owned);
-        }
-        serde_json::from_slice(&self.text[start..end]).ok()
     }
 
     /// The string literal at the cursor, passed over: its span (quotes included) and whether

@@ -175,15 +175,7 @@ enum Payload {
 /// The body's object, at the cursor; `None`: not JSON.
 fn read_envelope(r: &mut Reader<'_>, query_feed: bool) -> Option<Envelope> {
     let mut envelope = Envelope { bare: false, only_envelope: true, payload: None, resolved: None };
-    r.eat(b'{');
-    if r.eat(b'}') {
-        return Some(envelope);
-    }
-    loop {
-        let name = r.name()?;
-        if !r.eat(b':') {
-            return None;
-        }
+    r.members(|r, name| {
         match &*name {
             "payload" => {
                 envelope.payload = match r.peek()? {
@@ -206,13 +198,9 @@ fn read_envelope(r: &mut Reader<'_>, query_feed: bool) -> Option<Envelope> {
                 r.skip(1)?;
             }
         }
-        if r.eat(b'}') {
-            return Some(envelope);
-        }
-        if !r.eat(b',') {
-            return None;
-        }
-    }
+        Some(())
+    })?;
+    Some(envelope)
 }
 
 /// The `payload` array at the cursor: its lines, or the first line's error (the rest is still
@@ -220,11 +208,9 @@ fn read_envelope(r: &mut Reader<'_>, query_feed: bool) -> Option<Envelope> {
 fn read_lines(r: &mut Reader<'_>, query_feed: bool) -> Option<Result<Vec<Line>, PayloadError>> {
     let mut out = Ok(Vec::new());
     let mut names = Names::default();
-    r.eat(b'[');
-    if r.eat(b']') {
-        return Some(out);
-    }
-    for n in 1.. {
+    let mut n = 0;
+    r.items(|r| {
+        n += 1;
         let line = if r.peek()? == b'{' {
             let parts = read_parts(r, &mut names, 2)?;
             out.is_ok().then(|| check_line(parts, n, query_feed, true))
@@ -237,13 +223,8 @@ fn read_lines(r: &mut Reader<'_>, query_feed: bool) -> Option<Result<Vec<Line>, 
             (Ok(_), Some(Err(e))) => out = Err(e),
             _ => {}
         }
-        if r.eat(b']') {
-            break;
-        }
-        if !r.eat(b',') {
-            return None;
-        }
-    }
+        Some(())
+    })?;
     Some(out)
 }
 
@@ -367,15 +348,7 @@ impl Names {
 /// The object at the cursor, as a row (`depth`: its depth in the body).
 fn read_object(r: &mut Reader<'_>, names: &mut Names, depth: usize) -> Option<Fields> {
     let mut fields = Vec::with_capacity(names.0.len().max(4));
-    r.eat(b'{');
-    if r.eat(b'}') {
-        return Some(fields);
-    }
-    loop {
-        let name = r.name()?;
-        if !r.eat(b':') {
-            return None;
-        }
+    r.members(|r, name| {
         let cell = if r.peek()? == b'{' {
             let start = r.at();
             r.skip(depth + 1)?;
@@ -384,13 +357,9 @@ fn read_object(r: &mut Reader<'_>, names: &mut Names, depth: usize) -> Option<Fi
             Cell::Value(r.document(depth + 1)?)
         };
         fields.push((names.get(fields.len(), &name), cell));
-        if r.eat(b'}') {
-            return Some(fields);
-        }
-        if !r.eat(b',') {
-            return None;
-        }
-    }
+        Some(())
+    })?;
+    Some(fields)
 }
 
 /// What one line holds, read but not checked yet (the last of a repeated field counts).
@@ -416,15 +385,7 @@ enum Row {
 /// The line object at the cursor (`depth`: its depth in the body); `None`: not JSON.
 fn read_parts(r: &mut Reader<'_>, names: &mut Names, depth: usize) -> Option<Parts> {
     let mut parts = Parts::default();
-    r.eat(b'{');
-    if r.eat(b'}') {
-        return Some(parts);
-    }
-    loop {
-        let name = r.name()?;
-        if !r.eat(b':') {
-            return None;
-        }
+    r.members(|r, name| {
         match &*name {
             row @ ("after" | "before") => {
                 let read = match r.peek()? {
@@ -448,13 +409,9 @@ fn read_parts(r: &mut Reader<'_>, names: &mut Names, depth: usize) -> Option<Par
                 r.skip(depth + 1)?;
             }
         }
-        if r.eat(b'}') {
-            return Some(parts);
-        }
-        if !r.eat(b',') {
-            return None;
-        }
-    }
+        Some(())
+    })?;
+    Some(parts)
 }
 
 /// Checks one line's parts. `from_url`: the table comes from the request (no `topic`
